@@ -1,0 +1,64 @@
+"""Crash-safe writes: a kill at any moment leaves either the old file or the new one, never half."""
+import json
+import os
+import tempfile
+
+import torch
+
+
+def _fsync_dir(path):
+    try:
+        fd = os.open(os.path.dirname(os.path.abspath(path)) or '.', os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic(path, write):
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path)
+
+
+def save_checkpoint(state, path):
+    _atomic(path, lambda f: torch.save(state, f))
+
+
+def write_json(obj, path):
+    _atomic(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True) + '\n').encode()))
+
+
+def write_text(text, path):
+    _atomic(path, lambda f: f.write(text.encode()))
+
+
+def append_line(path, line):
+    """One write() of a whole line with O_APPEND: concurrent or killed writers never split lines."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line.rstrip('\n') + '\n').encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)

@@ -1,0 +1,75 @@
+"""torchrun / DistributedDataParallel glue. Without torchrun every function is a no-op."""
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def launched_by_torchrun():
+    return 'RANK' in os.environ and 'WORLD_SIZE' in os.environ
+
+
+def init(device):
+    """Join the process group torchrun set up: nccl on CUDA, gloo elsewhere."""
+    if launched_by_torchrun() and not dist.is_initialized():
+        backend = 'nccl' if device.type == 'cuda' else 'gloo'
+        dist.init_process_group(backend=backend)
+
+
+def active():
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank():
+    return dist.get_rank() if active() else 0
+
+
+def world_size():
+    return dist.get_world_size() if active() else 1
+
+
+def is_main():
+    return rank() == 0
+
+
+def barrier():
+    if active():
+        dist.barrier()
+
+
+def all_reduce_sum(tensor):
+    if active():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_gather_cat(tensor):
+    """Concatenate a tensor from every rank along dim 0 (equal sizes per rank: drop_last holds)."""
+    if not active():
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+def broadcast_object(obj):
+    if not active():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def cleanup():
+    if active():
+        dist.destroy_process_group()
+
+
+def average_gradients(params):
+    """Mean of the gradients over ranks, for steps that run outside the DDP wrapper (init stage)."""
+    if not active():
+        return
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad /= world_size()

@@ -1,0 +1,213 @@
+"""Command-line options of train_teacher.py, train_student.py and search.py.
+
+Flag names and defaults are the published ones (RepDistiller, CRD-EMKD); new flags are additive.
+Choices are checked against the registries (models, distiller_zoo, dataset), never a hand list.
+"""
+import argparse
+import difflib
+import random
+
+from helper.errors import UsageError
+
+MOBILE_STUDENTS = ('MobileNetV2', 'ShuffleV1', 'ShuffleV2')  # published lr 0.01
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports mistakes as one UsageError line instead of usage + exit."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _add_common(p):
+    g = p.add_argument_group('logging and checkpoints')
+    g.add_argument('--print_freq', type=int, default=100, help='print every N iterations')
+    g.add_argument('--tb_freq', type=int, default=500, help='tensorboard every N iterations')
+    g.add_argument('--save_freq', type=int, default=40, help='ckpt_epoch_N.pth every N epochs')
+    g.add_argument('--save_root', default='./save', help='runs go to SAVE_ROOT/{models,student_model}')
+    g = p.add_argument_group('loading and schedule')
+    g.add_argument('--batch_size', type=int, default=64, help='per process (per GPU under torchrun)')
+    g.add_argument('--num_workers', type=int, default=None, help='default: min(8, CPU count)')
+    g.add_argument('--epochs', type=int, default=240)
+    g.add_argument('--dataset', default='cifar100', help='cifar100, cifar10, tiny_imagenet, imagenet, digits')
+    g.add_argument('--data_folder', default='./data')
+    g = p.add_argument_group('optimizer')
+    g.add_argument('--learning_rate', type=float, default=None,
+                   help='default 0.05; 0.01 for MobileNetV2/ShuffleV1/ShuffleV2 (published)')
+    g.add_argument('--lr_decay_epochs', default='150,180,210', help='comma-separated epochs')
+    g.add_argument('--lr_decay_rate', type=float, default=0.1)
+    g.add_argument('--weight_decay', type=float, default=5e-4)
+    g.add_argument('--momentum', type=float, default=0.9)
+    g.add_argument('--scale_lr', action='store_true',
+                   help='under torchrun, multiply the learning rate by the number of processes')
+    g = p.add_argument_group('run control')
+    g.add_argument('--seed', type=int, default=None, help='seed everything (default: a random seed, recorded)')
+    g.add_argument('--device', default='auto', choices=['auto', 'cuda', 'mps', 'cpu'])
+    g.add_argument('--resume', action='store_true', help='continue the run in its folder')
+    g.add_argument('--test', type=int, default=0, choices=[0, 1], help='1: only evaluate the saved model')
+    g.add_argument('--dry_run', action='store_true', help='check the options and exit')
+    g = p.add_argument_group('speed (see README: Fast path)')
+    g.add_argument('--data_on_device', action='store_true', help='keep the train set on the device, augment there')
+    g.add_argument('--amp', action='store_true', help='bf16 autocast where supported, else fp16 + GradScaler')
+    g.add_argument('--channels_last', action='store_true')
+    g.add_argument('--compile', action='store_true', help='torch.compile student and teacher')
+    g.add_argument('--fast', action='store_true', help='everything above that the device supports')
+    g.add_argument('--sync_bn', action='store_true', help='SyncBatchNorm under torchrun')
+
+
+def teacher_parser():
+    p = Parser(description='Train a teacher (or a student from scratch) with cross-entropy.')
+    p.add_argument('--model', default='resnet110')
+    p.add_argument('--block_depth', default=None, help='blocks per stage for my* models, e.g. 3,7,2')
+    p.add_argument('-t', '--trial', default='0', help='experiment id')
+    _add_common(p)
+    return p
+
+
+def add_student_args(p):
+    g = p.add_argument_group('models')
+    g.add_argument('--model_s', default='resnet8')
+    g.add_argument('--model_t', default=None, help='default: read from --path_t\'s folder name')
+    g.add_argument('--path_t', default=None, help='teacher checkpoint')
+    g.add_argument('--block_depth', default=None, help='student blocks per stage for my* models, e.g. 3,7,2')
+    g.add_argument('--trial', default='1', help='experiment id')
+    g = p.add_argument_group('distillation')
+    g.add_argument('--distill', default='kd')
+    g.add_argument('--init_epochs', type=int, default=30, help='init stage of abound, factor, fsp')
+    g.add_argument('--mc', type=int, default=0, choices=[0, 1], help='1: milestone checking')
+    g.add_argument('--mc_weight', type=float, default=0.001)
+    g.add_argument('-r', '--gamma', type=float, default=None, help='weight of cross-entropy')
+    g.add_argument('-a', '--alpha', type=float, default=None, help='weight of the KD loss')
+    g.add_argument('-b', '--beta', type=float, default=None, help='weight of the method loss')
+    g.add_argument('--kd_T', type=float, default=4, help='temperature of KD and MC')
+    g.add_argument('--feat_dim', type=int, default=128, help='CRD/CC embedding size')
+    g.add_argument('--mode', default='exact', choices=['exact', 'relax'], help='CRD positive')
+    g.add_argument('--nce_k', type=int, default=16384, help='CRD negatives')
+    g.add_argument('--nce_t', type=float, default=0.07, help='CRD temperature')
+    g.add_argument('--nce_m', type=float, default=0.5, help='CRD memory momentum')
+    g.add_argument('--hint_layer', type=int, default=2, choices=[0, 1, 2, 3, 4])
+    _add_common(p)
+    return p
+
+
+def student_parser():
+    return add_student_args(Parser(description='Distill a student from a teacher.'))
+
+
+def parse_int_list(text, flag):
+    try:
+        values = [int(v) for v in str(text).split(',') if v.strip() != '']
+    except ValueError:
+        raise UsageError(f'{flag} must be comma-separated integers, got {text!r}') from None
+    return values
+
+
+def _check_name(kind, value, names, flag):
+    if value not in names:
+        close = difflib.get_close_matches(str(value), list(names), n=3)
+        hint = f'; did you mean {", ".join(close)}?' if close else f'; choose from {", ".join(sorted(names))}'
+        raise UsageError(f'unknown {flag} {value!r}{hint}')
+
+
+def finalize(opt, kind):
+    """Validate and complete parsed options in place. kind is 'teacher' or 'student'. Idempotent."""
+    import models
+    import dataset
+    from distiller_zoo import METHODS
+    from dataset import default_num_workers
+
+    _check_name('dataset', opt.dataset, dataset.DATASETS, '--dataset')
+    model_flag, model_name = ('--model', opt.model) if kind == 'teacher' else ('--model_s', opt.model_s)
+    _check_name('model', model_name, models.model_dict, model_flag)
+    opt.block_depth = models.parse_block_depth(model_name, opt.block_depth)
+    for flag in ('epochs', 'batch_size', 'print_freq', 'save_freq', 'tb_freq'):
+        if getattr(opt, flag) <= 0:
+            raise UsageError(f'--{flag} must be positive, got {getattr(opt, flag)}')
+    if isinstance(opt.lr_decay_epochs, str):
+        opt.lr_decay_epochs = parse_int_list(opt.lr_decay_epochs, '--lr_decay_epochs')
+    if any(e <= 0 for e in opt.lr_decay_epochs) or sorted(opt.lr_decay_epochs) != list(opt.lr_decay_epochs):
+        raise UsageError(f'--lr_decay_epochs must be increasing positive epochs, got {opt.lr_decay_epochs}')
+    if opt.learning_rate is None:
+        opt.learning_rate = 0.01 if model_name in MOBILE_STUDENTS else 0.05
+    if opt.learning_rate <= 0:
+        raise UsageError(f'--learning_rate must be positive, got {opt.learning_rate}')
+    if opt.num_workers is None:
+        opt.num_workers = default_num_workers()
+    if opt.num_workers < 0:
+        raise UsageError(f'--num_workers must be >= 0, got {opt.num_workers}')
+    if opt.seed is None:
+        # recorded so that --resume replays the same data order; a resume adopts the run's seed
+        opt.seed = random.SystemRandom().randrange(2**31)
+        opt.seed_auto = True
+    elif not hasattr(opt, 'seed_auto'):
+        opt.seed_auto = False
+    if opt.fast:
+        opt.data_on_device = opt.amp = opt.channels_last = True
+    opt.trial = str(opt.trial)
+    if kind == 'student':
+        _finalize_student(opt, models, METHODS)
+    return opt
+
+
+def _finalize_student(opt, models, METHODS):
+    _check_name('distill', opt.distill, METHODS, '--distill')
+    if opt.path_t is None:
+        raise UsageError('--path_t is required: the teacher checkpoint, e.g. '
+                         './save/models/resnet110_vanilla/ckpt_epoch_240.pth')
+    if opt.model_t is None:
+        opt.model_t = models.name_from_path(opt.path_t)
+        if opt.model_t is None:
+            raise UsageError(f'cannot tell the teacher architecture from {opt.path_t!r}; pass --model_t')
+    _check_name('model', opt.model_t, models.model_dict, '--model_t')
+    if opt.nce_k <= 0:
+        raise UsageError(f'--nce_k must be positive, got {opt.nce_k}')
+    if opt.init_epochs < 0:
+        raise UsageError(f'--init_epochs must be >= 0, got {opt.init_epochs}')
+    method = METHODS[opt.distill]
+    # omitted weights take the method's published values (the original crashed on None here)
+    for name in ('gamma', 'alpha', 'beta'):
+        if getattr(opt, name) is None:
+            setattr(opt, name, float(getattr(method, name)))
+
+
+def options_dict(opt):
+    """Options as plain data (for checkpoints, summary.json, weights_only loading)."""
+    out = {}
+    for k, v in sorted(vars(opt).items()):
+        if isinstance(v, (tuple, list)):
+            v = list(v)
+        if v is None or isinstance(v, (bool, int, float, str, list)):
+            out[k] = v
+    return out
+
+
+def _fmt(x):
+    return f'{x:g}' if isinstance(x, float) else str(x)
+
+
+def run_name(opt, kind):
+    """Folder name: teacher, student, block_depth, method, MC, weights, trial; no ':' characters."""
+    if kind == 'teacher':
+        model = opt.model + (('-' + '-'.join(map(str, opt.block_depth))) if opt.block_depth else '')
+        return f'{model}_{opt.dataset}_lr_{_fmt(opt.learning_rate)}_decay_{_fmt(opt.weight_decay)}_trial_{opt.trial}'
+    student = opt.model_s + (('-' + '-'.join(map(str, opt.block_depth))) if opt.block_depth else '')
+    mc = f'_mc-{_fmt(opt.mc_weight)}' if opt.mc else ''
+    return (f'S-{student}_T-{opt.model_t}_{opt.dataset}_{opt.distill}{mc}'
+            f'_r-{_fmt(opt.gamma)}_a-{_fmt(opt.alpha)}_b-{_fmt(opt.beta)}_{opt.trial}')
+
+
+# Options whose change makes a checkpoint belong to a different experiment (checked on --resume).
+RESULT_OPTIONS = ('model', 'model_s', 'model_t', 'block_depth', 'distill', 'mc', 'mc_weight', 'gamma',
+                  'alpha', 'beta', 'kd_T', 'feat_dim', 'mode', 'nce_k', 'nce_t', 'nce_m', 'hint_layer',
+                  'dataset', 'batch_size', 'epochs', 'init_epochs', 'learning_rate', 'lr_decay_epochs',
+                  'lr_decay_rate', 'weight_decay', 'momentum', 'amp', 'seed')
+
+
+def differing_option(saved, mine, ignore=()):
+    """First result-relevant option that differs between two options dicts, else None."""
+    for key in RESULT_OPTIONS:
+        if key in ignore or key not in saved or key not in mine:
+            continue
+        if saved[key] != mine[key]:
+            return key
+    return None

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Run the whole test suite on the CPU. Creates or reuses .venv by itself.
+# Extra arguments go to pytest, e.g.  bash scripts/test.sh -k crd
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/venv.sh
+exec "$PY" -m pytest -q -p no:cacheprovider tests "$@"

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The published CIFAR-100 recipes. Fetch the teachers first:
+#   bash scripts/fetch_pretrained_teachers.sh
+# Then run the lines you need (one GPU each), e.g.  bash scripts/train.sh crd
+# Methods take their published weights; MC adds --mc 1 --mc_weight 0.001 to any of them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+T=./checkpoints/cifar100/resnet110_vanilla/ckpt_epoch_240.pth
+S=resnet20
+
+run() { echo "+ python $*"; python "$@"; }
+
+case "${1:-all}" in
+teacher)  # train a teacher yourself instead of fetching it
+    run train_teacher.py --model resnet110 --trial 0 ;;
+kd)       run train_student.py --model_t resnet110 --path_t $T --distill kd --model_s $S -r 0.1 -a 0.9 -b 0 --trial 1 ;;
+hint)     run train_student.py --model_t resnet110 --path_t $T --distill hint --model_s $S -a 0 -b 100 --trial 1 ;;
+attention) run train_student.py --model_t resnet110 --path_t $T --distill attention --model_s $S -a 0 -b 1000 --trial 1 ;;
+similarity) run train_student.py --model_t resnet110 --path_t $T --distill similarity --model_s $S -a 0 -b 3000 --trial 1 ;;
+correlation) run train_student.py --model_t resnet110 --path_t $T --distill correlation --model_s $S -a 0 -b 0.02 --trial 1 ;;
+vid)      run train_student.py --model_t resnet110 --path_t $T --distill vid --model_s $S -a 0 -b 1 --trial 1 ;;
+rkd)      run train_student.py --model_t resnet110 --path_t $T --distill rkd --model_s $S -a 0 -b 1 --trial 1 ;;
+pkt)      run train_student.py --model_t resnet110 --path_t $T --distill pkt --model_s $S -a 0 -b 30000 --trial 1 ;;
+abound)   run train_student.py --model_t resnet110 --path_t $T --distill abound --model_s $S -a 0 -b 1 --trial 1 ;;
+factor)   run train_student.py --model_t resnet110 --path_t $T --distill factor --model_s $S -a 0 -b 200 --trial 1 ;;
+fsp)      run train_student.py --model_t resnet110 --path_t $T --distill fsp --model_s $S -a 0 -b 50 --trial 1 ;;
+nst)      run train_student.py --model_t resnet110 --path_t $T --distill nst --model_s $S -a 0 -b 50 --trial 1 ;;
+kdsvd)    run train_student.py --model_t resnet110 --path_t $T --distill kdsvd --model_s $S --trial 1 ;;
+crd)      # the seed README's example
+    run train_student.py --model_t resnet110 --path_t $T --distill crd --model_s $S -a 0 -b 0.8 --trial 1 ;;
+crd_kd)   run train_student.py --model_t resnet110 --path_t $T --distill crd --model_s $S -a 1 -b 0.8 --trial 1 ;;
+crd_mc)   # CRD + milestone checking on the BCS composition 3,7,2 (seed README)
+    run train_student.py --model_t resnet110 --path_t $T --distill crd --mc 1 --mc_weight 0.001 --model_s myresnet20 --block_depth 3,7,2 -a 0 -b 0.8 --trial 1 ;;
+mc_all)   # every method with MC on the myresnet20 3,7,2 student
+    for m in kd hint attention similarity correlation vid rkd pkt abound factor fsp nst kdsvd crd; do
+        run train_student.py --model_t resnet110 --path_t $T --distill $m --mc 1 --mc_weight 0.001 --model_s myresnet20 --block_depth 3,7,2 --trial 1
+    done ;;
+all)
+    for m in kd hint attention similarity correlation vid rkd pkt abound factor fsp nst kdsvd crd crd_kd crd_mc; do
+        bash "$0" $m
+    done ;;
+*) echo "usage: bash scripts/train.sh [teacher|kd|hint|...|crd|crd_kd|crd_mc|mc_all|all]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,232 @@
+"""Block composition search (BCS): retrain a my* student over block compositions, keep the best.
+
+Takes every train_student.py flag, e.g.
+    python search.py --path_t ./save/models/resnet110_vanilla/ckpt_epoch_240.pth --distill crd \
+        --mc 1 --mc_weight 0.001 --model_s myresnet20 --block_depth 3,3,3 -a 0 -b 0.8 --trial 1
+The search rule is documented in helper/bcs.py and the README. Rerunning the same command skips
+finished candidates and resumes an interrupted one.
+"""
+import copy
+import os
+import sys
+
+import models
+from helper import bcs
+from helper.checkpoint import append_line, read_json, write_json
+from helper.errors import UsageError
+from helper.loops import NonFiniteLoss, Preempted
+from helper.options import Parser, add_student_args, differing_option, finalize, options_dict, run_name
+from helper.run import run_dir_of
+from helper.scheduler import run_parallel, slots_for
+from train_student import train_student
+
+
+def search_parser():
+    p = Parser(description='Block composition search over a my* student.')
+    add_student_args(p)
+    g = p.add_argument_group('search')
+    g.add_argument('--search_epochs', type=int, default=None,
+                   help='score candidates on a shortened schedule (LR milestones scaled), '
+                        'then retrain only the winner on the full one')
+    g.add_argument('--gpus', default=None, help='e.g. 0,1,2,3: train a phase\'s candidates in parallel')
+    g.add_argument('--runs_per_gpu', type=int, default=1, help='candidates sharing one GPU')
+    g.add_argument('--nproc_per_node', type=int, default=1, help='GPUs per candidate, through torchrun')
+    return p
+
+
+SEARCH_FLAGS = {'--search_epochs', '--gpus', '--runs_per_gpu', '--nproc_per_node', '--block_depth',
+                '--epochs', '--lr_decay_epochs', '--trial', '--resume', '--seed'}
+
+
+def candidate_options(opt, comp, short):
+    """Options of one candidate run: its composition and, when short, the shortened schedule."""
+    c = copy.copy(opt)
+    c.block_depth = list(comp)
+    c.resume = False
+    if short:
+        scale = opt.search_epochs / opt.epochs
+        c.epochs = opt.search_epochs
+        c.lr_decay_epochs = sorted({max(1, round(m * scale)) for m in opt.lr_decay_epochs
+                                    if round(m * scale) < opt.search_epochs} or set())
+        c.trial = f'{opt.trial}-bcs{opt.search_epochs}'
+    return c
+
+
+def previous_result(c):
+    """'done' with its summary, 'resume', or None (fresh) for a candidate's run folder."""
+    run_dir = run_dir_of(c, 'student')
+    summary_path = os.path.join(run_dir, 'summary.json')
+    if os.path.exists(summary_path):
+        try:
+            s = read_json(summary_path)
+        except (OSError, ValueError):
+            s = {}
+        ignore = ('seed',) if c.seed_auto else ()
+        if s.get('status') == 'finished':
+            key = differing_option(s.get('options', {}), options_dict(c), ignore)
+            if key:
+                raise UsageError(f'{run_dir} finished with a different --{key}; use another --trial')
+            return 'done', s
+    if os.path.exists(os.path.join(run_dir, f'{c.model_s}_last.pth')):
+        return 'resume', None
+    return None, None
+
+
+def candidate_argv(argv, c):
+    """train_student.py arguments for a candidate: the user's flags plus the candidate's."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        flag = arg.split('=')[0]
+        if flag in SEARCH_FLAGS:
+            skip = '=' not in arg and flag != '--resume'
+            continue
+        out.append(arg)
+    out += ['--block_depth', ','.join(map(str, c.block_depth)), '--epochs', str(c.epochs),
+            '--lr_decay_epochs', ','.join(map(str, c.lr_decay_epochs)) or str(c.epochs + 1),
+            '--trial', c.trial, '--seed', str(c.seed)]
+    return out + (['--resume'] if c.resume else [])
+
+
+class Search:
+    def __init__(self, opt, argv):
+        self.opt, self.argv = opt, argv
+        self.name = 'BCS_' + run_name(opt, 'student')
+        self.dir = os.path.join(opt.save_root, 'search', self.name)
+        self.records = []
+        self.rates = bcs.exchange_rates(opt.model_s)
+        self.limits = bcs.teacher_limits(opt.model_t, len(opt.block_depth))
+        self.planned = bcs.planned_count(opt.block_depth, self.rates, self.limits)
+        self.gpus_per_run = max(1, opt.nproc_per_node)
+
+    def score_phase(self, comps, phase):
+        cands = [candidate_options(self.opt, comp, self.opt.search_epochs is not None) for comp in comps]
+        todo = []
+        for c in cands:
+            state, summary = previous_result(c)
+            c.resume = state == 'resume'
+            if state == 'done':
+                self._record(c, phase, summary, skipped=True)
+            else:
+                todo.append(c)
+        if self.opt.gpus:
+            self._train_parallel(todo, phase)
+        else:
+            for c in todo:
+                self._announce(c, phase)
+                self._record(c, phase, train_student(c))
+        by_comp = {tuple(r['block_depth']): r for r in self.records}
+        return [by_comp[tuple(c.block_depth)]['best_acc'] for c in cands]
+
+    def _announce(self, c, phase):
+        n = len(self.records) + 1
+        print(f'[BCS candidate {n} of ~{max(self.planned, n)}] phase {phase}: block_depth '
+              f'{",".join(map(str, c.block_depth))}{" (resuming)" if c.resume else ""}', flush=True)
+
+    def _train_parallel(self, todo, phase):
+        slots = slots_for(self.opt.gpus, self.opt.runs_per_gpu, self.opt.nproc_per_node)
+
+        def command(c, slot):
+            self._announce(c, phase)
+            script = [sys.executable, 'train_student.py']
+            if self.opt.nproc_per_node > 1:
+                script = [sys.executable, '-m', 'torch.distributed.run', '--standalone',
+                          f'--nproc_per_node={self.opt.nproc_per_node}', 'train_student.py']
+            env = dict(os.environ, CUDA_VISIBLE_DEVICES=slot)
+            return script + candidate_argv(self.argv, c), env
+
+        failed = run_parallel(todo, slots, command)
+        for i, c in enumerate(todo):
+            if i in failed:
+                raise UsageError(f'candidate {c.block_depth} failed (exit code {failed[i]}); see its output '
+                                 f'above, then rerun this command to continue')
+            self._record(c, phase, read_json(os.path.join(run_dir_of(c, 'student'), 'summary.json')))
+
+    def _record(self, c, phase, summary, skipped=False):
+        rec = {'block_depth': list(c.block_depth), 'phase': phase, 'params': summary['params'],
+               'best_acc': summary['best_acc'], 'last_acc': summary['last_acc'], 'run_dir': summary['run_dir'],
+               'status': summary['status'], 'wall_time_s': summary['wall_time_s'],
+               'device_hours': summary['wall_time_s'] * self.gpus_per_run / 3600.0}
+        self.records.append(rec)
+        line = (f'phase {phase} candidate {len(self.records)}: block_depth '
+                f'{",".join(map(str, c.block_depth))} params {rec["params"]} '
+                f'best_acc {rec["best_acc"]:.2f} last_acc {rec["last_acc"]:.2f}')
+        if skipped:
+            print(f'[BCS] already finished, skipped: {line}', flush=True)
+        else:
+            append_line(os.path.join(self.dir, 'search-result.txt'), line)
+        self.save()
+
+    def save(self, winner=None, final=None, status='running'):
+        o = self.opt
+        write_json({'status': status, 'model_s': o.model_s, 'model_t': o.model_t, 'distill': o.distill,
+                    'mc': o.mc, 'dataset': o.dataset, 'trial': o.trial, 'exchange_rates': self.rates,
+                    'search_epochs': o.search_epochs, 'candidates': self.records, 'winner': winner,
+                    'final': final, 'device_hours': sum(r['device_hours'] for r in self.records)
+                    + (final or {}).get('device_hours', 0.0), 'options': options_dict(o)},
+                   os.path.join(self.dir, 'search.json'))
+
+    def run(self):
+        os.makedirs(self.dir, exist_ok=True)
+        print(f'BCS over {self.opt.model_s} from {self.opt.block_depth} (teacher {self.opt.model_t}); '
+              f'exchange rates {self.rates}; about {self.planned} candidates; results in {self.dir}', flush=True)
+        _, best = bcs.search(self.opt.block_depth, self.rates, self.limits, self.score_phase)
+        winner = next(r for r in self.records if tuple(r['block_depth']) == tuple(best))
+        final = None
+        if self.opt.search_epochs is not None:
+            print(f'[BCS] retraining the winner {list(best)} on the full {self.opt.epochs}-epoch schedule',
+                  flush=True)
+            c = copy.copy(self.opt)
+            c.block_depth = list(best)
+            state, summary = previous_result(c)
+            if state != 'done':
+                c.resume = state == 'resume'
+                summary = train_student(c)
+            final = {'block_depth': list(best), 'best_acc': summary['best_acc'], 'last_acc': summary['last_acc'],
+                     'run_dir': summary['run_dir'],
+                     'device_hours': summary['wall_time_s'] * self.gpus_per_run / 3600.0}
+        append_line(os.path.join(self.dir, 'search-result.txt'),
+                    f'winner: block_depth {",".join(map(str, best))} params {winner["params"]} '
+                    f'best_acc {winner["best_acc"]:.2f} last_acc {winner["last_acc"]:.2f}')
+        self.save(winner, final, status='finished')
+        print(f'[BCS] winner {list(best)}: best acc {winner["best_acc"]:.2f}; '
+              f'{os.path.join(self.dir, "search.json")}', flush=True)
+        return {'winner': winner, 'final': final, 'candidates': self.records}
+
+
+def run_search(opt, argv):
+    finalize(opt, 'student')
+    if not models.is_variable_depth(opt.model_s):
+        raise UsageError(f'search.py needs a variable-depth student (a my* name), got {opt.model_s!r}')
+    if opt.block_depth is None:
+        opt.block_depth = models.base_depth(opt.model_s)
+    for flag in ('search_epochs', 'runs_per_gpu', 'nproc_per_node'):
+        value = getattr(opt, flag)
+        if value is not None and value <= 0:
+            raise UsageError(f'--{flag} must be positive, got {value}')
+    if opt.dry_run:
+        print(f'options OK: BCS over {opt.model_s} from {opt.block_depth}')
+        return None
+    return Search(opt, argv).run()
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        run_search(search_parser().parse_args(argv), argv)
+    except UsageError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    except Preempted:
+        print('search stopped; rerun the same command to continue', file=sys.stderr)
+        return 143
+    except NonFiniteLoss as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
