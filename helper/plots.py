@@ -1,0 +1,214 @@
+"""PNG plots of a training run, of a BCS search and of a method comparison (matplotlib, Agg)."""
+import csv
+import json
+import math
+import os
+import statistics
+
+import matplotlib
+
+matplotlib.use('Agg')  # headless: runs on clusters and in tests
+import matplotlib.pyplot as plt  # noqa: E402
+
+from helper.errors import UsageError  # noqa: E402
+
+
+def read_log(path):
+    """log.csv -> {column: [float, ...]}; empty cells (a loss the method lacks) become NaN."""
+    try:
+        with open(path, newline='') as f:
+            rows = list(csv.DictReader(f))
+    except OSError as e:
+        raise UsageError(f'cannot read {path}: {e.strerror}') from None
+    columns = {}
+    for row in rows:
+        for key, value in row.items():
+            if key is None:  # a row longer than the header
+                continue
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                number = math.nan
+            columns.setdefault(key, []).append(number)
+    return columns
+
+
+def lr_changes(epochs, lrs):
+    """Epochs at which the learning rate differs from the previous epoch's."""
+    return [(e, lr) for e, prev, lr in zip(epochs[1:], lrs, lrs[1:])
+            if not math.isclose(prev, lr, rel_tol=1e-9, abs_tol=0.0)]
+
+
+def plot_run(run_dir, out=None):
+    """Accuracy and loss curves of one run (log.csv), LR changes as vertical lines.
+
+    Writes ``out`` (default run_dir/curves.png) and returns its path.
+    """
+    log = read_log(os.path.join(run_dir, 'log.csv'))
+    epochs = log.get('epoch', [])
+    if not epochs:
+        raise UsageError(f'{run_dir}/log.csv has no epochs yet')
+    out = out or os.path.join(run_dir, 'curves.png')
+
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for key, label, style in [('train_acc', 'train', '-'), ('test_acc', 'test top-1', '-'),
+                              ('test_acc_top5', 'test top-5', ':')]:
+        if key in log:
+            ax_acc.plot(epochs, log[key], style, label=label)
+    if 'test_acc' in log and not all(math.isnan(v) for v in log['test_acc']):
+        best = max(range(len(epochs)), key=lambda i: -math.inf if math.isnan(log['test_acc'][i])
+                   else log['test_acc'][i])
+        ax_acc.plot(epochs[best], log['test_acc'][best], 'o', color='C1')
+        ax_acc.annotate(f"best {log['test_acc'][best]:.2f}", (epochs[best], log['test_acc'][best]),
+                        textcoords='offset points', xytext=(0, -14), ha='center', fontsize=8)
+    ax_acc.set(xlabel='epoch', ylabel='accuracy (%)', title='accuracy')
+
+    for key, label, style in [('train_loss', 'train (total)', '-'), ('test_loss', 'test CE', '-'),
+                              ('loss_ce', 'train CE', '--'), ('loss_kd', 'train KD', '--'),
+                              ('loss_method', 'train method', '--'), ('loss_mc', 'train MC', '--')]:
+        values = log.get(key)
+        if values and not all(math.isnan(v) for v in values):
+            ax_loss.plot(epochs, values, style, label=label, linewidth=1.2)
+    ax_loss.set(xlabel='epoch', ylabel='loss', title='loss')
+
+    changes = lr_changes(epochs, log['lr']) if 'lr' in log else []
+    for ax in (ax_acc, ax_loss):
+        for epoch, lr in changes:
+            ax.axvline(epoch, color='grey', linestyle='--', linewidth=0.8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for epoch, lr in changes:  # label once, at the top of the accuracy panel
+        ax_acc.annotate(f'lr {lr:g}', (epoch, 1), xycoords=('data', 'axes fraction'),
+                        xytext=(2, -10), textcoords='offset points', fontsize=7, color='grey')
+    fig.suptitle(_run_title(run_dir), fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def _run_title(run_dir):
+    name = os.path.basename(os.path.normpath(run_dir))
+    try:
+        with open(os.path.join(run_dir, 'summary.json')) as f:
+            s = json.load(f)
+    except (OSError, ValueError):
+        return name
+    if not isinstance(s, dict):
+        return name
+    model = s.get('model_s') or '?'
+    if s.get('block_depth'):
+        model += ' [' + ','.join(map(str, s['block_depth'])) + ']'
+    if s.get('model_t'):
+        method = (s.get('distill') or 'scratch') + ('+MC' if s.get('mc') else '')
+        model = f"{s['model_t']} -> {model}, {method}"
+    return f'{name}\n{model}, {s.get("status", "?")}'
+
+
+def plot_search(search_dir, out=None, metric='best'):
+    """The compositions a BCS search visited: accuracy vs parameters, in visiting order.
+
+    Reads search_dir/search.json; writes ``out`` (default search_dir/search.png), returns it.
+    Arrows follow the visiting order, the winner is a red star, each point is labelled with
+    its composition and parameter count. Unfinished candidates are drawn hollow.
+    """
+    path = os.path.join(search_dir, 'search.json')
+    try:
+        with open(path) as f:
+            search = json.load(f)
+    except OSError as e:
+        raise UsageError(f'cannot read {path}: {e.strerror}') from None
+    except ValueError as e:
+        raise UsageError(f'{path} is not valid JSON: {e}') from None
+    key = f'{metric}_acc'
+    points = [c for c in search.get('candidates', []) if c.get(key) is not None]
+    if not points:
+        raise UsageError(f'{path} has no candidate with {key} yet')
+    out = out or os.path.join(search_dir, 'search.png')
+
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    xs = [c['params'] / 1e6 for c in points]
+    ys = [c[key] for c in points]
+    for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
+        ax.annotate('', xy=(x1, y1), xytext=(x0, y0),
+                    arrowprops=dict(arrowstyle='->', color='grey', lw=1, shrinkA=6, shrinkB=6))
+    phases = sorted({c.get('phase', 1) for c in points})
+    for phase in phases:
+        idx = [i for i, c in enumerate(points) if c.get('phase', 1) == phase]
+        done = [i for i in idx if points[i].get('status', 'finished') == 'finished']
+        open_ = [i for i in idx if i not in done]
+        color = f'C{phases.index(phase)}'
+        ax.scatter([xs[i] for i in done], [ys[i] for i in done], color=color, zorder=3,
+                   label=f'phase {phase}' if len(phases) > 1 else 'visited')
+        if open_:
+            ax.scatter([xs[i] for i in open_], [ys[i] for i in open_], facecolors='none',
+                       edgecolors=color, zorder=3, label=f'phase {phase} (unfinished)')
+    for i, c in enumerate(points):
+        ax.annotate(f"{i + 1}: {_depth(c)}\n{c['params'] / 1e6:.3f}M", (xs[i], ys[i]),
+                    textcoords='offset points', xytext=(6, 4), fontsize=7)
+
+    winner = search.get('winner')
+    title = (f"BCS: {search.get('model_t', '?')} -> {search.get('model_s', '?')}, "
+             f"{search.get('distill') or 'scratch'}{'+MC' if search.get('mc') else ''}")
+    if winner and winner.get(key) is not None:
+        ax.scatter([winner['params'] / 1e6], [winner[key]], marker='*', s=300, color='red',
+                   edgecolors='black', zorder=4, label='winner')
+        title += f"\nwinner {_depth(winner)}: {winner[key]:.2f}% ({winner['params'] / 1e6:.3f}M params)"
+    ax.set(xlabel='parameters (M)', ylabel=f'{metric} test accuracy (%)', title=title)
+    ax.margins(x=0.15, y=0.15)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc='best')
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def _depth(candidate):
+    return '[' + ','.join(map(str, candidate.get('block_depth') or [])) + ']'
+
+
+def plot_methods(values, out, title='', teacher_acc=None, scratch_acc=None, ylabel='accuracy (%)'):
+    """Bar chart comparing methods on one teacher/student pair.
+
+    values: {method label: [accuracy per trial]} in display order. Bars show the mean, error
+    bars the sample standard deviation (none for one trial). Teacher and scratch-student
+    accuracies, when given, are horizontal reference lines. Writes ``out`` and returns it.
+    """
+    labels = [k for k, v in values.items() if v]
+    if not labels:
+        raise UsageError(f'nothing to plot for {title or out}')
+    means = [statistics.mean(values[k]) for k in labels]
+    stds = [statistics.stdev(values[k]) if len(values[k]) > 1 else 0.0 for k in labels]
+
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(labels) + 2), 4.5))
+    positions = range(len(labels))
+    ax.bar(positions, means, yerr=stds, capsize=3, color=['C2' if 'MC' in k else 'C0' for k in labels])
+    for x, mean, std in zip(positions, means, stds):
+        ax.annotate(f'{mean:.2f}', (x, mean + std), textcoords='offset points', xytext=(0, 2),
+                    ha='center', fontsize=7)
+    refs = [(teacher_acc, 'teacher', 'C3'), (scratch_acc, 'student (scratch)', 'C7')]
+    for acc, label, color in refs:
+        if acc is not None:
+            ax.axhline(acc, linestyle='--', color=color, linewidth=1, label=f'{label} {acc:.2f}')
+    # Accuracies differ by a few points: start the axis near the lowest bar, not at 0.
+    lows = [m - s for m, s in zip(means, stds)] + [a for a, _, _ in refs if a is not None]
+    highs = [m + s for m, s in zip(means, stds)] + [a for a, _, _ in refs if a is not None]
+    span = max(highs) - min(lows) or 1.0
+    ax.set_ylim(max(0.0, min(lows) - 0.5 * span), max(highs) + 0.25 * span)
+    ax.set_xticks(list(positions), labels, rotation=40, ha='right', fontsize=8)
+    ax.set(ylabel=ylabel, title=title)
+    ax.grid(axis='y', alpha=0.3)
+    if any(a is not None for a, _, _ in refs):
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def _save(fig, out):
+    folder = os.path.dirname(out)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    try:
+        fig.savefig(out, dpi=120)
+    except OSError as e:
+        raise UsageError(f'cannot write {out}: {e.strerror}') from None
+    finally:
+        plt.close(fig)
+    return out

@@ -1,0 +1,111 @@
+"""Progress reporting for training loops: a tqdm bar on a terminal, sparse plain lines otherwise.
+
+    bar = Progress(len(loader), desc=f'epoch {epoch}', print_freq=opt.print_freq)
+    for batch in loader:
+        ...
+        bar.update(loss=losses.avg, acc=top1.avg)
+    bar.close()
+
+The same class serves the epoch level (``Progress(opt.epochs, 'train', print_freq=1)``)
+and the search level (``Progress(n_candidates, 'search')``).
+"""
+import sys
+
+from tqdm import tqdm
+
+
+def format_metrics(metrics):
+    """'loss 2.31 acc 41.2': 4 significant digits keep lines short but precise enough."""
+    return ' '.join(f'{name} {_format_value(value)}' for name, value in metrics.items())
+
+
+def _format_value(value):
+    if isinstance(value, float):
+        return f'{value:.4g}'
+    if hasattr(value, 'item'):  # 0-dim tensors / numpy scalars
+        return _format_value(value.item())
+    return str(value)
+
+
+def _is_terminal(stream):
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+class Progress:
+    """Counts iterations and shows the latest metrics.
+
+    Args:
+        total: number of iterations expected (None if unknown).
+        desc: prefix, e.g. 'epoch 3'.
+        print_freq: without a terminal, print one line each time the count reaches a
+            multiple of print_freq and nothing in between (250 updates, print_freq 100
+            -> lines at 100 and 200). Ignored when the bar is shown.
+        file: output stream (default sys.stderr, looked up at construction).
+        enable_bar: True/False forces the tqdm bar on/off; None uses a bar only if
+            ``file`` is a terminal.
+        enable: False prints nothing at all (e.g. on DDP ranks other than 0).
+        leave: keep the finished bar on screen (False for inner per-iteration bars).
+        mininterval: seconds between bar redraws, so fast loops do not flood the output.
+
+    Line format: ``[epoch 3] 100/782 loss 2.31 acc 41.2``.
+    """
+
+    def __init__(self, total, desc='', print_freq=100, file=None, enable_bar=None,
+                 enable=True, leave=True, mininterval=1.0):
+        if print_freq < 1:
+            raise ValueError(f'print_freq must be >= 1, got {print_freq}')
+        self.total = total
+        self.desc = desc
+        self.print_freq = print_freq
+        self.file = sys.stderr if file is None else file
+        self.enable = enable
+        self.n = 0
+        self.metrics = {}
+        use_bar = _is_terminal(self.file) if enable_bar is None else enable_bar
+        self._bar = None
+        if use_bar and enable:
+            self._bar = tqdm(total=total, desc=desc, file=self.file, leave=leave,
+                             mininterval=mininterval, dynamic_ncols=True)
+
+    def update(self, n=1, **metrics):
+        """Advance by n iterations; keyword arguments replace the shown metrics."""
+        before = self.n
+        self.n += n
+        self.metrics.update(metrics)
+        if not self.enable:
+            return
+        if self._bar is not None:
+            if metrics:  # refresh=False: tqdm redraws at most every mininterval
+                self._bar.set_postfix_str(format_metrics(self.metrics), refresh=False)
+            self._bar.update(n)
+        elif self.n // self.print_freq > before // self.print_freq:
+            print(self.line(), file=self.file, flush=True)
+
+    def line(self):
+        """The plain-text status line for the current count and metrics."""
+        count = f'{self.n}/{self.total}' if self.total is not None else str(self.n)
+        parts = [f'[{self.desc}]' if self.desc else '', count, format_metrics(self.metrics)]
+        return ' '.join(p for p in parts if p)
+
+    def write(self, message):
+        """Print a message without breaking the bar."""
+        if not self.enable:
+            return
+        if self._bar is not None:
+            self._bar.write(message, file=self.file)
+        else:
+            print(message, file=self.file, flush=True)
+
+    def close(self):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,544 @@
+"""Collect every run's summary.json under one or more folders into a benchmark table.
+
+    python report.py save/ [more folders] [--out DIR] [--metric last|best] [--plot]
+
+Writes DIR/results.md (the CIFAR-100 benchmark layout: one column per teacher -> student
+pair, one row per method, cells "mean ± sample std (n trials)") and DIR/results.csv (one row
+per run, incomplete ones included). --plot also draws one method-comparison figure per pair,
+and the curves/search plots of runs and searches that lack an up-to-date one.
+"""
+import argparse
+import csv
+import json
+import math
+import os
+import statistics
+import sys
+
+from helper.errors import UsageError
+
+# The published table's method order; other --distill names follow alphabetically.
+METHOD_ORDER = ['kd', 'hint', 'attention', 'similarity', 'correlation', 'vid', 'rkd', 'pkt',
+                'abound', 'factor', 'fsp', 'nst', 'crd']
+PAPER_NAMES = {'kd': 'KD', 'hint': 'FitNet', 'attention': 'AT', 'similarity': 'SP',
+               'correlation': 'CC', 'vid': 'VID', 'rkd': 'RKD', 'pkt': 'PKT', 'abound': 'AB',
+               'factor': 'FT', 'fsp': 'FSP', 'nst': 'NST', 'crd': 'CRD'}
+REQUIRED = ['model_s', 'dataset', 'best_acc', 'last_acc']
+CSV_FIELDS = ['run', 'status', 'row', 'kind', 'dataset', 'model_t', 'model_s', 'block_depth',
+              'distill', 'alpha', 'beta', 'mc', 'mc_weight', 'trial', 'search', 'search_role',
+              'best_acc', 'best_epoch', 'last_acc', 'teacher_acc', 'params', 'epochs',
+              'epochs_done', 'wall_time_s', 'note']
+
+
+# ---------------------------------------------------------------- collecting
+
+def collect(roots):
+    """Walk the folders: (finished runs, incomplete runs, searches), each a list of dicts.
+
+    A run is a folder with summary.json; one with log.csv or *.pth but no summary, or with a
+    status other than 'finished', is incomplete. A search is a folder with search.json.
+    Every dict has 'path' (as shown: below the root as given) and 'real' (resolved path).
+    """
+    runs, incomplete, searches, seen = [], [], [], set()
+    for root in roots:
+        if not os.path.isdir(root):
+            raise UsageError(f'{root} is not a folder')
+        for folder, dirs, files in os.walk(root):
+            dirs.sort()
+            real = os.path.realpath(folder)
+            if real in seen:  # overlapping roots
+                continue
+            seen.add(real)
+            shown = os.path.normpath(folder)
+            if 'search.json' in files:
+                searches.append(_read_search(folder, shown, real))
+            if 'summary.json' in files:
+                run, problem = _read_summary(folder)
+                run.update(path=shown, real=real)
+                if problem:
+                    incomplete.append(dict(run, note=problem))
+                else:
+                    runs.append(run)
+            elif 'log.csv' in files or any(f.endswith('.pth') for f in files):
+                incomplete.append(_from_log(folder, shown, real, has_log='log.csv' in files))
+    return runs, incomplete, searches
+
+
+def _read_summary(folder):
+    """(summary dict, problem or None)."""
+    path = os.path.join(folder, 'summary.json')
+    try:
+        with open(path) as f:
+            summary = json.load(f)
+    except (OSError, ValueError) as e:
+        return {'status': 'unreadable'}, f'summary.json unreadable: {e}'
+    if not isinstance(summary, dict):
+        return {'status': 'unreadable'}, 'summary.json is not an object'
+    status = summary.get('status', 'unknown')
+    if status != 'finished':
+        return summary, f'status {status}'
+    missing = [k for k in REQUIRED if summary.get(k) is None]
+    if missing:
+        return summary, 'summary.json lacks ' + ', '.join(missing)
+    return summary, None
+
+
+def _from_log(folder, shown, real, has_log):
+    run = {'status': 'no summary', 'path': shown, 'real': real}
+    if not has_log:
+        run['note'] = 'checkpoints only (no log.csv, no summary.json)'
+        return run
+    try:
+        with open(os.path.join(folder, 'log.csv'), newline='') as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, csv.Error) as e:
+        run['note'] = f'log.csv unreadable: {e}'
+        return run
+    run['epochs_done'] = len(rows)
+    if rows:
+        run['last_acc'] = _number(rows[-1].get('test_acc'))
+        accs = [a for a in (_number(r.get('test_acc')) for r in rows) if a is not None]
+        run['best_acc'] = max(accs) if accs else None
+    run['note'] = 'no summary.json'
+    return run
+
+
+def _number(text):
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else value
+
+
+def _read_search(folder, shown, real):
+    try:
+        with open(os.path.join(folder, 'search.json')) as f:
+            search = json.load(f)
+        if not isinstance(search, dict):
+            raise ValueError('not an object')
+    except (OSError, ValueError) as e:
+        return {'path': shown, 'real': real, 'error': f'search.json unreadable: {e}'}
+    return dict(search, path=shown, real=real)
+
+
+def link_searches(runs, incomplete, searches):
+    """Find each search's candidate, winner and final runs among the collected runs.
+
+    Marks runs with 'search' (its path) and 'search_role' (candidate/winner/final); candidates of
+    a search with --search_epochs trained a shortened schedule and get 'shortened'. Each search
+    gets 'result_run': the final retrain of the winner if any, else the winner's run (or None).
+    """
+    by_real, by_tail = {}, {}
+    for run in runs + incomplete:
+        keys = {run['real']}
+        if isinstance(run.get('run_dir'), str):
+            keys.add(os.path.realpath(run['run_dir']))
+        for key in keys:
+            by_real[key] = run
+        by_tail.setdefault(_tail(run['real']), []).append(run)
+
+    def find(record, search):
+        run_dir = (record or {}).get('run_dir')
+        if not isinstance(run_dir, str) or not run_dir:
+            return None
+        for guess in (run_dir, os.path.join(search['real'], run_dir)):
+            if os.path.realpath(guess) in by_real:
+                return by_real[os.path.realpath(guess)]
+        # Written relative to another working directory: accept a unique match on the tail.
+        matches = by_tail.get(_tail(run_dir), [])
+        return matches[0] if len(matches) == 1 else None
+
+    for search in searches:
+        if 'error' in search:
+            continue
+        found = []
+        for candidate in search.get('candidates') or []:
+            run = find(candidate, search)
+            if run is not None:
+                run.update(search=search['path'], search_role='candidate')
+                if search.get('search_epochs') is not None:
+                    run['shortened'] = True
+                found.append(run)
+        winner, final = find(search.get('winner'), search), find(search.get('final'), search)
+        if winner is not None:
+            winner['search_role'] = 'winner'
+        if final is not None:
+            final.update(search=search['path'], search_role='final')
+        search['result_run'] = final if search.get('final') else winner
+        for run in [final, winner] + found:  # older search.json files do not say the dataset
+            if run is not None and run.get('dataset'):
+                search.setdefault('dataset', run['dataset'])
+                break
+
+
+def search_result(search, key):
+    """(winner record, its accuracy under key): the final retrain's if any, else the winner's."""
+    record = search.get('final') or search.get('winner') or {}
+    run = search.get('result_run')
+    if run is not None and run.get('status') == 'finished' and run.get(key) is not None:
+        return record, run[key]
+    return record, record.get(key)
+
+
+def _tail(path):
+    parts = os.path.normpath(path).split(os.sep)
+    return tuple(parts[-2:])
+
+
+# ---------------------------------------------------------------- labelling
+
+def _depth_text(depth):
+    return '[' + ','.join(str(d) for d in depth) + ']'
+
+
+class DepthRule:
+    """Decides whether a run's block_depth is its model's own (then the label omits it)."""
+
+    def __init__(self):
+        self._cache = {}
+
+    def is_default(self, model, depth):
+        if not depth:
+            return True
+        if model not in self._cache:
+            self._cache[model] = self._base_depth(model)
+        base = self._cache[model]
+        return base is not None and list(base) == list(depth)
+
+    @staticmethod
+    def _base_depth(model):
+        try:  # imported lazily: models pulls in torch
+            from models import base_depth
+            return base_depth(model)
+        except Exception:  # unknown name or models unavailable: show the depth
+            return None
+
+
+def method_label(distill, mc, alpha, depth=None, bcs=False):
+    """'crd', 'crd+kd', 'crd+MC', 'kd+MC [3,7,2]', 'crd+MC+BCS [3,7,2]'; 'scratch' if nothing."""
+    parts = [distill] if distill else []
+    if distill and distill != 'kd' and (alpha or 0) > 0:
+        parts.append('kd')  # e.g. the published CRD+KD (-a 1)
+    if mc:
+        parts.append('MC')
+    if bcs:
+        parts.append('BCS')
+    label = '+'.join(parts) or 'scratch'
+    return f'{label} {_depth_text(depth)}' if depth else label
+
+
+def _sort_key(label):
+    """Published method order; per method: plain, +kd, compositions, BCS; MC after plain."""
+    head, _, depth = label.partition(' ')
+    parts = head.split('+')
+    method = parts[0]
+    rank = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+    return (rank, method, 'kd' in parts[1:], 'BCS' in parts, depth, 'MC' in parts, label)
+
+
+def _options(run):
+    options = run.get('options')
+    return options if isinstance(options, dict) else {}
+
+
+# ---------------------------------------------------------------- tabulating
+
+def build_tables(runs, searches, metric, depth_rule=None):
+    """Group accuracies: {dataset: table}; table has 'columns' [(teacher, student)],
+    'cells' {(row label, column): [acc]}, 'teacher'/'scratch' {column: [acc]},
+    'teacher_from_students' {column: bool}, 'models' {model label: [acc]} (scratch runs).
+
+    A student run whose composition a finished search of the same pair and method picked is a
+    '+BCS [d]' run (the search's own run and any further trials of that composition). Other
+    search candidates, and all candidates trained on a shortened schedule, stay out of the table.
+    Every finished run gets its 'row' label (shown in results.csv)."""
+    depth_rule = depth_rule or DepthRule()
+    key = f'{metric}_acc'
+    tables = {}
+
+    def table(dataset):
+        return tables.setdefault(dataset, dict(columns=set(), cells={}, teacher={}, scratch={},
+                                               teacher_from_students={}, models={}))
+
+    winners = {}
+    for search in searches:
+        record, _ = search_result(search, key)
+        if 'error' not in search and record.get('block_depth'):
+            method = method_label(search.get('distill'), search.get('mc'), _options(search).get('alpha'))
+            where = (search.get('dataset') or 'cifar100', search.get('model_t'), search.get('model_s'), method)
+            winners.setdefault(where, set()).add(tuple(record['block_depth']))
+
+    scratch_runs = []
+    for run in runs:
+        depth = run.get('block_depth')
+        default = depth_rule.is_default(run['model_s'], depth)
+        suffix = '' if default else f' {_depth_text(depth)}'
+        if run.get('shortened'):
+            run['row'] = 'BCS candidate (shortened schedule)'
+            continue
+        if run.get('kind') == 'teacher' or (not run.get('distill') and not run.get('mc')):
+            run['row'] = 'scratch' + suffix
+            scratch_runs.append((run, default))
+            table(run['dataset'])['models'].setdefault(run['model_s'] + suffix, []).append(run[key])
+            continue
+        column = (run.get('model_t') or '?', run['model_s'])
+        method = method_label(run.get('distill'), run.get('mc'), _options(run).get('alpha'))
+        if depth and tuple(depth) in winners.get((run['dataset'], *column, method), ()):
+            run['row'] = method_label(run.get('distill'), run.get('mc'), _options(run).get('alpha'),
+                                      depth, bcs=True)
+        elif run.get('search_role') == 'candidate' and not default:
+            run['row'] = 'BCS candidate'
+            continue
+        else:
+            run['row'] = method_label(run.get('distill'), run.get('mc'), _options(run).get('alpha'),
+                                      None if default else depth)
+        t = table(run['dataset'])
+        t['columns'].add(column)
+        t['cells'].setdefault((run['row'], column), []).append(run[key])
+
+    for search in searches:  # winners whose run folder is not among the collected runs
+        record, acc = search_result(search, key)
+        counted = search.get('result_run') or {}
+        if 'error' in search or acc is None or 'BCS' in counted.get('row', ''):
+            continue
+        label = method_label(search.get('distill'), search.get('mc'), _options(search).get('alpha'),
+                             record.get('block_depth'), bcs=True)
+        column = (search.get('model_t') or '?', search.get('model_s') or '?')
+        t = table(search.get('dataset') or 'cifar100')
+        t['columns'].add(column)
+        t['cells'].setdefault((label, column), []).append(acc)
+
+    for dataset, t in tables.items():
+        t['columns'] = sorted(t['columns'])
+        for column in t['columns']:
+            teacher, student = column
+            for run, default in scratch_runs:
+                if run['dataset'] != dataset or not default:
+                    continue
+                if run['model_s'] == teacher and run.get('kind') == 'teacher':
+                    t['teacher'].setdefault(column, []).append(run[key])
+                if run['model_s'] == student:
+                    t['scratch'].setdefault(column, []).append(run[key])
+            if column not in t['teacher']:  # pretrained teacher: use what the students measured
+                measured = {r['teacher_acc'] for r in runs if r['dataset'] == dataset
+                            and (r.get('model_t'), r['model_s']) == column
+                            and r.get('teacher_acc') is not None}
+                if measured:
+                    t['teacher'][column] = sorted(measured)
+                    t['teacher_from_students'][column] = True
+    return tables
+
+
+def cell(values):
+    """'71.23 ± 0.45 (3)': mean ± sample std (n - 1 denominator), n trials; '71.23 (1)'."""
+    if not values:
+        return ''
+    mean = statistics.mean(values)
+    if len(values) == 1:
+        return f'{mean:.2f} (1)'
+    return f'{mean:.2f} ± {statistics.stdev(values):.2f} ({len(values)})'
+
+
+def markdown(tables, searches, incomplete, metric, figures=None):
+    figures = figures or {}
+    which = 'last-epoch' if metric == 'last' else 'best-epoch'
+    lines = ['# Results', '',
+             f'Top-1 test accuracy (%) at the {which} checkpoint. Cells: mean ± sample standard '
+             'deviation (n − 1 denominator) over trials, (number of trials).', '']
+    for dataset in sorted(tables):
+        t = tables[dataset]
+        lines += [f'## {dataset}', '']
+        if t['columns']:
+            cols = t['columns']
+            rows = [['Teacher'] + [c[0] for c in cols], None,
+                    ['Student'] + [c[1] for c in cols],
+                    ['Teacher acc'] + [cell(t['teacher'].get(c, [])) +
+                                       (' †' if t['teacher_from_students'].get(c) else '')
+                                       for c in cols],
+                    ['Student (scratch)'] + [cell(t['scratch'].get(c, [])) for c in cols]]
+            labels = sorted({label for label, _ in t['cells']}, key=_sort_key)
+            rows += [[label] + [cell(t['cells'].get((label, c), [])) for c in cols]
+                     for label in labels]
+            lines += _md_table(rows)
+            lines += ['']
+            if any(t['teacher_from_students'].values()):
+                lines += ['† no teacher run found: the teacher accuracy the student runs '
+                          'measured (one value per distinct teacher checkpoint).', '']
+            for c in cols:
+                if (dataset, c) in figures:
+                    lines += [f'![{c[0]} -> {c[1]}]({figures[(dataset, c)]})', '']
+        if t['models']:
+            lines += ['Models trained from scratch (teacher runs and students without '
+                      'distillation):', '']
+            lines += _md_table([['Model', 'Accuracy'], None] +
+                               [[m, cell(v)] for m, v in sorted(t['models'].items())])
+            lines += ['']
+    lines += ['Row names are --distill methods: ' +
+              ', '.join(f'{k} = {v}' for k, v in PAPER_NAMES.items() if k.upper() != v) +
+              '. +kd: with the KD loss (-a > 0); +MC: milestone checking; [3,7,2]: a block '
+              'composition other than the model\'s own; +BCS [..]: runs of the composition a finished block '
+              'composition search picked for that pair and method (its result and any further '
+              'trials); the other search candidates are not in the table.', '']
+
+    if searches:
+        lines += ['## Block composition searches', '']
+        rows = [['Search', 'Teacher -> student', 'Method', 'Status', 'Visited', 'Winner', 'Params',
+                 f'Winner acc ({metric})', 'Device hours'], None]
+        for search in searches:
+            if 'error' in search:
+                rows.append([search['path'], '', '', search['error'], '', '', '', '', ''])
+                continue
+            winner = search.get('winner') or {}
+            record, acc = search_result(search, f'{metric}_acc')
+            hours = search.get('device_hours')
+            rows.append([search['path'], f"{search.get('model_t')} -> {search.get('model_s')}",
+                         method_label(search.get('distill'), search.get('mc'),
+                                      _options(search).get('alpha')),
+                         _search_status(search),
+                         str(len(search.get('candidates') or [])),
+                         _depth_text(winner['block_depth']) if winner.get('block_depth') else 'none yet',
+                         f"{winner['params']:,}" if isinstance(winner.get('params'), int) else '',
+                         (f'{acc:.2f}' if acc is not None else '') +
+                         (' (retrained)' if search.get('final') else ''),
+                         f'{hours:.2f}' if isinstance(hours, (int, float)) else ''])
+        lines += _md_table(rows) + ['']
+
+    lines += ['## Incomplete runs', '']
+    open_searches = [s for s in searches if 'error' in s or _search_status(s) != 'finished']
+    if incomplete or open_searches:
+        rows = [['Run', 'Status', 'Epochs', 'Last test acc', 'Note'], None]
+        for run in incomplete:
+            epochs = '' if run.get('epochs_done') is None else str(run['epochs_done'])
+            if epochs and run.get('epochs'):
+                epochs += f"/{run['epochs']}"
+            acc = run.get('last_acc')
+            rows.append([run['path'], run.get('status', ''), epochs,
+                         f'{acc:.2f}' if isinstance(acc, (int, float)) else '', run.get('note', '')])
+        for search in open_searches:
+            note = search.get('error') or f"search: {len(search.get('candidates') or [])} candidates so far"
+            rows.append([search['path'], _search_status(search), '', '', note])
+        lines += _md_table(rows)
+    else:
+        lines += ['None.']
+    return '\n'.join(lines) + '\n'
+
+
+def _search_status(search):
+    if 'error' in search:
+        return 'unreadable'
+    return search.get('status') or ('finished' if search.get('winner') else 'running')
+
+
+def _md_table(rows):
+    """rows: lists of cells; None marks the header separator (after the first row)."""
+    width = len(rows[0])
+    return ['|' + '---|' * width if row is None else
+            '| ' + ' | '.join(str(c).replace('|', '\\|') for c in row) + ' |' for row in rows]
+
+
+def write_csv(path, runs, incomplete):
+    with open(path, 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, lineterminator='\n')
+        writer.writeheader()
+        for run in runs + incomplete:
+            options = _options(run)
+            row = {k: run.get(k) for k in CSV_FIELDS if k in run}
+            row.update(run=run['path'], alpha=options.get('alpha'), beta=options.get('beta'),
+                       mc_weight=options.get('mc_weight'))
+            if isinstance(run.get('block_depth'), list):
+                row['block_depth'] = ','.join(map(str, run['block_depth']))
+            writer.writerow({k: '' if v is None else v for k, v in row.items()
+                             if k in CSV_FIELDS})
+
+
+# ---------------------------------------------------------------- plots
+
+def draw_plots(tables, runs, incomplete, searches, out_dir, metric):
+    """Method figures per pair into out_dir; curves/search plots where missing or stale.
+    Returns {(dataset, column): figure file name relative to out_dir}."""
+    from helper import plots  # matplotlib only when plotting
+
+    figures = {}
+    for dataset, t in tables.items():
+        for column in t['columns']:
+            values = {label: t['cells'][(label, c)]
+                      for label, c in sorted(t['cells'], key=lambda k: _sort_key(k[0]))
+                      if c == column}
+            name = f'methods_{dataset}_{column[0]}_{column[1]}.png'.replace(os.sep, '_')
+            plots.plot_methods(values, os.path.join(out_dir, name),
+                               title=f'{dataset}: {column[0]} -> {column[1]} ({metric} epoch)',
+                               teacher_acc=_mean(t['teacher'].get(column)),
+                               scratch_acc=_mean(t['scratch'].get(column)))
+            figures[(dataset, column)] = name
+    for run in runs + incomplete:
+        _refresh(plots.plot_run, run['real'], 'log.csv', 'curves.png')
+    for search in searches:
+        if 'error' not in search and search.get('candidates'):
+            _refresh(plots.plot_search, search['real'], 'search.json', 'search.png')
+    return figures
+
+
+def _mean(values):
+    return statistics.mean(values) if values else None
+
+
+def _refresh(plot, folder, source, target):
+    src, dst = os.path.join(folder, source), os.path.join(folder, target)
+    if not os.path.exists(src):
+        return
+    if os.path.exists(dst) and os.path.getmtime(dst) >= os.path.getmtime(src):
+        return
+    try:
+        plot(folder)
+    except (UsageError, OSError) as e:  # one odd run must not stop the report
+        print(f'warning: no {target} for {folder}: {e}', file=sys.stderr)
+
+
+# ---------------------------------------------------------------- CLI
+
+def report(roots, out=None, metric='last', plot=False):
+    """Collect, tabulate and write results.md / results.csv; returns their paths."""
+    if metric not in ('last', 'best'):
+        raise UsageError(f"--metric must be 'last' or 'best', not {metric!r}")
+    runs, incomplete, searches = collect(roots)
+    if not (runs or incomplete or searches):
+        raise UsageError(f"no runs under {', '.join(roots)} (looked for summary.json, log.csv, "
+                         "*.pth and search.json)")
+    link_searches(runs, incomplete, searches)
+    tables = build_tables(runs, searches, metric)
+    out = out or roots[0]
+    md_path, csv_path = os.path.join(out, 'results.md'), os.path.join(out, 'results.csv')
+    try:
+        os.makedirs(out, exist_ok=True)
+        figures = draw_plots(tables, runs, incomplete, searches, out, metric) if plot else {}
+        text = markdown(tables, searches, incomplete, metric, figures)
+        with open(md_path, 'w') as f:
+            f.write(text)
+        write_csv(csv_path, runs, incomplete)
+    except OSError as e:
+        raise UsageError(f'cannot write to {out}: {e.strerror or e}') from None
+    return md_path, csv_path, text
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('folders', nargs='+', help='folders searched recursively for runs')
+    parser.add_argument('--out', help='where results.md/.csv go (default: the first folder)')
+    parser.add_argument('--metric', choices=['last', 'best'], default='last',
+                        help='accuracy of the last epoch (as published) or the best epoch')
+    parser.add_argument('--plot', action='store_true',
+                        help='also draw method comparisons and missing run/search plots')
+    args = parser.parse_args(argv)
+    try:
+        md_path, csv_path, text = report(args.folders, args.out, args.metric, args.plot)
+    except UsageError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    print(text)
+    print(f'wrote {md_path} and {csv_path}', file=sys.stderr)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

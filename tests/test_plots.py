@@ -1,0 +1,91 @@
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from conftest import ROOT
+from helper import plots
+from helper.errors import UsageError
+
+LOG_HEADER = ['epoch', 'train_acc', 'train_loss', 'test_acc', 'test_loss', 'test_acc_top5', 'lr',
+              'loss_ce', 'loss_kd', 'loss_method', 'loss_mc']
+
+
+def write_log(folder, epochs=12, milestones=(6, 9)):
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, 'log.csv'), 'w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(LOG_HEADER)
+        for e in range(1, epochs + 1):
+            lr = 0.05 * 0.1 ** sum(e >= m for m in milestones)
+            # loss_kd left empty: a method without the KD term
+            writer.writerow([e, 20 + 5 * e, 4 - 0.3 * e, 18 + 4 * e, 4.1 - 0.25 * e, 50 + 3 * e, lr,
+                             2.0, '', 0.5, 0.01])
+
+
+def assert_png(path, min_size=(300, 200)):
+    assert os.path.getsize(path) > 1000
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.format == 'PNG'
+        assert image.size[0] >= min_size[0] and image.size[1] >= min_size[1]
+
+
+def test_lr_changes_marks_each_schedule_step():
+    epochs = [1, 2, 3, 4, 5, 6]
+    lrs = [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+    assert plots.lr_changes(epochs, lrs) == [(3, 0.01), (5, 0.001)]
+    assert plots.lr_changes([1, 2], [0.1, 0.1]) == []
+
+
+def test_plot_run_writes_curves_next_to_the_run(tmp_path):
+    run = tmp_path / 'run'
+    write_log(run)
+    path = plots.plot_run(str(run))
+    assert path == os.path.join(str(run), 'curves.png')
+    assert_png(path)
+
+
+def test_plot_run_without_log_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match='log.csv'):
+        plots.plot_run(str(tmp_path))
+
+
+def test_plot_search_writes_search_png(tmp_path):
+    candidates = [
+        {'block_depth': [3, 3, 3], 'params': 278324, 'best_acc': 70.1, 'last_acc': 69.8, 'phase': 1,
+         'status': 'finished', 'run_dir': 'a'},
+        {'block_depth': [3, 7, 2], 'params': 278580, 'best_acc': 71.4, 'last_acc': 71.0, 'phase': 1,
+         'status': 'finished', 'run_dir': 'b'},
+        {'block_depth': [7, 6, 2], 'params': 265000, 'best_acc': 70.9, 'last_acc': 70.2, 'phase': 2,
+         'status': 'running', 'run_dir': 'c'},
+    ]
+    search = {'model_s': 'myresnet20', 'model_t': 'resnet110', 'distill': 'crd', 'mc': 1,
+              'candidates': candidates, 'winner': candidates[1], 'device_hours': 1.5}
+    (tmp_path / 'search.json').write_text(json.dumps(search))
+    path = plots.plot_search(str(tmp_path))
+    assert path == os.path.join(str(tmp_path), 'search.png')
+    assert_png(path)
+
+
+def test_plot_methods_draws_bars_with_error_bars(tmp_path):
+    out = str(tmp_path / 'sub' / 'methods.png')
+    values = {'kd': [70.1, 70.5, 70.3], 'crd': [71.2], 'crd+MC': [71.9, 72.1]}
+    assert plots.plot_methods(values, out, title='resnet110 -> resnet20',
+                              teacher_acc=74.31, scratch_acc=69.06) == out
+    assert_png(out)
+    with pytest.raises(UsageError):
+        plots.plot_methods({'kd': []}, str(tmp_path / 'empty.png'))
+
+
+def test_figure_script_writes_the_illustrative_example(tmp_path):
+    out = tmp_path / 'figure.png'
+    result = subprocess.run([sys.executable, os.path.join(ROOT, 'fig', 'draw_illustrative_example.py'),
+                             '--out', str(out)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert_png(str(out), min_size=(1200, 700))
