@@ -1,0 +1,59 @@
+import torch
+from torch import nn
+
+from crd.modules import Connector
+from distiller_zoo.base import Distiller, stages, zero_loss
+
+
+class ABLoss(nn.Module):
+    """Activation-boundary loss: a hinge-squared penalty wherever the (connected) student
+    pre-activation is on the wrong side of margin for the sign of the teacher pre-activation.
+    Stage i of n is weighted 2^(i-n+1), divided by the batch size and scaled by 3/1000 as
+    published. Takes and returns lists."""
+
+    def __init__(self, feat_num, margin=1.0):
+        super().__init__()
+        self.w = [2 ** (i - feat_num + 1) for i in range(feat_num)]
+        self.margin = margin
+
+    def forward(self, g_s, g_t):
+        bsz = g_s[0].shape[0]
+        return [w * self.criterion_alternative_l2(s, t) / bsz / 1000 * 3
+                for w, s, t in zip(self.w, g_s, g_t)]
+
+    def criterion_alternative_l2(self, source, target):
+        m = self.margin
+        off = (source > -m) & (target <= 0)    # teacher neuron inactive, student not below -m
+        on = (source <= m) & (target > 0)      # teacher neuron active, student not above m
+        loss = (source + m).pow(2) * off.float() + (source - m).pow(2) * on.float()
+        return loss.abs().sum()
+
+
+class AB(Distiller):
+    """Pre-activation stages 1..n. Everything happens in the init stage (student feature modules
+    and a connector trained on the AB loss); the main stage adds nothing, as published, and the
+    connector is not used there."""
+
+    name = 'abound'
+    paper = ('Heo et al., 2019, Knowledge Transfer via Distillation of Activation Boundaries '
+             'Formed by Hidden Neurons')
+    beta = 1.0
+    preact = True
+    has_init_stage = True
+
+    def __init__(self, opt, s_shapes, t_shapes, n_data):
+        super().__init__(opt, s_shapes, t_shapes, n_data)
+        self.frozen['connector'] = Connector(stages(s_shapes), stages(t_shapes))
+        self.criterion = ABLoss(len(stages(s_shapes)))
+
+    def method_loss(self, s_feats, s_logit, t_feats, t_logit, batch):
+        return zero_loss(s_logit)
+
+    def init_modules(self, student):
+        return nn.ModuleDict({'connector': self.frozen['connector'],
+                              'student': student.get_feat_modules()})
+
+    def init_loss(self, s_feats, t_feats):
+        t_feats = [f.detach() for f in t_feats]
+        g_s = self.frozen['connector'](stages(s_feats))
+        return torch.stack(self.criterion(g_s, stages(t_feats))).sum()

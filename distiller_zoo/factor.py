@@ -1,0 +1,68 @@
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from crd.modules import Paraphraser, Translator
+from distiller_zoo.base import Distiller, match_size
+
+# students whose paraphraser trains at lr 0.01 (published list, plus CRD-EMKD's wrn_10_2)
+CIFAR_RESNET_WRN = ('resnet8', 'resnet14', 'resnet20', 'resnet32', 'resnet44', 'resnet56',
+                    'resnet110', 'resnet8x4', 'resnet32x4', 'wrn_16_1', 'wrn_16_2', 'wrn_40_1',
+                    'wrn_40_2', 'wrn_10_2')
+
+
+class FactorTransfer(nn.Module):
+    """Factor transfer: distance between the L2-normalised mean_c(factor^p1) maps, L1 (p2=1) or
+    mean of p2-th powers."""
+
+    def __init__(self, p1=2, p2=1):
+        super().__init__()
+        self.p1 = p1
+        self.p2 = p2
+
+    def forward(self, f_s, f_t):
+        return self.factor_loss(f_s, f_t)
+
+    def factor_loss(self, f_s, f_t):
+        f_s, f_t = match_size(f_s, f_t)
+        diff = self.factor(f_s) - self.factor(f_t)
+        return diff.abs().mean() if self.p2 == 1 else diff.pow(self.p2).mean()
+
+    def factor(self, f):
+        return F.normalize(f.pow(self.p1).mean(1).flatten(1))
+
+
+class FT(Distiller):
+    """Last stage map. Init stage: the paraphraser learns to reconstruct the teacher map (MSE).
+    Main stage: a trainable translator's student factor is matched to the frozen paraphraser's
+    teacher factor."""
+
+    name = 'factor'
+    paper = ('Kim et al., 2018, Paraphrasing Complex Network: Network Compression via Factor '
+             'Transfer')
+    beta = 200.0
+    has_init_stage = True
+
+    def __init__(self, opt, s_shapes, t_shapes, n_data):
+        super().__init__(opt, s_shapes, t_shapes, n_data)
+        self.frozen['paraphraser'] = Paraphraser(t_shapes[-2])
+        self.trainable['translator'] = Translator(s_shapes[-2], t_shapes[-2])
+        self.criterion = FactorTransfer()
+
+    def method_loss(self, s_feats, s_logit, t_feats, t_logit, batch):
+        with torch.no_grad():   # the paraphraser is frozen in this stage
+            factor_t = self.frozen['paraphraser'](t_feats[-2], is_factor=True)
+        return self.criterion(self.trainable['translator'](s_feats[-2]), factor_t)
+
+    def init_modules(self, student):
+        return nn.ModuleDict({'paraphraser': self.frozen['paraphraser']})
+
+    def init_loss(self, s_feats, t_feats):
+        f_t = t_feats[-2].detach()
+        _, rec = self.frozen['paraphraser'](f_t)
+        return F.mse_loss(rec, f_t)
+
+    def init_lr(self, opt):
+        # a my* CIFAR ResNet/WRN counts as its base family
+        name = opt.model_s[2:] if opt.model_s.startswith('my') else opt.model_s
+        return 0.01 if name in CIFAR_RESNET_WRN else opt.learning_rate

@@ -1,0 +1,53 @@
+"""Milestone checking (CRD-EMKD): per-stage KL between student and teacher stage outputs,
+weighted by how much each student stage was shrunk relative to its base depth."""
+import torch
+from torch import nn
+
+import models
+from distiller_zoo.kd import DistillKL
+from helper.errors import UsageError
+
+
+class MilestoneChecking(nn.Module):
+    """sum_i weights[i-1] * DistillKL(T)(s_feats[i], t_feats[i]) for stages i = 1..len(weights);
+    the softmax runs over channels at every position."""
+
+    def __init__(self, T, weights):
+        super().__init__()
+        self.kl = DistillKL(T)
+        self.weights = [float(w) for w in weights]
+
+    def forward(self, s_feats, t_feats):
+        terms = [w * self.kl(s_feats[i], t_feats[i].detach())
+                 for i, w in enumerate(self.weights, start=1)]
+        return torch.stack(terms).sum()
+
+
+def mc_stage_count(model_s):
+    """Stages checked, as published: 4 for the ResNet18-152 family (plain or my*), else 3."""
+    name = model_s[2:] if model_s.startswith('my') else model_s
+    return 4 if name.startswith('ResNet') else 3
+
+
+def mc_weights(model_s, block_depth, n_stages):
+    """w_i = base_depth[i] / block_depth[i] for a variable-depth student, else 1."""
+    base = models.base_depth(model_s)
+    if not models.is_variable_depth(model_s) or block_depth is None or base is None:
+        return [1.0] * n_stages
+    if len(block_depth) < n_stages or len(base) < n_stages:
+        raise UsageError(f'milestone checking needs {n_stages} stage depths for {model_s}, '
+                         f'got block_depth {list(block_depth)}')
+    return [base[i] / block_depth[i] for i in range(n_stages)]
+
+
+def check_mc_shapes(s_shapes, t_shapes, n_stages):
+    """MC compares stage i of student and teacher position by position: shapes must agree."""
+    for i in range(1, n_stages + 1):
+        if i >= len(s_shapes) - 1 or i >= len(t_shapes) - 1:
+            raise UsageError(f'milestone checking needs {n_stages} stages; the student has '
+                             f'{len(s_shapes) - 2} and the teacher {len(t_shapes) - 2}')
+        s, t = tuple(s_shapes[i])[1:], tuple(t_shapes[i])[1:]
+        if s != t:
+            raise UsageError(f'milestone checking needs equal stage shapes: stage {i} of the '
+                             f'student is {"x".join(map(str, s))} but the teacher\'s is '
+                             f'{"x".join(map(str, t))}')
