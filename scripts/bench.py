@@ -1,0 +1,177 @@
+"""Training throughput: the published-equivalent loop against the fast path, same process, same data.
+
+    python scripts/bench.py                 # current device, the three standard pairs
+    python scripts/bench.py --json out.json --steps 50
+
+Published-equivalent: fp32, DataLoader with per-image PIL transforms in worker processes, and a
+host sync every step (the published meters call .item() on the loss and accuracy).
+Fast path: the train set on the device with crop/flip there, channels_last, no per-step syncs,
+plus bf16/fp16 autocast and torch.compile on CUDA (what --fast turns on).
+Both paths run the same DistillStep; the data is a generated CIFAR-100-layout set.
+"""
+import argparse
+import json
+import os
+import pickle
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import models  # noqa: E402
+from dataset import get_loaders, loader_set_epoch  # noqa: E402
+from distiller_zoo import build_distiller  # noqa: E402
+from distiller_zoo.base import feature_shapes  # noqa: E402
+from helper.loops import DistillStep, teacher_forward, to_device  # noqa: E402
+from helper.options import finalize, student_parser  # noqa: E402
+from helper.run import make_autocast, resolve_speed_flags  # noqa: E402
+from helper.util import pick_device  # noqa: E402
+
+PAIRS = [('resnet56', 'resnet20', 'kd'), ('resnet110', 'resnet20', 'crd'), ('resnet32x4', 'resnet8x4', 'kd')]
+
+
+def make_cifar100(root, n_train, n_test=1000, seed=0):
+    """Random images in the CIFAR-100 python-pickle layout (same format the real files have)."""
+    rng = np.random.default_rng(seed)
+    folder = os.path.join(root, 'cifar-100-python')
+    os.makedirs(folder, exist_ok=True)
+    for split, n in (('train', n_train), ('test', n_test)):
+        labels = np.arange(n) % 100
+        blob = {'data': rng.integers(0, 256, (n, 3072), dtype=np.uint8), 'fine_labels': labels.tolist(),
+                'coarse_labels': (labels // 5).tolist(), 'filenames': [f'{i}.png' for i in range(n)]}
+        with open(os.path.join(folder, split), 'wb') as f:
+            pickle.dump(blob, f)
+    with open(os.path.join(folder, 'meta'), 'wb') as f:
+        pickle.dump({'fine_label_names': [f'c{i}' for i in range(100)],
+                     'coarse_label_names': [f'g{i}' for i in range(20)]}, f)
+
+
+def options(teacher, student, method, data_folder, device_name, fast, batch_size):
+    argv = ['--model_t', teacher, '--path_t', 'unused.pth', '--model_s', student, '--distill', method,
+            '--data_folder', data_folder, '--batch_size', str(batch_size), '--device', device_name,
+            '--seed', '0']
+    opt = finalize(student_parser().parse_args(argv + (['--fast'] if fast else [])), 'student')
+    opt.drop_last = True
+    return opt
+
+
+def build(opt, device, info):
+    student = models.build_model(opt.model_s, num_classes=info['num_classes'])
+    teacher = models.build_model(opt.model_t, num_classes=info['num_classes'])
+    method = build_distiller(opt.distill, opt, feature_shapes(student), feature_shapes(teacher), info['n_data'])
+    step = DistillStep(student, method, None, opt).to(device)
+    teacher.to(device).eval()
+    if opt.channels_last:
+        step.to(memory_format=torch.channels_last)
+        teacher.to(memory_format=torch.channels_last)
+    if opt.compile:
+        step.compile()
+        teacher.compile()
+    params = list(student.parameters()) + list(method.trainable.parameters())
+    optimizer = torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4)
+    return step, teacher, optimizer
+
+
+def sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+
+
+def time_loading(loader, device, steps):
+    loader_set_epoch(loader, 1)
+    it = iter(loader)
+    next(it)
+    sync(device)
+    start, n = time.perf_counter(), 0
+    for _ in range(steps):
+        batch = to_device(next(it), device)
+        n += batch['input'].shape[0]
+    sync(device)
+    return n / (time.perf_counter() - start)
+
+
+def time_training(opt, device, loader, info, steps, warmup, published):
+    step, teacher, optimizer = build(opt, device, info)
+    amp_dtype = resolve_speed_flags(opt, device)
+    autocast = make_autocast(device, amp_dtype)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    step.train()
+    loader_set_epoch(loader, 1)
+    it = iter(loader)
+    n = 0
+    for i in range(warmup + steps):
+        if i == warmup:
+            sync(device)
+            start, n = time.perf_counter(), 0
+        batch = to_device(next(it), device, opt.channels_last)
+        t_feats, t_logit = teacher_forward(teacher, batch['input'], step.preact, autocast)
+        with autocast():
+            logit, terms = step(batch, t_feats, t_logit)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(terms[0]).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        if published:  # the published AverageMeter reads loss and top-1/top-5 every step
+            terms[0].item()
+            (logit.argmax(1) == batch['target']).float().mean().item()
+            logit.topk(5, 1).indices.sum().item()
+        n += batch['input'].shape[0]
+    sync(device)
+    return n / (time.perf_counter() - start)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--device', default='auto', choices=['auto', 'cuda', 'mps', 'cpu'])
+    p.add_argument('--steps', type=int, default=None, help='timed steps (default 100 on CUDA, 15 on CPU)')
+    p.add_argument('--warmup', type=int, default=None, help='untimed steps first (compile happens here)')
+    p.add_argument('--batch_size', type=int, default=64)
+    p.add_argument('--n_images', type=int, default=None, help='generated train set size (default 50000 CUDA, 20000 CPU)')
+    p.add_argument('--pairs', default=None, help='e.g. resnet56:resnet20:kd,resnet110:resnet20:crd')
+    p.add_argument('--json', default=None, help='also write the results here')
+    args = p.parse_args(argv)
+    device = pick_device(args.device)
+    cuda = device.type == 'cuda'
+    steps = args.steps or (100 if cuda else 15)
+    warmup = args.warmup if args.warmup is not None else (30 if cuda else 3)
+    n_images = args.n_images or (50000 if cuda else 20000)
+    pairs = [tuple(x.split(':')) for x in args.pairs.split(',')] if args.pairs else PAIRS
+    name = torch.cuda.get_device_name(device) if cuda else f'CPU ({os.cpu_count()} cores)'
+    print(f'device: {name}; torch {torch.__version__}; batch {args.batch_size}; {steps} timed steps '
+          f'after {warmup} warm-up; {n_images} generated images', flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as root:
+        make_cifar100(root, n_images)
+        for teacher, student, method in pairs:
+            row = {'pair': f'{teacher}->{student} {method.upper()}'}
+            for label, fast in (('published', False), ('fast', True)):
+                torch.manual_seed(0)
+                opt = options(teacher, student, method, root, args.device, fast, args.batch_size)
+                train_loader, _, info = get_loaders(opt, device)
+                row[f'{label}_load_img_s'] = time_loading(train_loader, device, steps)
+                row[f'{label}_train_img_s'] = time_training(opt, device, train_loader, info, steps, warmup,
+                                                            published=not fast)
+                del train_loader
+            row['speedup'] = row['fast_train_img_s'] / row['published_train_img_s']
+            rows.append(row)
+            print(f"{row['pair']:<28} published {row['published_train_img_s']:9.0f} img/s | fast "
+                  f"{row['fast_train_img_s']:9.0f} img/s | x{row['speedup']:.2f} | loading alone: "
+                  f"{row['published_load_img_s']:.0f} vs {row['fast_load_img_s']:.0f} img/s", flush=True)
+    print('\n| pair | published img/s | fast img/s | speed-up | loading alone, published / fast img/s |')
+    print('|---|---:|---:|---:|---:|')
+    for r in rows:
+        print(f"| {r['pair']} | {r['published_train_img_s']:.0f} | {r['fast_train_img_s']:.0f} | "
+              f"{r['speedup']:.2f}x | {r['published_load_img_s']:.0f} / {r['fast_load_img_s']:.0f} |")
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump({'device': name, 'torch': torch.__version__, 'batch_size': args.batch_size,
+                       'steps': steps, 'rows': rows}, f, indent=2)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
