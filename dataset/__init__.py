@@ -1,0 +1,131 @@
+"""Datasets and loaders: `get_loaders(opt, device) -> (train_loader, test_loader, info)`.
+
+Train batches are dicts {'input', 'target', 'index'} plus, under --distill crd, 'contrast_idx'
+(batch, nce_k + 1): the positive first, then the negatives. Test batches: {'input', 'target',
+'index'}. Ordinary loaders yield CPU tensors (pinned on CUDA); --data_on_device loaders yield
+tensors already on the device. Call `loader_set_epoch(loader, epoch)` before each epoch: it
+reshuffles DDP shards and works for both kinds of loader.
+"""
+import os
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+
+from dataset import cifar, digits, imagenet, tiny_imagenet
+from dataset.common import CollateBatch, Indexed
+from dataset.contrast import ContrastSampler
+from dataset.device_loader import DeviceLoader, derive_seed
+from helper.errors import UsageError
+
+DATASETS = ('cifar100', 'cifar10', 'tiny_imagenet', 'imagenet', 'digits')
+DEVICE_DATASETS = ('cifar100', 'cifar10', 'digits')  # small enough for --data_on_device
+_LOADERS = {
+    'cifar100': lambda root: cifar.load('cifar100', root),
+    'cifar10': lambda root: cifar.load('cifar10', root),
+    'tiny_imagenet': tiny_imagenet.load,
+    'imagenet': imagenet.load,
+    'digits': digits.load,
+}
+
+
+def default_num_workers():
+    """8 loader workers as published, but no more than this machine has CPUs."""
+    return min(8, os.cpu_count() or 1)
+
+
+def test_batch_size(train_batch_size):
+    # Evaluation holds no gradients: a big batch is cheaper and changes no result.
+    return max(256, 4 * train_batch_size)
+
+
+class ShardSampler(Sampler):
+    """Every world_size-th sample from `rank`, in order, without the padding duplicates that
+    DistributedSampler adds (they would be counted twice in the test accuracy)."""
+
+    def __init__(self, n, rank, world_size):
+        self.indices = range(rank, n, world_size)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+
+def loader_set_epoch(loader, epoch):
+    """Tell a loader which epoch starts. The epoch's order (and worker seeds) then depend only on
+    (seed, epoch), so a resumed run replays exactly the epochs an uninterrupted run would see."""
+    if hasattr(loader, 'set_epoch'):
+        loader.set_epoch(epoch)
+    elif isinstance(getattr(loader, 'sampler', None), DistributedSampler):
+        loader.sampler.set_epoch(epoch)
+    if getattr(loader, 'generator', None) is not None and hasattr(loader, 'epoch_seed'):
+        loader.generator.manual_seed(derive_seed(loader.epoch_seed, epoch))
+
+
+def _distributed():
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def get_loaders(opt, device):
+    name = getattr(opt, 'dataset', 'cifar100')
+    if name not in DATASETS:
+        raise UsageError(f"unknown --dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    on_device = bool(getattr(opt, 'data_on_device', False))
+    if on_device and name not in DEVICE_DATASETS:
+        raise UsageError(f"--data_on_device supports {', '.join(DEVICE_DATASETS)}, not {name}")
+    device = torch.device(device)
+    source = _LOADERS[name](getattr(opt, 'data_folder', './data'))
+    rank, world_size = _distributed()
+    seed = getattr(opt, 'seed', None)
+    if seed is None:  # DDP ranks must agree on the shuffle: DistributedSampler's default, 0
+        seed = 0 if world_size > 1 else int(torch.randint(2 ** 62, ()).item())
+    batch_size = int(opt.batch_size)
+    # Static batch shapes for torch.compile: --compile implies dropping the last partial batch.
+    drop_last = bool(getattr(opt, 'drop_last', False) or getattr(opt, 'compile', False))
+
+    contrast = None
+    if getattr(opt, 'distill', None) == 'crd':
+        contrast = ContrastSampler(source.train_targets, opt.nce_k, getattr(opt, 'mode', 'exact'),
+                                   getattr(opt, 'percent', 1.0) or 1.0, seed=derive_seed(seed, 3),
+                                   stream=rank)
+    info = dict(n_data=len(source.train), num_classes=source.num_classes,
+                image_size=source.image_size, mean=tuple(source.mean), std=tuple(source.std))
+
+    if on_device:
+        arrays = source.device_arrays()
+        common = dict(mean=source.mean, std=source.std, scale=arrays.scale, device=device,
+                      seed=seed, rank=rank, world_size=world_size)
+        train_loader = DeviceLoader(arrays.train_images, arrays.train_targets, batch_size,
+                                    train=True, padding=arrays.padding, flip=arrays.flip,
+                                    contrast=contrast, drop_last=drop_last, **common)
+        test_loader = DeviceLoader(arrays.test_images, arrays.test_targets,
+                                   test_batch_size(batch_size), train=False, **common)
+        return train_loader, test_loader, info
+
+    workers = getattr(opt, 'num_workers', None)
+    workers = default_num_workers() if workers is None else int(workers)
+    train_set, test_set = Indexed(source.train), Indexed(source.test)
+    train_sampler = test_sampler = None
+    if world_size > 1:
+        train_sampler = DistributedSampler(train_set, world_size, rank, shuffle=True, seed=seed,
+                                           drop_last=drop_last)
+        test_sampler = ShardSampler(len(test_set), rank, world_size)
+    generator = torch.Generator()
+    generator.manual_seed(derive_seed(seed, rank, 4))
+    common = dict(num_workers=workers, pin_memory=device.type == 'cuda',
+                  persistent_workers=workers > 0)
+    train_loader = DataLoader(train_set, batch_size, shuffle=train_sampler is None,
+                              sampler=train_sampler, drop_last=drop_last,
+                              collate_fn=CollateBatch(contrast), generator=generator, **common)
+    train_loader.epoch_seed = derive_seed(seed, rank, 4)
+    test_loader = DataLoader(test_set, test_batch_size(batch_size), shuffle=False,
+                             sampler=test_sampler, collate_fn=CollateBatch(), **common)
+    return train_loader, test_loader, info
+
+
+__all__ = ['DATASETS', 'DEVICE_DATASETS', 'get_loaders', 'loader_set_epoch', 'default_num_workers',
+           'test_batch_size', 'ContrastSampler', 'DeviceLoader']

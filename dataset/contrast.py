@@ -1,0 +1,149 @@
+"""CRD's contrastive index sampling (RepDistiller's CIFAR100InstanceSample), one batch at a time.
+
+A row is [positive, k negatives]. The positive is the anchor itself (mode 'exact') or a random
+sample of the anchor's class ('relax'). The negatives are drawn uniformly from the samples of the
+other classes: without replacement when there are at least k of them, else with replacement, as
+published. percent < 1 keeps a fixed random fraction of each class's negatives (published option).
+
+Classes may have any size (ImageNet's do not match): nothing is a ragged numpy array, and with
+percent == 1 no (classes x negatives) table is built either: class c's negatives are addressed by
+position in the class-sorted order with class c cut out (our train sets are stored class-sorted,
+so that is integer arithmetic, not a gather).
+
+Two exact ways to draw k distinct negatives, picked per class by cost:
+- a partial Fisher-Yates over k positions (numpy's Generator.choice without shuffle; Floyd's
+  method for small k), where the published np.random.choice permutes all m negatives per sample;
+- when k is a large share of the set (CIFAR's k=16384 of 50,000), a keep-and-trim draw over the
+  whole set: a few byte operations per sample of the set instead of a random swap per negative.
+"""
+import os
+
+import numpy as np
+import torch
+from torch.utils.data import get_worker_info
+
+from helper.errors import UsageError
+
+MODES = ('exact', 'relax')
+
+
+def check_contrast_options(k, mode, percent):
+    if mode not in MODES:
+        raise UsageError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if int(k) != k or k < 1:
+        raise UsageError(f'--nce_k must be a positive integer, got {k}')
+    if not 0 < percent <= 1:
+        raise UsageError(f'percent must be in (0, 1], got {percent}')
+
+
+class ContrastSampler:
+    """Samples (batch, k + 1) int64 contrast indices on the CPU."""
+
+    def __init__(self, targets, k, mode='exact', percent=1.0, seed=None, stream=0):
+        """seed fixes the percent subset and the draws (None: torch's seed); stream (e.g. the DDP
+        rank) gives another stream of draws from the same subset."""
+        check_contrast_options(k, mode, percent)
+        targets = np.asarray(targets, dtype=np.int64)
+        self.k, self.mode, self.seed, self.stream = int(k), mode, seed, int(stream)
+        self.n_data = len(targets)
+        self.num_classes = int(targets.max()) + 1
+        self.counts = np.bincount(targets, minlength=self.num_classes)
+        self.starts = np.cumsum(self.counts) - self.counts
+        self.is_sorted = bool((np.diff(targets) >= 0).all())
+        self.order = None if self.is_sorted else np.argsort(targets, kind='stable')
+        if len(np.unique(targets)) < 2:
+            raise UsageError('contrastive sampling needs at least two classes in the train set')
+        self.neg_counts = self.n_data - self.counts
+        self.kept = None
+        if percent < 1:
+            # Drawn once, before any worker starts, so that all workers share the same subset.
+            rng = np.random.default_rng(seed)
+            kept = [rng.permutation(self._all_negatives(c))[:int(self.neg_counts[c] * percent)]
+                    for c in range(self.num_classes)]
+            self.neg_counts = np.array([len(x) for x in kept], dtype=np.int64)
+            self.kept_starts = np.cumsum(self.neg_counts) - self.neg_counts
+            self.kept = np.concatenate(kept)
+        self._rng_key, self._rng = None, None
+        # Per class, the byte threshold t of the dense draw (keep each sample with probability
+        # t/256, 4 standard deviations above k), or 0 for the partial Fisher-Yates. The dense
+        # draw costs about a fifth of a random swap per sample of the set, so it wins once
+        # k >= n/5 (measured on two x86 CPUs).
+        sd = np.sqrt(self.k * np.clip(1 - self.k / np.maximum(self.neg_counts, 1), 0, 1))
+        thresholds = np.ceil(256 * (self.k + 4 * sd) / np.maximum(self.neg_counts, 1))
+        dense = (self.kept is None) & (5 * self.k >= self.n_data) & (thresholds < 256)
+        self.thresholds = np.where(dense, thresholds, 0).astype(np.uint8)
+
+    def _sorted_to_index(self, positions):
+        return positions if self.order is None else self.order[positions]
+
+    def _all_negatives(self, c):
+        everyone = np.arange(self.n_data)
+        cut = np.r_[everyone[:self.starts[c]], everyone[self.starts[c] + self.counts[c]:]]
+        return self._sorted_to_index(cut)
+
+    def negatives(self, c):
+        """The dataset indices that class c draws its negatives from."""
+        if self.kept is None:
+            return self._all_negatives(c)
+        return self.kept[self.kept_starts[c]:self.kept_starts[c] + self.neg_counts[c]]
+
+    def _generator(self):
+        # One stream per process: a DataLoader worker mixes in its own seed, otherwise forked
+        # workers would all draw the same negatives.
+        info = get_worker_info()
+        key = (os.getpid(), None if info is None else info.seed)
+        if key != self._rng_key:
+            entropy = [torch.initial_seed() if self.seed is None else self.seed, self.stream]
+            if info is not None:
+                entropy.append(info.seed)
+            self._rng = np.random.Generator(np.random.SFC64(np.random.SeedSequence(entropy)))
+            self._rng_key = key
+        return self._rng
+
+    def _dense_negatives(self, c, rng):
+        """k distinct negatives of class c: keep each sample of the set with probability t/256,
+        cut out class c, then drop a uniform random subset of the surplus. Given how many were
+        kept, the kept set is a uniform subset of that size, so the result is a uniform k-subset
+        of the negatives, exactly as a draw without replacement. O(set size), no gather."""
+        n, k, t = self.n_data, self.k, self.thresholds[c]
+        while True:  # fewer than k kept: 4 standard deviations below the mean, 3e-5 per draw
+            keep = rng.bit_generator.random_raw((n + 7) // 8).view(np.uint8)[:n] < t
+            keep[self.starts[c]:self.starts[c] + self.counts[c]] = False
+            chosen = np.flatnonzero(keep)
+            surplus = len(chosen) - k
+            if surplus >= 0:
+                break
+        if surplus:
+            drop = rng.choice(len(chosen), surplus, replace=False, shuffle=False)
+            refill = np.ones(surplus, dtype=bool)
+            refill[drop[drop >= k] - k] = False
+            chosen[drop[drop < k]] = chosen[k:][refill]  # dropped slots take the kept surplus
+        return self._sorted_to_index(chosen[:k])
+
+    def _sparse_negatives(self, c, rng):
+        """k negatives of class c by position: a partial Fisher-Yates over k positions (Floyd's
+        method for small k), or with replacement when class c has fewer than k negatives."""
+        m = self.neg_counts[c]
+        if self.k <= m:
+            positions = rng.choice(m, self.k, replace=False, shuffle=False)
+        else:
+            positions = rng.integers(0, m, self.k)
+        if self.kept is not None:
+            return self.kept[self.kept_starts[c] + positions]
+        np.add(positions, self.counts[c], out=positions, where=positions >= self.starts[c])
+        return self._sorted_to_index(positions)
+
+    def sample(self, index, target):
+        index = np.asarray(index, dtype=np.int64)
+        target = np.asarray(target, dtype=np.int64)
+        rng = self._generator()
+        out = np.empty((len(index), self.k + 1), dtype=np.int64)
+        if self.mode == 'exact':
+            out[:, 0] = index
+        else:
+            same_class = self.starts[target] + rng.integers(0, self.counts[target])
+            out[:, 0] = self._sorted_to_index(same_class)
+        for row, c in enumerate(target):
+            draw = self._dense_negatives if self.thresholds[c] else self._sparse_negatives
+            out[row, 1:] = draw(c, rng)
+        return out

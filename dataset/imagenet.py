@@ -1,0 +1,43 @@
+"""ImageNet as two ImageFolders, `<data_folder>/imagenet/train/<class>/` and `.../val/<class>/`,
+with the standard transforms: RandomResizedCrop(224) and flip for training, Resize(256) and
+CenterCrop(224) for evaluation.
+"""
+import os
+
+from torchvision import datasets, transforms
+
+from dataset.common import DataSource
+from helper.errors import UsageError
+
+FOLDER = 'imagenet'
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def load(root):
+    base = os.path.join(root, FOLDER)
+    train_dir, val_dir = os.path.join(base, 'train'), os.path.join(base, 'val')
+    if not (os.path.isdir(train_dir) and os.path.isdir(val_dir)):
+        raise UsageError(f'imagenet not found: put train/ and val/ (one folder of images per '
+                         f'class, as torchvision ImageFolder reads) in {base}')
+    normalize = transforms.Normalize(MEAN, STD)
+    # ImageFolder lists classes in sorted order and files class by class: class-sorted.
+    try:
+        train = datasets.ImageFolder(train_dir, transforms.Compose([
+            transforms.RandomResizedCrop(224),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            normalize,
+        ]))
+        val = datasets.ImageFolder(val_dir, transforms.Compose([
+            transforms.Resize(256),
+            transforms.CenterCrop(224),
+            transforms.ToTensor(),
+            normalize,
+        ]))
+    except FileNotFoundError as err:  # no class folders, or a class folder without images
+        raise UsageError(f"imagenet: {' '.join(str(err).split())}") from err
+    if val.classes != train.classes:
+        extra = sorted(set(val.classes) ^ set(train.classes))[:3]
+        raise UsageError(f'imagenet: train/ and val/ must hold the same class folders '
+                         f"(differ in {', '.join(extra)})")
+    return DataSource(train, val, train.targets, len(train.classes), 224, MEAN, STD)
