@@ -20,6 +20,8 @@ from helper.run import run_dir_of
 from helper.scheduler import run_parallel, slots_for
 from train_student import train_student
 
+TRAIN_STUDENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train_student.py')
+
 
 def search_parser():
     p = Parser(description='Block composition search over a my* student.')
@@ -72,6 +74,15 @@ def previous_result(c):
     return None, None
 
 
+def _search_flag(arg):
+    """The SEARCH_FLAGS entry arg names, also as an abbreviation argparse accepts (--gpu), else None."""
+    flag = arg.split('=')[0]
+    if flag in SEARCH_FLAGS:
+        return flag
+    matches = [f for f in SEARCH_FLAGS if f.startswith(flag)] if flag.startswith('--') and len(flag) > 2 else []
+    return matches[0] if len(matches) == 1 else None
+
+
 def candidate_argv(argv, c):
     """train_student.py arguments for a candidate: the user's flags plus the candidate's."""
     out, skip = [], False
@@ -79,13 +90,14 @@ def candidate_argv(argv, c):
         if skip:
             skip = False
             continue
-        flag = arg.split('=')[0]
-        if flag in SEARCH_FLAGS:
+        flag = _search_flag(arg)
+        if flag:
             skip = '=' not in arg and flag != '--resume'
             continue
         out.append(arg)
+    # '--lr_decay_epochs=' with nothing after it parses to [] (no decay), exactly the candidate's
     out += ['--block_depth', ','.join(map(str, c.block_depth)), '--epochs', str(c.epochs),
-            '--lr_decay_epochs', ','.join(map(str, c.lr_decay_epochs)) or str(c.epochs + 1),
+            '--lr_decay_epochs=' + ','.join(map(str, c.lr_decay_epochs)),
             '--trial', c.trial, '--seed', str(c.seed)]
     return out + (['--resume'] if c.resume else [])
 
@@ -115,13 +127,12 @@ class Search:
             self._train_parallel(todo, phase)
         else:
             for c in todo:
-                self._announce(c, phase)
+                self._announce(c, phase, len(self.records) + 1)
                 self._record(c, phase, train_student(c))
         by_comp = {tuple(r['block_depth']): r for r in self.records}
         return [by_comp[tuple(c.block_depth)]['best_acc'] for c in cands]
 
-    def _announce(self, c, phase):
-        n = len(self.records) + 1
+    def _announce(self, c, phase, n):
         print(f'[BCS candidate {n} of ~{max(self.planned, n)}] phase {phase}: block_depth '
               f'{",".join(map(str, c.block_depth))}{" (resuming)" if c.resume else ""}', flush=True)
 
@@ -129,11 +140,12 @@ class Search:
         slots = slots_for(self.opt.gpus, self.opt.runs_per_gpu, self.opt.nproc_per_node)
 
         def command(c, slot):
-            self._announce(c, phase)
-            script = [sys.executable, 'train_student.py']
+            # numbered by start order: the phase's records arrive only when all of it has ended
+            self._announce(c, phase, len(self.records) + 1 + todo.index(c))
+            script = [sys.executable, TRAIN_STUDENT]  # absolute: search.py may run from elsewhere
             if self.opt.nproc_per_node > 1:
                 script = [sys.executable, '-m', 'torch.distributed.run', '--standalone',
-                          f'--nproc_per_node={self.opt.nproc_per_node}', 'train_student.py']
+                          f'--nproc_per_node={self.opt.nproc_per_node}', TRAIN_STUDENT]
             env = dict(os.environ, CUDA_VISIBLE_DEVICES=slot)
             return script + candidate_argv(self.argv, c), env
 
@@ -153,10 +165,12 @@ class Search:
         line = (f'phase {phase} candidate {len(self.records)}: block_depth '
                 f'{",".join(map(str, c.block_depth))} params {rec["params"]} '
                 f'best_acc {rec["best_acc"]:.2f} last_acc {rec["last_acc"]:.2f}')
+        result_path = os.path.join(self.dir, 'search-result.txt')
         if skipped:
             print(f'[BCS] already finished, skipped: {line}', flush=True)
-        else:
-            append_line(os.path.join(self.dir, 'search-result.txt'), line)
+        # a skipped candidate may have been trained outside this search (same options, same folder)
+        if not skipped or line not in _lines(result_path):
+            append_line(result_path, line)
         self.save()
 
     def save(self, winner=None, final=None, status='running'):
@@ -187,13 +201,24 @@ class Search:
             final = {'block_depth': list(best), 'best_acc': summary['best_acc'], 'last_acc': summary['last_acc'],
                      'run_dir': summary['run_dir'],
                      'device_hours': summary['wall_time_s'] * self.gpus_per_run / 3600.0}
-        append_line(os.path.join(self.dir, 'search-result.txt'),
-                    f'winner: block_depth {",".join(map(str, best))} params {winner["params"]} '
-                    f'best_acc {winner["best_acc"]:.2f} last_acc {winner["last_acc"]:.2f}')
+        line = (f'winner: block_depth {",".join(map(str, best))} params {winner["params"]} '
+                f'best_acc {winner["best_acc"]:.2f} last_acc {winner["last_acc"]:.2f}')
+        result_path = os.path.join(self.dir, 'search-result.txt')
+        lines = _lines(result_path)
+        if not lines or lines[-1] != line:  # rerunning a finished search adds no duplicate
+            append_line(result_path, line)
         self.save(winner, final, status='finished')
         print(f'[BCS] winner {list(best)}: best acc {winner["best_acc"]:.2f}; '
               f'{os.path.join(self.dir, "search.json")}', flush=True)
         return {'winner': winner, 'final': final, 'candidates': self.records}
+
+
+def _lines(path):
+    try:
+        with open(path) as f:
+            return f.read().splitlines()
+    except OSError:
+        return []
 
 
 def run_search(opt, argv):

@@ -12,8 +12,12 @@ class ContrastMemory(nn.Module):
     """Two memory banks (student side v1, teacher side v2) of n_data x feat_dim unit vectors.
 
     Runs wherever its buffers live. The normalisation constants Z are buffers set from the first
-    batch without a host sync (a negative value means "not set yet").
+    batch without a host sync (a negative value means "not set yet"). Under DDP, `gather` makes
+    the first batch the global one and the update see every rank's rows, so the buffers stay
+    equal on all ranks without being broadcast.
     """
+
+    synced_by_gather = True  # read by helper.dist.wrap
 
     def __init__(self, inputSize, outputSize, K, T=0.07, momentum=0.5):
         super().__init__()
@@ -39,8 +43,8 @@ class ContrastMemory(nn.Module):
         return torch.exp(torch.bmm(weight, v.unsqueeze(2)) / self.T)
 
     @staticmethod
-    def _normalise(out, z, n_data):
-        z_new = torch.where(z < 0, out.detach().mean() * n_data, z)
+    def _normalise(out, z, mean, n_data):
+        z_new = torch.where(z < 0, mean * n_data, z)
         z.copy_(z_new)
         return out / z_new
 
@@ -52,8 +56,11 @@ class ContrastMemory(nn.Module):
             idx = self.sample(y)
         out_v2 = self.score(self.memory_v1, v2, idx)
         out_v1 = self.score(self.memory_v2, v1, idx)
-        out_v1 = self._normalise(out_v1, self.z_v1, self.n_data)
-        out_v2 = self._normalise(out_v2, self.z_v2, self.n_data)
+        means = torch.stack([out_v1.detach().mean(), out_v2.detach().mean()])
+        if gather is not None:  # equal batches on every rank: the mean of means is the global mean
+            means = gather(means.view(1, 2)).mean(0)
+        out_v1 = self._normalise(out_v1, self.z_v1, means[0], self.n_data)
+        out_v2 = self._normalise(out_v2, self.z_v2, means[1], self.n_data)
         self.update(v1, v2, y, gather)
         return out_v1, out_v2
 

@@ -36,6 +36,18 @@ def _atomic(path, write):
     _fsync_dir(path)
 
 
+def remove_stale_temporaries(folder):
+    """Delete the temporary files of writes that a kill -9 interrupted (never a finished file)."""
+    if not os.path.isdir(folder):
+        return
+    for name in os.listdir(folder):
+        if name.startswith('.') and name.endswith('.tmp'):
+            try:
+                os.unlink(os.path.join(folder, name))
+            except OSError:
+                pass
+
+
 def save_checkpoint(state, path):
     _atomic(path, lambda f: torch.save(state, f))
 

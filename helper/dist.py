@@ -73,3 +73,28 @@ def average_gradients(params):
         if p.grad is not None:
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
             p.grad /= world_size()
+
+
+def wrap(step_module, device, sync_bn=False):
+    """DistributedDataParallel around the student and the method's trainable modules (the frozen
+    teacher stays outside). Without torchrun the module comes back unchanged."""
+    if not active():
+        return step_module
+    method = getattr(step_module, 'method', None)
+    if hasattr(method, 'gather'):
+        method.gather = all_gather_cat  # every rank's CRD memory sees the global batch
+    if sync_bn:
+        step_module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(step_module)
+    # Buffers that `gather` keeps equal on every rank (CRD's memory bank: 2 x n_data x feat_dim
+    # floats) must not be broadcast from rank 0 before every forward, as DDP does with buffers.
+    own_sync = [f'{prefix}.{name}' if prefix else name for prefix, module in step_module.named_modules()
+                if getattr(module, 'synced_by_gather', False)
+                for name, _ in module.named_buffers(recurse=False)]
+    # Every student parameter gets a gradient; a method's frozen modules (AB's connector, FT's
+    # paraphraser) get none in the main stage, and only they need DDP's search for unused ones.
+    frozen = getattr(method, 'frozen', None)
+    unused = frozen is not None and any(p.requires_grad for p in frozen.parameters())
+    DDP = torch.nn.parallel.DistributedDataParallel
+    DDP._set_params_and_buffers_to_ignore_for_model(step_module, own_sync)
+    return DDP(step_module, device_ids=[device.index] if device.type == 'cuda' else None,
+               find_unused_parameters=unused)

@@ -95,8 +95,10 @@ class EpochState:
         self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
         self.bad_terms = torch.zeros(len(TERMS), dtype=torch.bool, device=device)
         if saved:
-            self.sums.copy_(saved['sums'])
-            self.count, self.step = saved['count'], saved['step']
+            self.step = saved['step']
+            if dist.is_main():  # saved sums are over all ranks: count them once
+                self.sums.copy_(saved['sums'])
+                self.count = saved['count']
 
     def update(self, terms, logit, target, step):
         n = target.shape[0]
@@ -112,21 +114,30 @@ class EpochState:
         """Raise naming the epoch, iteration and term where the loss first went non-finite."""
         first_bad = dist.all_reduce_sum(self.first_bad.clamp(min=-1).clone() + 1)
         if first_bad.item() > 0:
-            it = int(self.first_bad.item())
-            names = [t for t, bad in zip(TERMS, self.bad_terms.tolist()) if bad]
-            raise NonFiniteLoss(f'loss went non-finite at epoch {epoch}, iteration {it + 1} '
-                                f'(term: {", ".join(names[1:] or names)}); the last good checkpoint is kept')
+            raise NonFiniteLoss(self.non_finite_message(epoch))
 
-    def averages(self):
+    def non_finite_message(self, epoch):
+        it = int(self.first_bad.item())
+        names = [t for t, bad in zip(TERMS, self.bad_terms.tolist()) if bad]
+        return (f'loss went non-finite at epoch {epoch}, iteration {it + 1} '
+                f'(term: {", ".join(names[1:] or names)}); the last good checkpoint is kept')
+
+    def _totals(self):
         sums = dist.all_reduce_sum(self.sums.clone())
         count = dist.all_reduce_sum(torch.tensor(float(self.count), device=sums.device)).item()
+        return sums, int(count)
+
+    def averages(self):
+        sums, count = self._totals()
         values = (sums / max(count, 1)).tolist()
         out = dict(zip(TERMS, values))
         out['acc'] = 100.0 * values[-1]
         return out
 
     def saved(self):
-        return {'sums': self.sums.cpu(), 'count': self.count, 'step': self.step}
+        """The epoch so far, summed over ranks (call on every rank)."""
+        sums, count = self._totals()
+        return {'sums': sums.cpu(), 'count': count, 'step': self.step}
 
 
 def train_one_epoch(ctx, epoch, state):
@@ -145,10 +156,14 @@ def train_one_epoch(ctx, epoch, state):
         t_feats = t_logit = None
         if ctx.teacher is not None:
             t_feats, t_logit = teacher_forward(ctx.teacher, batch['input'], step_module_preact(ctx), ctx.autocast)
-        with ctx.autocast():
-            logit, terms = step_module(batch, t_feats, t_logit)
-        ctx.optimizer.zero_grad(set_to_none=True)
-        ctx.scaler.scale(terms[0]).backward()
+        try:
+            with ctx.autocast():
+                logit, terms = step_module(batch, t_feats, t_logit)
+            ctx.optimizer.zero_grad(set_to_none=True)
+            ctx.scaler.scale(terms[0]).backward()
+        except RuntimeError as err:
+            raise_if_weights_broken(ctx, state, epoch, it, err)
+            raise
         ctx.scaler.step(ctx.optimizer)
         ctx.scaler.update()
         state.update(terms, logit, batch['target'], it)
@@ -168,6 +183,18 @@ def train_one_epoch(ctx, epoch, state):
     progress.close()
     state.check_finite(epoch)
     return True
+
+
+def raise_if_weights_broken(ctx, state, epoch, it, err):
+    """A step that fails on non-finite weights (an SVD refuses NaN input, say) is a non-finite
+    loss or gradient of an earlier step: report that, not a traceback from deep inside the method."""
+    if state.first_bad.item() >= 0:  # a loss term went bad first (no collective here: other ranks may not fail)
+        raise NonFiniteLoss(state.non_finite_message(epoch)) from err
+    params = [p for group in ctx.optimizer.param_groups for p in group['params']]
+    if not all(bool(torch.isfinite(p).all()) for p in params):
+        raise NonFiniteLoss(f'the weights went non-finite before epoch {epoch}, iteration {it + 1} (a gradient '
+                            f'was non-finite while the loss was finite), and that iteration failed '
+                            f'({type(err).__name__.lstrip("_")}); the last good checkpoint is kept') from err
 
 
 def step_module_preact(ctx):

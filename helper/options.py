@@ -5,6 +5,7 @@ Choices are checked against the registries (models, distiller_zoo, dataset), nev
 """
 import argparse
 import difflib
+import os
 import random
 
 from helper.errors import UsageError
@@ -157,6 +158,9 @@ def _finalize_student(opt, models, METHODS):
     if opt.model_t is None:
         opt.model_t = models.name_from_path(opt.path_t)
         if opt.model_t is None:
+            if not os.path.isfile(opt.path_t):  # the real problem, not the folder name
+                folder = ' (a folder: give the .pth file in it)' if os.path.isdir(opt.path_t) else ''
+                raise UsageError(f'teacher checkpoint not found: {opt.path_t}{folder}')
             raise UsageError(f'cannot tell the teacher architecture from {opt.path_t!r}; pass --model_t')
     _check_name('model', opt.model_t, models.model_dict, '--model_t')
     if opt.nce_k <= 0:

@@ -15,9 +15,10 @@ import models
 from dataset import get_loaders, loader_set_epoch
 from distiller_zoo import METHODS, build_distiller
 from distiller_zoo.base import feature_shapes
-from distiller_zoo.mc import MilestoneChecking, check_mc_shapes, mc_weights
+from distiller_zoo.mc import MilestoneChecking, check_mc_shapes, mc_stage_count, mc_weights
 from helper import dist
-from helper.checkpoint import append_line, read_json, save_checkpoint, write_json, write_text
+from helper.checkpoint import (append_line, read_json, remove_stale_temporaries, save_checkpoint, write_json,
+                               write_text)
 from helper.errors import UsageError
 from helper.loops import (TERMS, DistillStep, EpochState, NonFiniteLoss, Preempted, run_init_stage,
                           train_one_epoch, validate)
@@ -134,8 +135,6 @@ def _existing_results(run_dir, kind, name):
     """Describe finished or resumable results already in run_dir (None when there are none)."""
     summary = os.path.join(run_dir, 'summary.json')
     last = os.path.join(run_dir, f'{name}_last.pth')
-    if os.path.exists(last):
-        return 'a resumable checkpoint'
     if os.path.exists(summary):
         try:
             s = read_json(summary)
@@ -143,6 +142,8 @@ def _existing_results(run_dir, kind, name):
             return 'a run with an unreadable summary.json'
         if s.get('epochs_done'):  # a run killed before its first epoch ended has nothing to keep
             return f"a {s.get('status', 'unknown')} run, {s['epochs_done']}/{s.get('epochs', '?')} epochs"
+    if os.path.exists(last):
+        return 'a resumable checkpoint'
     return None
 
 
@@ -172,6 +173,10 @@ def run(opt, kind):
     device = pick_device(opt.device)
     amp_dtype = resolve_speed_flags(opt, device)
     dist.init(device)
+    if opt.sync_bn and dist.world_size() > 1 and device.type != 'cuda':
+        raise UsageError('--sync_bn needs CUDA GPUs (SyncBatchNorm does not run on the CPU); drop it')
+    if opt.seed_auto:  # each rank drew its own; the shards and the shuffle need one shared seed
+        opt.seed = dist.broadcast_object(opt.seed)
     if opt.scale_lr and not getattr(opt, 'lr_scaled', False):
         opt.learning_rate *= dist.world_size()
         opt.lr_scaled = True
@@ -211,7 +216,7 @@ def run(opt, kind):
         t_shapes = feature_shapes(teacher, method_cls.preact, size)
         method = build_distiller(opt.distill, opt, s_shapes, t_shapes, info['n_data'])
         if opt.mc:
-            n_stages = len(s_shapes) - 2
+            n_stages = mc_stage_count(opt.model_s)
             check_mc_shapes(s_shapes, t_shapes, n_stages)
             mc = MilestoneChecking(opt.kd_T, mc_weights(opt.model_s, opt.block_depth, n_stages))
     autocast = make_autocast(device, amp_dtype)
@@ -245,13 +250,7 @@ def run(opt, kind):
         teacher_acc, wall_before = ckpt.get('teacher_acc'), ckpt.get('wall_time_s', 0.0)
         set_rng_state(ckpt['rng'])
 
-    train_module = step_module
-    if opt.sync_bn and dist.active():
-        train_module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(train_module)
-    if dist.active():
-        train_module = torch.nn.parallel.DistributedDataParallel(
-            train_module, device_ids=[device.index] if device.type == 'cuda' else None,
-            find_unused_parameters=method is not None)
+    train_module = dist.wrap(step_module, device, opt.sync_bn)
     if opt.compile:
         try:
             train_module.compile()
@@ -299,6 +298,7 @@ def run(opt, kind):
     tb = None
     if main:
         os.makedirs(run_dir, exist_ok=True)
+        remove_stale_temporaries(run_dir)
         from torch.utils.tensorboard import SummaryWriter
         tb = SummaryWriter(os.path.join(run_dir, 'tb'), purge_step=start_epoch)
         ctx.tb = tb
@@ -319,7 +319,7 @@ def run(opt, kind):
         if main:
             save_checkpoint(dict(checkpoint(0), init_epochs_done=init_epochs_done), last_path)
 
-    epoch = start_epoch
+    epoch, stopped = start_epoch, 'in the init stage'
     try:
         with StopFlag() as stop:
             ctx.stop_requested = stop.requested
@@ -337,10 +337,11 @@ def run(opt, kind):
                 partial = None
                 epoch_state = EpochState(device, resumed)
                 if not train_one_epoch(ctx, epoch, epoch_state):
+                    saved = dict(epoch_state.saved(), epoch=epoch)  # every rank: sums over ranks
                     if main:
-                        saved = dict(epoch_state.saved(), epoch=epoch)
                         save_checkpoint(checkpoint(epoch - 1, saved), last_path)
                         write_json(summary('stopped', epoch - 1), os.path.join(run_dir, 'summary.json'))
+                    stopped = f'in epoch {epoch} after iteration {epoch_state.step}'
                     raise Preempted(stop.signum)
                 train = epoch_state.averages()
                 test = validate(student, test_loader, device, autocast, opt.channels_last)
@@ -349,17 +350,23 @@ def run(opt, kind):
                        'lr': lr, 'loss_ce': train['ce'], 'loss_kd': train['kd'], 'loss_method': train['method'],
                        'loss_mc': train['mc']}
                 history.append(row)
+                new_best = row['test_acc'] > state['best_acc'] or state['best_epoch'] == 0  # 0% is a best too
+                if new_best:  # on every rank (the test metrics are all-reduced): one summary everywhere
+                    state['best_acc'], state['best_epoch'] = row['test_acc'], epoch
                 _log(f'epoch {epoch}/{opt.epochs}: train acc {train["acc"]:.2f} loss {train["loss"]:.4f} | '
                      f'test acc {test["acc"]:.2f} top5 {test["acc_top5"]:.2f} loss {test["loss"]:.4f} | lr {lr:g}')
                 if main:
-                    _epoch_outputs(opt, kind, name, run_dir, student, optimizer, epoch, row, state, tb)
+                    _epoch_outputs(opt, kind, name, run_dir, student, optimizer, epoch, row, new_best, tb)
                     save_checkpoint(checkpoint(epoch), last_path)
                     _write_log(run_dir, history)
                     write_json(summary('running', epoch), os.path.join(run_dir, 'summary.json'))
                 if stop.requested() and epoch < opt.epochs:
+                    if main:
+                        write_json(summary('stopped', epoch), os.path.join(run_dir, 'summary.json'))
+                    stopped = f'after epoch {epoch}'
                     raise Preempted(stop.signum)
     except Preempted:
-        _log(f'stopped by signal after epoch {epoch - 1} (checkpoint written). To continue, rerun '
+        _log(f'stopped by signal {stopped} (checkpoint written). To continue, rerun '
              f'the same command with --resume')
         raise
     except NonFiniteLoss:
@@ -380,14 +387,13 @@ def run(opt, kind):
     return result
 
 
-def _epoch_outputs(opt, kind, name, run_dir, student, optimizer, epoch, row, state, tb):
+def _epoch_outputs(opt, kind, name, run_dir, student, optimizer, epoch, row, new_best, tb):
     for key in ('train_acc', 'train_loss', 'test_acc', 'test_loss', 'test_acc_top5', 'lr'):
         tb.add_scalar(key.replace('_', '/', 1), row[key], epoch)
     for term in TERMS[1:]:
         tb.add_scalar(f'loss/{term}', row[f'loss_{term}'], epoch)
     weights = student.state_dict()
-    if row['test_acc'] > state['best_acc']:
-        state['best_acc'], state['best_epoch'] = row['test_acc'], epoch
+    if new_best:
         best = {'epoch': epoch, 'model': weights, 'best_acc': row['test_acc']}
         if kind == 'teacher':
             best['accuracy'] = row['test_acc']

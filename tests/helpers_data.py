@@ -1,0 +1,132 @@
+"""Tiny CIFAR-100-layout data and a tiny teacher for the training tests.
+
+The CIFAR files are torchvision's python-pickle layout (cifar-100-python/train, test, meta), with
+1 train image and 1 test image per class by default (7 steps of 16 per epoch keep the tests fast).
+The teacher is a real 1-epoch train_teacher run. Both are built once per test session and shared
+(the tests only read them).
+"""
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from helper.options import student_parser, teacher_parser
+from helper.run import run
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+N_CLASSES = 100
+TRAIN_PER_CLASS = 1
+TEST_PER_CLASS = 1
+
+_cache = {}
+
+
+def write_tiny_cifar100(root, train_per_class=TRAIN_PER_CLASS, test_per_class=TEST_PER_CLASS, seed=0):
+    """Write <root>/cifar-100-python/{train,test,meta}; returns root (the --data_folder).
+
+    Each class gets its own mean colour plus noise, so a model can learn something in an epoch.
+    """
+    rng = np.random.default_rng(seed)
+    colours = rng.integers(30, 225, size=(N_CLASSES, 3))
+    folder = os.path.join(root, 'cifar-100-python')
+    os.makedirs(folder, exist_ok=True)
+    for split, per_class in (('train', train_per_class), ('test', test_per_class)):
+        labels = np.repeat(np.arange(N_CLASSES), per_class)
+        rng.shuffle(labels)  # the real files are not class-sorted
+        images = colours[labels][:, :, None] + rng.integers(-30, 30, size=(len(labels), 3, 1024))
+        entry = {'data': np.clip(images, 0, 255).astype(np.uint8).reshape(len(labels), 3072),
+                 'fine_labels': labels.tolist(), 'coarse_labels': (labels // 5).tolist(),
+                 'filenames': [f'{split}_{i}.png' for i in range(len(labels))],
+                 'batch_label': f'{split} batch'}
+        with open(os.path.join(folder, split), 'wb') as f:
+            pickle.dump(entry, f, protocol=2)
+    with open(os.path.join(folder, 'meta'), 'wb') as f:
+        pickle.dump({'fine_label_names': [f'class{i}' for i in range(N_CLASSES)],
+                     'coarse_label_names': [f'super{i}' for i in range(20)]}, f, protocol=2)
+    return root
+
+
+def shared_dir(tmp_path_factory):
+    if 'dir' not in _cache:
+        _cache['dir'] = str(tmp_path_factory.mktemp('shared_train_data'))
+    return _cache['dir']
+
+
+def tiny_cifar(tmp_path_factory):
+    """The shared --data_folder (read-only for the tests)."""
+    if 'data' not in _cache:
+        _cache['data'] = write_tiny_cifar100(os.path.join(shared_dir(tmp_path_factory), 'data'))
+    return _cache['data']
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Import this into a test module: its tests share 2 cores with everything else."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    return tiny_cifar(tmp_path_factory)
+
+
+@pytest.fixture(scope='module')
+def teacher(tmp_path_factory):
+    return tiny_teacher(tmp_path_factory)
+
+
+def teacher_args(data_folder, save_root, model='resnet8', *extra):
+    return ['--model', model, '--dataset', 'cifar100', '--data_folder', data_folder,
+            '--save_root', save_root, '--epochs', '1', '--batch_size', '16', '--num_workers', '0',
+            '--seed', '0', '--device', 'cpu', '--print_freq', '1000', *extra]
+
+
+def tiny_teacher(tmp_path_factory, model='resnet8'):
+    """Path of ckpt_epoch_1.pth of a 1-epoch train_teacher run of `model` (shared)."""
+    key = 'teacher_' + model
+    if key not in _cache:
+        save_root = os.path.join(shared_dir(tmp_path_factory), 'teachers')
+        opt = teacher_parser().parse_args(teacher_args(tiny_cifar(tmp_path_factory), save_root, model))
+        summary = run(opt, 'teacher')
+        _cache[key] = os.path.join(summary['run_dir'], 'ckpt_epoch_1.pth')
+    return _cache[key]
+
+
+def student_args(data_folder, save_root, path_t, distill='kd', model_s='resnet8', *extra):
+    return ['--path_t', path_t, '--distill', distill, '--model_s', model_s, '--dataset', 'cifar100',
+            '--data_folder', data_folder, '--save_root', save_root, '--epochs', '1', '--init_epochs', '1',
+            '--batch_size', '16', '--nce_k', '16', '--num_workers', '0', '--seed', '0',
+            '--device', 'cpu', '--print_freq', '1000', *extra]
+
+
+def parse_student(argv):
+    return student_parser().parse_args(argv)
+
+
+def tree(root):
+    """{relative path: (size, mtime_ns)} of every file and folder under root (for 'nothing written')."""
+    out = {}
+    if not os.path.exists(root):
+        return out
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            st = os.stat(path)
+            out[os.path.relpath(path, root)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def load_weights_only(path):
+    return torch.load(path, map_location='cpu', weights_only=True)
+
+
+def subprocess_env():
+    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', PYTHONUNBUFFERED='1',
+               CUDA_VISIBLE_DEVICES='')
+    env['PYTHONPATH'] = ROOT + os.pathsep + env.get('PYTHONPATH', '')
+    return env

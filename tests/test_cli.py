@@ -1,0 +1,127 @@
+"""Every documented command line parses and passes option checks (the data and teachers are not here).
+
+Commands are read from the seed README, README.md, scripts/train.sh and scripts/search.sh: each
+`python <script>.py ...` (or torchrun / the scripts' `run` helper) is parsed with its script's parser
+and checked with --dry_run, which validates everything that needs no files.
+"""
+import os
+import re
+import shlex
+
+import pytest
+
+from helper.options import student_parser, teacher_parser
+from helper.run import run
+from helpers_data import ROOT
+from search import run_search, search_parser
+
+SEED_README = os.path.join(os.path.dirname(ROOT), 'shared', 'seed', 'README.md')
+SOURCES = {
+    'seed README': SEED_README,
+    'README.md': os.path.join(ROOT, 'README.md'),
+    'scripts/train.sh': os.path.join(ROOT, 'scripts', 'train.sh'),
+    'scripts/search.sh': os.path.join(ROOT, 'scripts', 'search.sh'),
+}
+MIN_COMMANDS = {'seed README': 3, 'README.md': 3, 'scripts/train.sh': 30, 'scripts/search.sh': 4}
+COMMAND = re.compile(r'(?:^|[\s`(])(?:python3?|torchrun|run)\b[^`\n;|]*?\b(train_teacher|train_student|search)\.py'
+                     r'([^`\n;|]*)')
+ASSIGNMENT = re.compile(r'^\s*([A-Za-z_]\w*)=(\S+)\s*$', re.M)
+LOOP = re.compile(r'\bfor\s+(\w+)\s+in\s+([^;\n]+);\s*do')
+
+
+def commands_in(text):
+    """(script, argv) for every documented command; shell variables and for-loops are expanded."""
+    text = re.sub(r'\\\n\s*', ' ', text)  # line continuations
+    variables = {name: value.strip('"\'') for name, value in ASSIGNMENT.findall(text)}
+    loops = []  # (body start, body end, variable, values): a loop variable means something in its body only
+    for loop in LOOP.finditer(text):
+        done = re.compile(r'\bdone\b').search(text, loop.end())
+        loops.append((loop.end(), done.start() if done else len(text), loop.group(1), loop.group(2).split()))
+    found = []
+    for match in COMMAND.finditer(text):
+        script, rest = match.group(1), match.group(2)
+        rest = re.split(r'\s(?:#|&&|>|2>)', rest)[0]
+        for name, value in variables.items():
+            rest = re.sub(r'\$\{?' + name + r'\b\}?', value, rest)
+        expansions = [{}]
+        for start, end, name, values in loops:
+            if start <= match.start() < end and re.search(r'\$\{?' + name + r'\b', rest):
+                expansions = [dict(e, **{name: v}) for e in expansions for v in values]
+        for expansion in expansions:
+            line = rest
+            for name, value in expansion.items():
+                line = re.sub(r'\$\{?' + name + r'\b\}?', value, line)
+            found.append((script, shlex.split(line)))
+    return found
+
+
+def check(script, argv, capsys):
+    """Parse and validate one command as its script would, without touching files."""
+    if script == 'search':
+        opt = search_parser().parse_args(argv + ['--dry_run'])
+        run_search(opt, argv)
+    else:
+        kind = 'teacher' if script == 'train_teacher' else 'student'
+        opt = (teacher_parser() if kind == 'teacher' else student_parser()).parse_args(argv + ['--dry_run'])
+        assert run(opt, kind)['status'] == 'dry_run'
+    assert 'options OK' in capsys.readouterr().out
+    return opt
+
+
+@pytest.mark.parametrize('source', sorted(SOURCES))
+def test_documented_commands_parse(source, tmp_path, monkeypatch, capsys):
+    path = SOURCES[source]
+    if not os.path.exists(path):
+        pytest.skip(f'{path} is not in this checkout')
+    with open(path) as f:
+        found = commands_in(f.read())
+    assert len(found) >= MIN_COMMANDS[source], found
+    monkeypatch.chdir(tmp_path)  # default ./save and ./data resolve here: nothing may appear
+    failures = []
+    for script, argv in found:
+        try:
+            check(script, argv, capsys)
+        except Exception as e:  # collect them all: one report names every broken line
+            failures.append(f'{script}.py {" ".join(argv)}\n    -> {type(e).__name__}: {e}')
+    assert not failures, '\n'.join(failures)
+    assert os.listdir(str(tmp_path)) == []
+
+
+def test_seed_readme_mc_example_means_what_it_says(capsys, tmp_path, monkeypatch):
+    if not os.path.exists(SEED_README):
+        pytest.skip('the seed README is not in this checkout')
+    with open(SEED_README) as f:
+        found = commands_in(f.read())
+    monkeypatch.chdir(tmp_path)
+    student = [argv for script, argv in found if script == 'train_student' and '--mc' in argv]
+    assert len(student) == 1
+    opt = check('train_student', student[0], capsys)
+    assert (opt.model_t, opt.model_s, opt.block_depth, opt.distill) == ('resnet110', 'myresnet20', [3, 7, 2], 'crd')
+    assert (opt.mc, opt.mc_weight, opt.gamma, opt.alpha, opt.beta, opt.trial) == (1, 0.001, 1.0, 0.0, 0.8, '1')
+    search = [argv for script, argv in found if script == 'search']
+    assert len(search) == 1
+    opt = search_parser().parse_args(search[0] + ['--dry_run'])
+    run_search(opt, search[0])
+    assert opt.block_depth == [3, 3, 3] and opt.model_s == 'myresnet20'
+
+
+def test_command_extraction():
+    text = ('T=./t/resnet110_vanilla/c.pth\nS=resnet20\nrun() { echo "+ python $*"; python "$@"; }\n'
+            'x) run train_student.py --path_t $T --model_s $S --distill kd ;;\n'
+            'for m in kd crd; do\n  run train_student.py --path_t $T --distill $m --trial 1\ndone\n'
+            'Try `python train_teacher.py --model resnet8`. Or:\n'
+            'CUDA_VISIBLE_DEVICES=0 python search.py --path_t a/resnet8_x/c.pth \\\n    --model_s myresnet8  # note\n'
+            'torchrun --nproc_per_node=2 train_student.py --path_t $T\n')
+    assert commands_in(text) == [
+        ('train_student', ['--path_t', './t/resnet110_vanilla/c.pth', '--model_s', 'resnet20', '--distill', 'kd']),
+        ('train_student', ['--path_t', './t/resnet110_vanilla/c.pth', '--distill', 'kd', '--trial', '1']),
+        ('train_student', ['--path_t', './t/resnet110_vanilla/c.pth', '--distill', 'crd', '--trial', '1']),
+        ('train_teacher', ['--model', 'resnet8']),
+        ('search', ['--path_t', 'a/resnet8_x/c.pth', '--model_s', 'myresnet8']),
+        ('train_student', ['--path_t', './t/resnet110_vanilla/c.pth']),
+    ]
+
+
+def test_a_broken_command_is_reported(capsys):
+    with pytest.raises(Exception, match='unknown --distill'):
+        check('train_student', ['--path_t', 'x/resnet110_vanilla/c.pth', '--distill', 'crd_mc'], capsys)

@@ -1,0 +1,91 @@
+"""scripts/demo.sh end to end on the digits set (several minutes: the one slow test).
+
+It runs into a temporary DEMO_SAVE_ROOT, so ./save/demo is left alone. Set SKIP_DEMO_TEST=1 to
+leave it out of a quick local run.
+"""
+import glob
+import json
+import os
+import re
+import subprocess
+
+import pytest
+from PIL import Image
+
+from conftest import ROOT
+
+ROWS = ('teacher', 'student from scratch', 'student distilled (CRD+MC)', 'BCS best composition (CRD+MC)')
+
+
+def table_rows(text):
+    """{row name: (model, accuracy)} from the printed markdown table."""
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r'\| (.+?) \| (.+?) \| ([\d,]+) \| (\d+\.\d\d) \|$', line)
+        if m:
+            out[m.group(1)] = (m.group(2), float(m.group(4)))
+    return out
+
+
+def only(pattern):
+    found = glob.glob(pattern)
+    assert len(found) == 1, (pattern, found)
+    return found[0]
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def assert_image(path):
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.size[0] > 200 and image.size[1] > 200
+
+
+@pytest.mark.skipif(os.environ.get('SKIP_DEMO_TEST') == '1', reason='SKIP_DEMO_TEST=1')
+def test_demo_runs_offline_and_prints_every_row(tmp_path):
+    save = tmp_path / 'demo'
+    save.mkdir()
+    (save / 'stale.txt').write_text('from an earlier demo')
+    env = dict(os.environ, DEMO_SAVE_ROOT=str(save), PYTHONUNBUFFERED='1', CUDA_VISIBLE_DEVICES='')
+    proc = subprocess.run(['bash', os.path.join(ROOT, 'scripts', 'demo.sh')], cwd=str(tmp_path), env=env,
+                          capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert 'removing the previous demo results' in out and not (save / 'stale.txt').exists()
+    assert all(re.search(rf'^=== \[\d+s\] {n}/5 ', out, re.M) for n in range(1, 6))
+
+    rows = table_rows(out)
+    assert set(ROWS) <= set(rows), rows
+    teacher_model, teacher_acc = rows['teacher']
+    summary = read_json(only(str(save / 'models' / f'{teacher_model}_*' / 'summary.json')))
+    assert summary['status'] == 'finished' and summary['best_acc'] == pytest.approx(teacher_acc, abs=0.01)
+    assert summary['best_acc'] >= 90.0
+
+    distilled = read_json(only(str(save / 'student_model' / '*-2-2-2_*' / 'summary.json')))
+    assert (distilled['distill'], distilled['mc']) == ('crd', 1)
+    assert distilled['best_acc'] == pytest.approx(rows['student distilled (CRD+MC)'][1], abs=0.01)
+    search_dir = only(str(save / 'search' / 'BCS_*'))
+    search = read_json(os.path.join(search_dir, 'search.json'))
+    assert search['status'] == 'finished' and len(search['candidates']) >= 2
+    best = max(c['best_acc'] for c in search['candidates'])
+    assert search['winner']['best_acc'] == best == pytest.approx(rows['BCS best composition (CRD+MC)'][1],
+                                                                  abs=0.01)
+    # the search took the distilled run as its first candidate instead of training it again
+    assert search['candidates'][0]['run_dir'] == distilled['run_dir']
+    assert 'already finished, skipped' in out
+    with open(os.path.join(search_dir, 'search-result.txt')) as f:
+        lines = f.read().splitlines()
+    assert len(lines) == len(search['candidates']) + 1 and 'block_depth 2,2,2 ' in lines[0]
+    assert lines[-1].startswith('winner: block_depth ')
+
+    with open(save / 'results.md') as f:
+        assert set(ROWS) <= set(table_rows(f.read()))
+    run_dirs = [os.path.dirname(p) for p in glob.glob(str(save / '*' / '*' / 'summary.json'))]
+    assert len(run_dirs) == 2 + len(search['candidates'])  # teacher, scratch; distilled = candidate 1
+    for folder in run_dirs:
+        assert_image(os.path.join(folder, 'curves.png'))
+    assert_image(os.path.join(search_dir, 'search.png'))

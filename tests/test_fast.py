@@ -1,0 +1,48 @@
+"""The fast path (issue 8): --amp, --channels_last, --compile and --fast on the CPU, and that
+--fast does not move accuracy on the real digits set."""
+import pytest
+import torch
+
+from helper.options import teacher_parser
+from helper.run import run
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def train(tmp_path, *flags, model='resnet8', epochs=1, seed=0):
+    argv = ['--model', model, '--dataset', 'digits', '--epochs', str(epochs), '--num_workers', '0',
+            '--save_root', str(tmp_path), '--seed', str(seed), '--print_freq', '1000', '--device', 'cpu',
+            *flags]
+    return run(teacher_parser().parse_args(argv), 'teacher')
+
+
+@pytest.mark.parametrize('flags', [['--amp'], ['--channels_last'], ['--data_on_device'], ['--fast']])
+def test_speed_flags_train_one_epoch(tmp_path, flags):
+    summary = train(tmp_path, *flags, '--trial', '-'.join(f.strip('-') for f in flags))
+    assert summary['status'] == 'finished'
+    assert summary['options'][flags[0].strip('-')] is True
+    assert 0 <= summary['last_acc'] <= 100
+
+
+def test_compile_runs_or_says_why(tmp_path, capsys):
+    summary = train(tmp_path, '--compile', '--trial', 'compile')
+    assert summary['status'] == 'finished'
+    out = capsys.readouterr().out
+    # either it compiled, or it said clearly that it runs eager
+    assert 'compile unavailable' in out or summary['last_acc'] >= 0
+
+
+def test_fast_reaches_the_same_accuracy(tmp_path):
+    """Teachers trained with and without --fast on digits end within noise of each other."""
+    flags = ['--epochs', '6', '--lr_decay_epochs', '4,5', '--batch_size', '64']
+    plain = [train(tmp_path / 'plain', *flags, '--trial', str(s), seed=s, epochs=6)['last_acc'] for s in (1, 2)]
+    fast = [train(tmp_path / 'fast', *flags, '--fast', '--trial', str(s), seed=s, epochs=6)['last_acc']
+            for s in (1, 2)]
+    assert min(plain) > 85 and min(fast) > 85
+    assert abs(sum(plain) / 2 - sum(fast) / 2) < 4.0, (plain, fast)
