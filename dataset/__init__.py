@@ -62,6 +62,9 @@ def loader_set_epoch(loader, epoch):
         loader.sampler.set_epoch(epoch)
     if getattr(loader, 'generator', None) is not None and hasattr(loader, 'epoch_seed'):
         loader.generator.manual_seed(derive_seed(loader.epoch_seed, epoch))
+    contrast = getattr(loader, 'contrast', None) or getattr(getattr(loader, 'collate_fn', None), 'contrast', None)
+    if hasattr(contrast, 'set_epoch'):
+        contrast.set_epoch(epoch)
 
 
 def _distributed():

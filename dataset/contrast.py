@@ -64,6 +64,7 @@ class ContrastSampler:
             self.kept_starts = np.cumsum(self.neg_counts) - self.neg_counts
             self.kept = np.concatenate(kept)
         self._rng_key, self._rng = None, None
+        self.epoch = 0
         # Per class, the byte threshold t of the dense draw (keep each sample with probability
         # t/256, 4 standard deviations above k), or 0 for the partial Fisher-Yates. The dense
         # draw costs about a fifth of a random swap per sample of the set, so it wins once
@@ -91,14 +92,18 @@ class ContrastSampler:
         # One stream per process: a DataLoader worker mixes in its own seed, otherwise forked
         # workers would all draw the same negatives.
         info = get_worker_info()
-        key = (os.getpid(), None if info is None else info.seed)
+        key = (os.getpid(), None if info is None else info.seed, self.epoch)
         if key != self._rng_key:
-            entropy = [torch.initial_seed() if self.seed is None else self.seed, self.stream]
+            entropy = [torch.initial_seed() if self.seed is None else self.seed, self.stream, self.epoch]
             if info is not None:
                 entropy.append(info.seed)
             self._rng = np.random.Generator(np.random.SFC64(np.random.SeedSequence(entropy)))
             self._rng_key = key
         return self._rng
+
+    def set_epoch(self, epoch):
+        """A stream per epoch, so a resumed run draws the negatives an uninterrupted one would."""
+        self.epoch = int(epoch)
 
     def _dense_negatives(self, c, rng):
         """k distinct negatives of class c: keep each sample of the set with probability t/256,

@@ -105,7 +105,9 @@ class DeviceLoader:
             self.contrast = DeviceContrastSampler(contrast, self.device)
 
     def set_epoch(self, epoch):
+        # crops, flips and device-drawn negatives depend on (seed, rank, epoch) only: exact resume
         self.epoch = epoch
+        self.generator.manual_seed(derive_seed(self.seed, self.rank, 1, epoch))
 
     def _num_samples(self):
         n = len(self.targets)

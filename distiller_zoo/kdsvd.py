@@ -41,6 +41,10 @@ class KDSVD(nn.Module):
         """SVD of each sample's (H*W, C) matrix; the first n of u, s, v, each L2-normalised."""
         assert feat.dim() == 4
         x = feat.flatten(2).transpose(1, 2)
+        if x.requires_grad:
+            # near-equal singular values (dead channels) make the SVD backward divide by ~0;
+            # those entries carry no usable direction, so they get no gradient
+            x.register_hook(_finite)
         u, s, vh = torch.linalg.svd(x, full_matrices=False)
         u, s, v = _finite(u), _finite(s), _finite(vh.transpose(1, 2))
         if n > 0:

@@ -142,8 +142,6 @@ def finalize(opt, kind):
         opt.seed_auto = True
     elif not hasattr(opt, 'seed_auto'):
         opt.seed_auto = False
-    if opt.fast:
-        opt.data_on_device = opt.amp = opt.channels_last = True
     opt.trial = str(opt.trial)
     if kind == 'student':
         _finalize_student(opt, models, METHODS)

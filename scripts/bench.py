@@ -151,6 +151,7 @@ def main(argv=None):
             for label, fast in (('published', False), ('fast', True)):
                 torch.manual_seed(0)
                 opt = options(teacher, student, method, root, args.device, fast, args.batch_size)
+                resolve_speed_flags(opt, device)  # what --fast turns on for this device
                 train_loader, _, info = get_loaders(opt, device)
                 row[f'{label}_load_img_s'] = time_loading(train_loader, device, steps)
                 row[f'{label}_train_img_s'] = time_training(opt, device, train_loader, info, steps, warmup,

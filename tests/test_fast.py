@@ -35,14 +35,14 @@ def test_compile_runs_or_says_why(tmp_path, capsys):
     assert summary['status'] == 'finished'
     out = capsys.readouterr().out
     # either it compiled, or it said clearly that it runs eager
-    assert 'compile unavailable' in out or summary['last_acc'] >= 0
+    if 'compile unavailable' not in out:  # compiled: the model step ran through inductor
+        assert summary['options']['compile'] is True
 
 
 def test_fast_reaches_the_same_accuracy(tmp_path):
     """Teachers trained with and without --fast on digits end within noise of each other."""
-    flags = ['--epochs', '6', '--lr_decay_epochs', '4,5', '--batch_size', '64']
-    plain = [train(tmp_path / 'plain', *flags, '--trial', str(s), seed=s, epochs=6)['last_acc'] for s in (1, 2)]
-    fast = [train(tmp_path / 'fast', *flags, '--fast', '--trial', str(s), seed=s, epochs=6)['last_acc']
-            for s in (1, 2)]
-    assert min(plain) > 85 and min(fast) > 85
-    assert abs(sum(plain) / 2 - sum(fast) / 2) < 4.0, (plain, fast)
+    flags = ['--lr_decay_epochs', '5,7', '--batch_size', '64']
+    plain = train(tmp_path / 'plain', *flags, seed=1, epochs=8)['last_acc']
+    fast = train(tmp_path / 'fast', *flags, '--fast', seed=1, epochs=8)['last_acc']
+    assert plain > 88 and fast > 88, (plain, fast)
+    assert abs(plain - fast) < 4.0, (plain, fast)

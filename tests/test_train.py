@@ -157,9 +157,6 @@ def test_every_method_trains_one_epoch(data, teacher, tmp_path, capsys, distill,
         assert f.read().split('\t')[0] == os.path.basename(run_dir)
 
 
-@pytest.mark.xfail(strict=True, raises=NonFiniteLoss,
-                   reason='distiller_zoo/kdsvd.py: the SVD backward is non-finite when a student stage '
-                          'map has two dead channels (near-equal zero singular values)')
 def test_kdsvd_survives_dead_channels(tmp_path, teacher):
     two_per_class = write_tiny_cifar100(str(tmp_path / 'data'), train_per_class=2)
     student(two_per_class, tmp_path / 'save', teacher, 'kdsvd')
@@ -184,12 +181,7 @@ def stop_in_epoch(monkeypatch, epoch_to_stop, mid_epoch, signum):
 
 @pytest.mark.parametrize('distill, mid_epoch, flags', [
     ('kd', False, ()), ('vid', True, ()),
-    pytest.param('crd', True, (), marks=pytest.mark.xfail(
-        strict=True, reason='dataset/contrast.py: ContrastSampler draws one stream per process, not per '
-                            'epoch, so a resumed run draws other CRD negatives than an uninterrupted one')),
-    pytest.param('kd', False, ('--data_on_device',), marks=pytest.mark.xfail(
-        strict=True, reason='dataset/device_loader.py: the augmentation generator is seeded once, not per '
-                            'epoch, so a resumed run crops and flips differently')),
+    ('crd', True, ()), ('kd', False, ('--data_on_device',)), ('crd', True, ('--data_on_device',)),
 ])
 def test_resume_ends_where_an_uninterrupted_run_ends(data, teacher, tmp_path, monkeypatch, capsys,
                                                        distill, mid_epoch, flags):
