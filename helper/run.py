@@ -109,6 +109,22 @@ def resolve_speed_flags(opt, device):
     return dtype
 
 
+def make_optimizer(params, opt, device):
+    # one fused kernel instead of one per tensor: part of the --compile/--fast launch savings
+    fused = bool(opt.compile) and device.type == 'cuda'
+    return torch.optim.SGD(params, lr=opt.learning_rate, momentum=opt.momentum,
+                           weight_decay=opt.weight_decay, fused=fused or None)
+
+
+def compile_modules(device, *modules):
+    """torch.compile in place (state_dict keys unchanged). On CUDA with CUDA graphs: these small
+    CIFAR nets are bound by kernel launches, not arithmetic."""
+    mode = 'reduce-overhead' if device.type == 'cuda' else None
+    for module in modules:
+        if module is not None:
+            module.compile(mode=mode)
+
+
 def make_autocast(device, dtype):
     if dtype is None:
         return contextlib.nullcontext
@@ -233,8 +249,7 @@ def run(opt, kind):
         if teacher is not None:
             teacher.to(memory_format=torch.channels_last)
     params = list(student.parameters()) + (list(method.trainable.parameters()) if method is not None else [])
-    optimizer = torch.optim.SGD(params, lr=opt.learning_rate, momentum=opt.momentum,
-                                weight_decay=opt.weight_decay)
+    optimizer = make_optimizer(params, opt, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
     history, best_acc, best_epoch, start_epoch, init_done, partial = [], 0.0, 0, 1, False, None
@@ -253,9 +268,7 @@ def run(opt, kind):
     train_module = dist.wrap(step_module, device, opt.sync_bn)
     if opt.compile:
         try:
-            train_module.compile()
-            if teacher is not None:
-                teacher.compile()
+            compile_modules(device, train_module, teacher)
         except Exception as e:  # platforms without a compiler toolchain
             _log(f'--compile unavailable here ({type(e).__name__}: {e}); running eager')
 

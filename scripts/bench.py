@@ -28,7 +28,7 @@ from distiller_zoo import build_distiller  # noqa: E402
 from distiller_zoo.base import feature_shapes  # noqa: E402
 from helper.loops import DistillStep, teacher_forward, to_device  # noqa: E402
 from helper.options import finalize, student_parser  # noqa: E402
-from helper.run import make_autocast, resolve_speed_flags  # noqa: E402
+from helper.run import compile_modules, make_autocast, make_optimizer, resolve_speed_flags  # noqa: E402
 from helper.util import pick_device  # noqa: E402
 
 PAIRS = [('resnet56', 'resnet20', 'kd'), ('resnet110', 'resnet20', 'crd'), ('resnet32x4', 'resnet8x4', 'kd')]
@@ -69,10 +69,9 @@ def build(opt, device, info):
         step.to(memory_format=torch.channels_last)
         teacher.to(memory_format=torch.channels_last)
     if opt.compile:
-        step.compile()
-        teacher.compile()
+        compile_modules(device, step, teacher)
     params = list(student.parameters()) + list(method.trainable.parameters())
-    optimizer = torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4)
+    optimizer = make_optimizer(params, opt, device)
     return step, teacher, optimizer
 
 

@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/venv.sh
+# one thread per process: predictable on small machines, and the DDP/kill tests run several processes
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 exec "$PY" -m pytest -q -p no:cacheprovider tests "$@"
