@@ -6,7 +6,8 @@ import tempfile
 import torch
 
 
-def _fsync_dir(path):
+def fsync_parent(path):
+    """Make a rename into path's folder durable (not possible on every platform)."""
     try:
         fd = os.open(os.path.dirname(os.path.abspath(path)) or '.', os.O_RDONLY)
     except OSError:
@@ -33,7 +34,7 @@ def _atomic(path, write):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    _fsync_dir(path)
+    fsync_parent(path)
 
 
 def remove_stale_temporaries(folder):

@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 from http.client import HTTPException
 
+from helper.checkpoint import fsync_parent
 from helper.errors import UsageError
 
 TEACHERS = ('resnet56', 'resnet110', 'resnet32x4', 'wrn_40_2', 'vgg13', 'ResNet50')
@@ -39,23 +40,9 @@ def ckpt_dir(save_root, name):
     return os.path.join(save_root, 'models', f'{name}_vanilla')
 
 
-def _fsync_dir(path):
-    # Makes the rename itself durable; not possible on every platform.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _publish(part_path, final_path):
     os.replace(part_path, final_path)
-    _fsync_dir(os.path.dirname(os.path.abspath(final_path)))
+    fsync_parent(final_path)
 
 
 class Progress:

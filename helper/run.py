@@ -90,13 +90,14 @@ class Context:
 
 
 def resolve_speed_flags(opt, device):
-    """--fast turns on what helps on this device; amp/compile only where they pay off (CUDA)."""
+    """--fast turns on what pays off on this device: autocast only on CUDA (bf16 on a CPU without
+    native support was several times slower), compile everywhere (1.1x on a 2-core CPU)."""
     if opt.fast:
         opt.data_on_device = True
         opt.channels_last = True
+        opt.compile = True
         if device.type == 'cuda':
             opt.amp = True
-            opt.compile = True
     if opt.amp:
         if device.type == 'cuda':
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
