@@ -278,7 +278,8 @@ def run(opt, kind):
                   train_loader=train_loader, progress=_progress_factory(opt), log=_log, tb=None)
     n_params = sum(p.numel() for p in student.parameters())
     _log(f'run folder: {run_dir}')
-    _log(f'student {name}{opt.block_depth or ""}: {n_params:,} parameters; device {device}'
+    depth = f' ({",".join(map(str, opt.block_depth))})' if opt.block_depth else ''
+    _log(f'student {name}{depth}: {n_params:,} parameters; device {device}'
          f'{"; world size " + str(dist.world_size()) if dist.active() else ""}')
     if teacher is not None and teacher_acc is None:
         teacher_acc = validate(teacher, test_loader, device, autocast, opt.channels_last)['acc']
