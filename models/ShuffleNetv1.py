@@ -3,6 +3,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .resnet import Stage
+
 
 def channel_shuffle(x, groups):
     n, c, h, w = x.shape
@@ -37,15 +39,6 @@ class Bottleneck(nn.Module):
             pre = out + x
         return F.relu(pre), pre
 
-
-class Stage(nn.Sequential):
-    """Chains blocks; returns (output, last block's pre-ReLU output)."""
-
-    def forward(self, x):
-        pre = None
-        for block in self:
-            x, pre = block(x)
-        return x, pre
 
 
 class ShuffleNet(nn.Module):

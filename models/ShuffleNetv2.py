@@ -4,6 +4,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .ShuffleNetv1 import channel_shuffle
+from .resnet import Stage
 
 
 class BasicBlock(nn.Module):
@@ -62,15 +63,6 @@ class DownBlock(nn.Module):
         out = channel_shuffle(torch.cat([left, right], 1), 2)
         return out, out
 
-
-class Stage(nn.Sequential):
-    """Chains blocks; returns (output, last block's pre-ReLU output)."""
-
-    def forward(self, x):
-        pre = None
-        for block in self:
-            x, pre = block(x)
-        return x, pre
 
 
 class ShuffleNetV2(nn.Module):

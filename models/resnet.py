@@ -25,7 +25,8 @@ def init_conv_weights(model):
 
 
 class Stage(nn.Sequential):
-    """Blocks in a row; returns the output and the last block's sum before its ReLU."""
+    """Blocks in a row; returns the output and the last block's output before its final ReLU
+    (shared by every family whose blocks return (out, preact))."""
 
     def forward(self, x):
         for block in self:

@@ -8,6 +8,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn import init
 
+from .resnet import Stage
+
 RESNEXT_BASE_DEPTH = {'resnext29': [3, 3, 3], 'resnext101': [11, 11, 11]}
 
 
@@ -37,15 +39,6 @@ class ResNeXtBottleneck(nn.Module):
         pre = self.bn_expand(self.conv_expand(out)) + self.shortcut(x)
         return F.relu(pre), pre
 
-
-class Stage(nn.Sequential):
-    """Chains blocks; returns (output, last block's pre-ReLU output)."""
-
-    def forward(self, x):
-        pre = None
-        for block in self:
-            x, pre = block(x)
-        return x, pre
 
 
 class CifarResNeXt(nn.Module):
