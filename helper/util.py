@@ -1,4 +1,4 @@
-"""Small shared utilities: devices, seeding, meters, accuracy, the LR schedule."""
+"""Small shared utilities: devices, seeding and RNG state, the LR schedule."""
 import os
 import random
 
@@ -64,30 +64,6 @@ def _tuplify(obj):
     if isinstance(obj, list):
         return tuple(_tuplify(x) for x in obj)
     return obj
-
-
-class Meter:
-    """Running sum kept on the device, so updating it never waits for the GPU."""
-
-    def __init__(self, device):
-        self.sum = torch.zeros((), dtype=torch.float64, device=device)
-        self.count = 0
-
-    def update(self, value, n=1):
-        self.sum += value.detach().to(torch.float64) * n
-        self.count += n
-
-    @property
-    def avg(self):
-        return self.sum.item() / max(self.count, 1)
-
-
-def correct_topk(logits, target, ks=(1, 5)):
-    """Number of samples whose target is within the top-k predictions, for each k (device tensors)."""
-    maxk = min(max(ks), logits.shape[1])
-    pred = logits.topk(maxk, dim=1).indices
-    hit = pred.eq(target.view(-1, 1))
-    return [hit[:, :min(k, maxk)].any(dim=1).sum() for k in ks]
 
 
 def learning_rate_at(epoch, opt):

@@ -61,14 +61,6 @@ def tiny_cifar(tmp_path_factory):
     return _cache['data']
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Import this into a test module: its tests share 2 cores with everything else."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):

@@ -185,13 +185,6 @@ def ranks(tmp_path_factory):
     return [torch.load(out / f'rank{r}.pt', weights_only=False) for r in range(WORLD)]
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope='module')
 def single():

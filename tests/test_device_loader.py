@@ -56,14 +56,6 @@ def chi_square_uniform(values, bins):
     return ((counts - expected) ** 2 / expected).sum()
 
 
-@pytest.fixture
-def one_thread():
-    # Two OpenMP threads on a shared 2-core machine stall whenever one core is taken.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_augmentation_matches_published_pil_pipeline(one_thread):
     n = 2000

@@ -45,14 +45,6 @@ def make_batch(x):
             'contrast_idx': contrast_idx}
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """Batches here are tiny: a second intra-op thread only adds sync waits on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope='module')
 def zoo():

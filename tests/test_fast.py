@@ -1,18 +1,9 @@
 """The fast path (issue 8): --amp, --channels_last, --compile and --fast on the CPU, and that
 --fast does not move accuracy on the real digits set."""
 import pytest
-import torch
 
 from helper.options import teacher_parser
 from helper.run import run
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def train(tmp_path, *flags, model='resnet8', epochs=1, seed=0):

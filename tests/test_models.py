@@ -34,14 +34,6 @@ BASE_DEPTHS = {
 BLOCK_KEY = re.compile(r'^(layer\d|block\d\.layer|stage_\d)\.(?:stage_\d_bottleneck_)?(\d+)\.')
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    # on a busy 2-core machine, 2 OpenMP threads make these small forwards up to 100x slower
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def key_shapes(model):
     return [[k, list(v.shape)] for k, v in model.state_dict().items()]

@@ -22,7 +22,7 @@ from helper import checkpoint as checkpoint_module
 from helper.loops import NonFiniteLoss
 from helper.options import student_parser, teacher_parser
 from helper.run import main, run
-from helpers_data import data, one_thread, teacher  # noqa: F401 (shared fixtures)
+from helpers_data import data, teacher  # noqa: F401 (shared fixtures)
 from helpers_data import ROOT, load_weights_only, student_args, subprocess_env, teacher_args, tree
 
 

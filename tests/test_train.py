@@ -19,7 +19,7 @@ from distiller_zoo import METHODS
 from helper import run as run_module
 from helper.loops import NonFiniteLoss, Preempted
 from helper.options import finalize, student_parser, teacher_parser
-from helpers_data import data, one_thread, teacher  # noqa: F401 (shared fixtures)
+from helpers_data import data, teacher  # noqa: F401 (shared fixtures)
 from helpers_data import load_weights_only, parse_student, student_args, tree, write_tiny_cifar100
 from train_student import train_student
 from train_teacher import train_teacher
