@@ -339,6 +339,29 @@ def test_memory_samples_uniform_negatives_with_positive_first():
     assert out_v1.shape == out_v2.shape == (3, 7, 1) and (out_v1 > 0).all()
 
 
+@pytest.mark.parametrize('n_data, k', [(200, 63), (40, 10), (1000, 15)])
+def test_contrast_memory_scores_match_the_published_gather(n_data, k):
+    """Both ways of scoring (one matmul over the bank, or gathering K + 1 rows per sample) give
+    the published exp(<memory[idx], v> / T), its gradient, and survive the in-place update."""
+    results = []
+    for all_rows in (True, False):
+        torch.manual_seed(0)
+        mem = ContrastMemory(16, n_data, k)
+        mem.score_all_rows = all_rows
+        v1, v2 = unit(8, 16).requires_grad_(), unit(8, 16).requires_grad_()
+        y = torch.randperm(n_data)[:8]
+        idx = torch.randint(0, n_data, (8, k + 1))
+        idx[:, 0] = y
+        published = torch.exp((mem.memory_v2[idx] * v1.detach()[:, None]).sum(-1, keepdim=True) / mem.T)
+        out_v1, out_v2 = mem(v1, v2, y, idx)   # updates the rows y in place
+        torch.testing.assert_close(out_v1 * mem.z_v1, published, rtol=1e-5, atol=1e-6)
+        (out_v1.log().sum() + out_v2.sum()).backward()
+        results.append((out_v1.detach(), out_v2.detach(), v1.grad, v2.grad, mem.memory_v1.clone()))
+    assert ContrastMemory(16, n_data, k).score_all_rows == (n_data <= 4 * (k + 1))
+    for a, b in zip(*results):   # rounding of the dots, scaled by 1 / T = 14 (and exp)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * float(a.abs().max()))
+
+
 def test_crd_loss_trains_both_embeddings():
     torch.manual_seed(0)
     opt = argparse.Namespace(s_dim=16, t_dim=24, feat_dim=8, nce_k=10, nce_t=0.07, nce_m=0.5,
