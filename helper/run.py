@@ -183,6 +183,16 @@ def _load_resume_checkpoint(opt, path):
 
 
 def run(opt, kind):
+    """Train (or evaluate) one teacher or student run as the options say; returns its summary."""
+    try:
+        return _run(opt, kind)
+    finally:
+        # The next run in this process (a search candidate) then starts as a fresh process
+        # would: compiled graphs and their CUDA-graph memory pools are freed, not kept behind.
+        torch.compiler.reset()
+
+
+def _run(opt, kind):
     opt = finalize(opt, kind)
     if opt.dry_run:
         print(f'options OK: {run_name(opt, kind)}')
@@ -351,6 +361,7 @@ def run(opt, kind):
                 resumed = partial if partial and partial.get('epoch') == epoch else None
                 partial = None
                 epoch_state = EpochState(device, resumed)
+                epoch_started = time.time()
                 if not train_one_epoch(ctx, epoch, epoch_state):
                     saved = dict(epoch_state.saved(), epoch=epoch)  # every rank: sums over ranks
                     if main:
@@ -369,7 +380,8 @@ def run(opt, kind):
                 if new_best:  # on every rank (the test metrics are all-reduced): one summary everywhere
                     state['best_acc'], state['best_epoch'] = row['test_acc'], epoch
                 _log(f'epoch {epoch}/{opt.epochs}: train acc {train["acc"]:.2f} loss {train["loss"]:.4f} | '
-                     f'test acc {test["acc"]:.2f} top5 {test["acc_top5"]:.2f} loss {test["loss"]:.4f} | lr {lr:g}')
+                     f'test acc {test["acc"]:.2f} top5 {test["acc_top5"]:.2f} loss {test["loss"]:.4f} | lr {lr:g} | '
+                     f'{time.time() - epoch_started:.1f} s')
                 if main:
                     _epoch_outputs(opt, kind, name, run_dir, student, optimizer, epoch, row, new_best, tb)
                     save_checkpoint(checkpoint(epoch), last_path)
