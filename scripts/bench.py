@@ -1,18 +1,20 @@
 """Training throughput: the published-equivalent loop against the fast path, same process, same data.
 
     python scripts/bench.py                 # current device, the three standard pairs
-    python scripts/bench.py --json out.json --steps 50
+    python scripts/bench.py --json out.json --steps 50 --rounds 5
 
 Published-equivalent: fp32, DataLoader with per-image PIL transforms in worker processes, and a
 host sync every step (the published meters call .item() on the loss and accuracy).
 Fast path: the train set on the device with crop/flip there, channels_last, no per-step syncs,
 plus bf16/fp16 autocast and torch.compile on CUDA (what --fast turns on).
-Both paths run the same DistillStep; the data is a generated CIFAR-100-layout set.
+Both paths run the same DistillStep; the data is a generated CIFAR-100-layout set. Each pair runs
+in its own process; within it, timed rounds of the two paths alternate and the medians are reported.
 """
 import argparse
 import json
 import os
 import pickle
+import subprocess
 import sys
 import tempfile
 import time
@@ -93,45 +95,104 @@ def time_loading(loader, device, steps):
     return n / (time.perf_counter() - start)
 
 
-def time_training(opt, device, loader, info, steps, warmup, published):
-    step, teacher, optimizer = build(opt, device, info)
-    amp_dtype = resolve_speed_flags(opt, device)
-    autocast = make_autocast(device, amp_dtype)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    step.train()
-    loader_set_epoch(loader, 1)
-    it = iter(loader)
-    n = 0
-    for i in range(warmup + steps):
-        if i == warmup:
-            sync(device)
-            start, n = time.perf_counter(), 0
-        batch = to_device(next(it), device, opt.channels_last)
-        t_feats, t_logit = teacher_forward(teacher, batch['input'], step.preact, autocast)
-        with autocast():
-            logit, terms = step(batch, t_feats, t_logit)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(terms[0]).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        if published:  # the published AverageMeter reads loss and top-1/top-5 every step
+class Setup:
+    """One side of a pair (published-equivalent or fast), built once so that timed rounds of the
+    two sides can alternate: load from other processes then hits both alike."""
+
+    def __init__(self, opt, device, loader, info, published):
+        self.step, self.teacher, self.optimizer = build(opt, device, info)
+        amp_dtype = resolve_speed_flags(opt, device)
+        self.autocast = make_autocast(device, amp_dtype)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+        self.opt, self.device, self.loader, self.published = opt, device, loader, published
+        self.step.train()
+        loader_set_epoch(loader, 1)
+        self.batches = iter(loader)
+
+    def next_batch(self):
+        try:
+            return next(self.batches)
+        except StopIteration:
+            self.batches = iter(self.loader)
+            return next(self.batches)
+
+    def train_step(self):
+        batch = to_device(self.next_batch(), self.device, self.opt.channels_last)
+        t_feats, t_logit = teacher_forward(self.teacher, batch['input'], self.step.preact, self.autocast)
+        with self.autocast():
+            logit, terms = self.step(batch, t_feats, t_logit)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(terms[0]).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.published:  # the published AverageMeter reads loss and top-1/top-5 every step
             terms[0].item()
             (logit.argmax(1) == batch['target']).float().mean().item()
             logit.topk(5, 1).indices.sum().item()
-        n += batch['input'].shape[0]
-    sync(device)
-    return n / (time.perf_counter() - start)
+        return batch['input'].shape[0]
+
+    def images_per_second(self, steps):
+        sync(self.device)
+        start = time.perf_counter()
+        n = sum(self.train_step() for _ in range(steps))
+        sync(self.device)
+        return n / (time.perf_counter() - start)
+
+
+def measure_pair(pair, root, args, device, steps, warmup):
+    teacher, student, method = pair
+    row = {'pair': f'{teacher}->{student} {method.upper()}'}
+    setups = {}
+    for label, fast in (('published', False), ('fast', True)):
+        torch.manual_seed(0)
+        opt = options(teacher, student, method, root, args.device, fast, args.batch_size)
+        resolve_speed_flags(opt, device)  # what --fast turns on for this device
+        train_loader, _, info = get_loaders(opt, device)
+        row[f'{label}_load_img_s'] = time_loading(train_loader, device, steps)
+        setups[label] = Setup(opt, device, train_loader, info, published=not fast)
+        setups[label].images_per_second(warmup)  # compilation happens here
+    rates = {label: [] for label in setups}
+    for _ in range(args.rounds):
+        for label, setup in setups.items():
+            rates[label].append(setup.images_per_second(steps))
+    for label in setups:
+        row[f'{label}_train_img_s'] = float(np.median(rates[label]))
+        row[f'{label}_rounds_img_s'] = [round(r, 1) for r in rates[label]]
+    row['speedup'] = row['fast_train_img_s'] / row['published_train_img_s']
+    print(f"{row['pair']:<28} published {row['published_train_img_s']:9.0f} img/s | fast "
+          f"{row['fast_train_img_s']:9.0f} img/s | x{row['speedup']:.2f} | loading alone: "
+          f"{row['published_load_img_s']:.0f} vs {row['fast_load_img_s']:.0f} img/s", flush=True)
+    return row
+
+
+def pair_in_subprocess(pair, args, steps, warmup, n_images):
+    """Each pair in a fresh process: no compiled graphs, CUDA-graph pools or allocator state carry
+    over from the pair before, and a crash costs only that pair."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, 'row.json')
+        cmd = [sys.executable, os.path.abspath(__file__), '--device', args.device, '--steps', str(steps),
+               '--warmup', str(warmup), '--rounds', str(args.rounds), '--batch_size', str(args.batch_size),
+               '--n_images', str(n_images), '--pairs', ':'.join(pair), '--json', out, '--one_pair']
+        code = subprocess.run(cmd).returncode
+        if code != 0:
+            print(f"{'->'.join(pair[:2])} {pair[2].upper()}: failed (exit code {code})", flush=True)
+            return None
+        with open(out) as f:
+            return json.load(f)['rows'][0]
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--device', default='auto', choices=['auto', 'cuda', 'mps', 'cpu'])
-    p.add_argument('--steps', type=int, default=None, help='timed steps (default 100 on CUDA, 15 on CPU)')
+    p.add_argument('--steps', type=int, default=None, help='timed steps per round (default 100 on CUDA, 15 on CPU)')
     p.add_argument('--warmup', type=int, default=None, help='untimed steps first (compile happens here)')
+    p.add_argument('--rounds', type=int, default=3,
+                   help='timed rounds, published and fast alternating; the median is reported')
     p.add_argument('--batch_size', type=int, default=64)
     p.add_argument('--n_images', type=int, default=None, help='generated train set size (default 50000 CUDA, 20000 CPU)')
     p.add_argument('--pairs', default=None, help='e.g. resnet56:resnet20:kd,resnet110:resnet20:crd')
     p.add_argument('--json', default=None, help='also write the results here')
+    p.add_argument('--one_pair', action='store_true', help=argparse.SUPPRESS)  # a child of pair_in_subprocess
     args = p.parse_args(argv)
     device = pick_device(args.device)
     cuda = device.type == 'cuda'
@@ -140,37 +201,26 @@ def main(argv=None):
     n_images = args.n_images or (50000 if cuda else 20000)
     pairs = [tuple(x.split(':')) for x in args.pairs.split(',')] if args.pairs else PAIRS
     name = torch.cuda.get_device_name(device) if cuda else f'CPU ({os.cpu_count()} cores)'
-    print(f'device: {name}; torch {torch.__version__}; batch {args.batch_size}; {steps} timed steps '
-          f'after {warmup} warm-up; {n_images} generated images', flush=True)
-    rows = []
-    with tempfile.TemporaryDirectory() as root:
-        make_cifar100(root, n_images)
-        for teacher, student, method in pairs:
-            row = {'pair': f'{teacher}->{student} {method.upper()}'}
-            for label, fast in (('published', False), ('fast', True)):
-                torch.manual_seed(0)
-                opt = options(teacher, student, method, root, args.device, fast, args.batch_size)
-                resolve_speed_flags(opt, device)  # what --fast turns on for this device
-                train_loader, _, info = get_loaders(opt, device)
-                row[f'{label}_load_img_s'] = time_loading(train_loader, device, steps)
-                row[f'{label}_train_img_s'] = time_training(opt, device, train_loader, info, steps, warmup,
-                                                            published=not fast)
-                del train_loader
-            row['speedup'] = row['fast_train_img_s'] / row['published_train_img_s']
-            rows.append(row)
-            print(f"{row['pair']:<28} published {row['published_train_img_s']:9.0f} img/s | fast "
-                  f"{row['fast_train_img_s']:9.0f} img/s | x{row['speedup']:.2f} | loading alone: "
-                  f"{row['published_load_img_s']:.0f} vs {row['fast_load_img_s']:.0f} img/s", flush=True)
-    print('\n| pair | published img/s | fast img/s | speed-up | loading alone, published / fast img/s |')
-    print('|---|---:|---:|---:|---:|')
-    for r in rows:
-        print(f"| {r['pair']} | {r['published_train_img_s']:.0f} | {r['fast_train_img_s']:.0f} | "
-              f"{r['speedup']:.2f}x | {r['published_load_img_s']:.0f} / {r['fast_load_img_s']:.0f} |")
+    if args.one_pair:
+        with tempfile.TemporaryDirectory() as root:
+            make_cifar100(root, n_images)
+            rows = [measure_pair(pairs[0], root, args, device, steps, warmup)]
+    else:
+        print(f'device: {name}; torch {torch.__version__}; batch {args.batch_size}; {args.rounds} rounds of '
+              f'{steps} timed steps after {warmup} warm-up; {n_images} generated images', flush=True)
+        rows = [pair_in_subprocess(pair, args, steps, warmup, n_images) for pair in pairs]
+        failed = rows.count(None)
+        rows = [r for r in rows if r is not None]
+        print('\n| pair | published img/s | fast img/s | speed-up | loading alone, published / fast img/s |')
+        print('|---|---:|---:|---:|---:|')
+        for r in rows:
+            print(f"| {r['pair']} | {r['published_train_img_s']:.0f} | {r['fast_train_img_s']:.0f} | "
+                  f"{r['speedup']:.2f}x | {r['published_load_img_s']:.0f} / {r['fast_load_img_s']:.0f} |")
     if args.json:
         with open(args.json, 'w') as f:
             json.dump({'device': name, 'torch': torch.__version__, 'batch_size': args.batch_size,
-                       'steps': steps, 'rows': rows}, f, indent=2)
-    return 0
+                       'steps': steps, 'rounds': args.rounds, 'rows': rows}, f, indent=2)
+    return 1 if not args.one_pair and failed else 0
 
 
 if __name__ == '__main__':
