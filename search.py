@@ -231,6 +231,9 @@ def run_search(opt, argv):
         value = getattr(opt, flag)
         if value is not None and value <= 0:
             raise UsageError(f'--{flag} must be positive, got {value}')
+    if not opt.gpus and (opt.runs_per_gpu != 1 or opt.nproc_per_node != 1):
+        raise UsageError('--runs_per_gpu and --nproc_per_node schedule candidates over --gpus; '
+                         'add --gpus (e.g. --gpus 0,1,2,3)')
     if opt.dry_run:
         print(f'options OK: BCS over {opt.model_s} from {opt.block_depth}')
         return None

@@ -246,3 +246,9 @@ def test_search_needs_a_variable_depth_student(data, deep_teacher, tmp_path, cap
     argv = search_argv(data, tmp_path, deep_teacher, '--search_epochs', '0')
     with pytest.raises(UsageError, match='--search_epochs must be positive'):
         search.run_search(search.search_parser().parse_args(argv), argv)
+    for flag in ('--runs_per_gpu', '--nproc_per_node'):  # without --gpus they would do nothing
+        argv = search_argv(data, tmp_path, deep_teacher, flag, '2')
+        assert search.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count('\n') == 1 and 'add --gpus' in err
+    assert not os.path.exists(os.path.join(str(tmp_path), 'search'))
