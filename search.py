@@ -105,7 +105,9 @@ def candidate_argv(argv, c):
 class Search:
     def __init__(self, opt, argv):
         self.opt, self.argv = opt, argv
-        self.name = 'BCS_' + run_name(opt, 'student')
+        # a shortened search scores other runs: it keeps its own record
+        short = f'_bcs{opt.search_epochs}' if opt.search_epochs is not None else ''
+        self.name = 'BCS_' + run_name(opt, 'student') + short
         self.dir = os.path.join(opt.save_root, 'search', self.name)
         self.records = []
         self.rates = bcs.exchange_rates(opt.model_s)

@@ -128,6 +128,7 @@ def test_search_epochs_shortens_candidates_then_retrains_winner(data, tmp_path_f
     argv[argv.index('--epochs') + 1] = '3'
     argv += ['--lr_decay_epochs', '2']
     assert search.main(argv) == 0
+    assert only_search_dir(tmp_path).endswith('_bcs2')  # its own record, apart from a full search
     with open(os.path.join(only_search_dir(tmp_path), 'search.json')) as f:
         result = json.load(f)
     assert [c['block_depth'] for c in result['candidates']] == [[2, 2, 2]]
