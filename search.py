@@ -11,6 +11,7 @@ import os
 import sys
 
 import models
+from models.loader import read_state_dict, saved_block_depth
 from helper import bcs
 from helper.checkpoint import append_line, read_json, write_json
 from helper.errors import UsageError
@@ -111,7 +112,8 @@ class Search:
         self.dir = os.path.join(opt.save_root, 'search', self.name)
         self.records = []
         self.rates = bcs.exchange_rates(opt.model_s)
-        self.limits = bcs.teacher_limits(opt.model_t, len(opt.block_depth))
+        teacher_depth = saved_block_depth(read_state_dict(opt.path_t)[1])  # a my* teacher's own
+        self.limits = bcs.teacher_limits(opt.model_t, len(opt.block_depth), teacher_depth)
         self.planned = bcs.planned_count(opt.block_depth, self.rates, self.limits)
         self.gpus_per_run = max(1, opt.nproc_per_node)
 

@@ -34,9 +34,11 @@ def exchange_rates(name, num_classes=100):
     return [max(1, round(block[i + 1] / block[i])) for i in range(len(base) - 1)]
 
 
-def teacher_limits(model_t, n_stages):
-    """The teacher's blocks per stage bound the student's; unbounded for teachers without stages."""
-    depth = models.base_depth(model_t) if model_t in models.model_dict else None
+def teacher_limits(model_t, n_stages, depth=None):
+    """The teacher's blocks per stage (depth, else its base) bound the student's; unbounded for
+    teachers without stages."""
+    if depth is None:
+        depth = models.base_depth(model_t) if model_t in models.model_dict else None
     if depth is None or len(depth) != n_stages:
         return [float('inf')] * n_stages
     return list(depth)

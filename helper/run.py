@@ -421,7 +421,7 @@ def _epoch_outputs(opt, kind, name, run_dir, student, optimizer, epoch, row, new
         tb.add_scalar(f'loss/{term}', row[f'loss_{term}'], epoch)
     weights = student.state_dict()
     if new_best:
-        best = {'epoch': epoch, 'model': weights, 'best_acc': row['test_acc']}
+        best = {'epoch': epoch, 'model': weights, 'best_acc': row['test_acc'], 'block_depth': opt.block_depth}
         if kind == 'teacher':
             best['accuracy'] = row['test_acc']
         save_checkpoint(best, os.path.join(run_dir, f'{name}_best.pth'))

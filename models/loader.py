@@ -93,9 +93,11 @@ def guess_architecture(state_dict):
 
 def name_from_path(path):
     """RepDistiller's rule: the folder name split on '_' (resnet110_vanilla -> resnet110,
-    wrn_40_2_vanilla -> wrn_40_2); None when that is not a zoo name."""
+    wrn_40_2_vanilla -> wrn_40_2), less our block_depth suffix (myresnet20-3-7-2_cifar100_...);
+    None when that is not a zoo name."""
     parts = os.path.basename(os.path.dirname(os.path.abspath(path))).split('_')
-    name = '_'.join(parts[:3]) if parts[0] == 'wrn' else parts[0]
+    name = '_'.join(parts[:3]) if parts[0] in ('wrn', 'mywrn') else parts[0]
+    name = re.sub(r'(-\d+)+$', '', name)
     return name if name in models.model_dict else None
 
 
@@ -116,8 +118,18 @@ def _mismatch(state_dict, model_sd):
     return '; '.join(problems)
 
 
+def saved_block_depth(meta):
+    """The block_depth a checkpoint of ours was trained with (saved with its options), or None."""
+    if meta.get('block_depth') is not None:
+        return list(meta['block_depth'])
+    options = meta.get('opt')
+    depth = options.get('block_depth') if isinstance(options, dict) else getattr(options, 'block_depth', None)
+    return list(depth) if depth is not None else None
+
+
 def load_model(path, name=None, num_classes=100, block_depth=None):
-    """(model, meta): builds `name` (default: from the checkpoint's folder), loads it strictly."""
+    """(model, meta): builds `name` (default: from the checkpoint's folder), loads it strictly.
+    A variable-depth model takes its block_depth from the checkpoint unless one is given."""
     state_dict, meta = read_state_dict(path)
     if name is None:
         name = name_from_path(path)
@@ -126,6 +138,8 @@ def load_model(path, name=None, num_classes=100, block_depth=None):
             hint = f' (the weights match {guess})' if guess else ''
             raise UsageError(f'cannot tell the architecture of {path} from its folder name; '
                              f'give the model name{hint}')
+    if block_depth is None and models.is_variable_depth(name):
+        block_depth = saved_block_depth(meta)
     model = models.build_model(name, num_classes, block_depth)
     problems = _mismatch(state_dict, model.state_dict())
     if problems:

@@ -89,6 +89,17 @@ def tiny_teacher(tmp_path_factory, model='resnet8'):
     return _cache[key]
 
 
+def tiny_teacher_at_depth(tmp_path_factory, model, block_depth):
+    """Like tiny_teacher, for a variable-depth model trained with --block_depth."""
+    key = f'teacher_{model}_{block_depth}'
+    if key not in _cache:
+        save_root = os.path.join(shared_dir(tmp_path_factory), 'teachers')
+        argv = teacher_args(tiny_cifar(tmp_path_factory), save_root, model, '--block_depth', block_depth)
+        _cache[key] = os.path.join(run(teacher_parser().parse_args(argv), 'teacher')['run_dir'],
+                                   'ckpt_epoch_1.pth')
+    return _cache[key]
+
+
 def student_args(data_folder, save_root, path_t, distill='kd', model_s='resnet8', *extra):
     return ['--path_t', path_t, '--distill', distill, '--model_s', model_s, '--dataset', 'cifar100',
             '--data_folder', data_folder, '--save_root', save_root, '--epochs', '1', '--init_epochs', '1',

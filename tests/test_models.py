@@ -195,6 +195,9 @@ def test_unknown_name_lists_close_names():
     ('x/MobileNetV2_cifar100_lr_0.05/ckpt.pth', 'MobileNetV2'),
     ('x/teacher_resnet56/ckpt.pth', None),
     ('x/wrn_40/ckpt.pth', None),
+    ('save/models/myresnet20-3-7-2_cifar100_lr_0.05_decay_0.0005_trial_0/ckpt_epoch_240.pth', 'myresnet20'),
+    ('save/models/mywrn_40_1-2-6-1_cifar100_lr_0.05_decay_0.0005_trial_0/best.pth', 'mywrn_40_1'),
+    ('save/models/mywrn_40_1_cifar100_lr_0.05_decay_0.0005_trial_0/best.pth', 'mywrn_40_1'),
 ])
 def test_name_from_path(path, name):
     assert models.name_from_path(path) == name

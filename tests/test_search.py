@@ -15,7 +15,7 @@ from helper.errors import UsageError
 from helper.options import differing_option, finalize, options_dict, student_parser
 from helper.run import run_dir_of
 from helper.scheduler import run_parallel
-from helpers_data import student_args, tiny_cifar, tiny_teacher
+from helpers_data import student_args, tiny_cifar, tiny_teacher, tiny_teacher_at_depth
 
 
 @pytest.fixture(scope='module')
@@ -238,6 +238,24 @@ def test_candidate_argv_drops_search_flags_and_sets_the_candidate(data, deep_tea
     assert parsed.epochs == 1 and parsed.lr_decay_epochs == []  # 150,180,210 scaled past epoch 1
     assert run_dir_of(parsed, 'student') == run_dir_of(c, 'student')
     assert differing_option(options_dict(parsed), options_dict(c)) is None
+
+
+def test_my_teacher_keeps_its_own_block_depth(data, tmp_path_factory, tmp_path):
+    """A my* teacher trained at another depth loads at that depth (from its checkpoint) as
+    --path_t, and its blocks per stage bound the search."""
+    teacher = tiny_teacher(tmp_path_factory, 'myresnet14')  # base 2,2,2
+    path = tiny_teacher_at_depth(tmp_path_factory, 'myresnet14', '1,4,1')
+    assert '-1-4-1_' in path and models.name_from_path(path) == 'myresnet14'
+    model, _ = models.load_model(path)
+    assert [len(stage) for stage in (model.layer1, model.layer2, model.layer3)] == [1, 4, 1]
+    assert models.load_model(teacher)[0].layer2.__len__() == 2
+    best = os.path.join(os.path.dirname(path), 'myresnet14_best.pth')
+    assert len(models.load_model(best)[0].layer2) == 4
+    argv = search_argv(data, tmp_path, path, '--dry_run')
+    opt = finalize(search.search_parser().parse_args(argv), 'student')
+    assert search.Search(opt, argv).limits == [1, 4, 1]
+    assert search.Search(finalize(search.search_parser().parse_args(
+        search_argv(data, tmp_path, teacher)), 'student'), argv).limits == [2, 2, 2]
 
 
 def test_search_needs_a_variable_depth_student(data, deep_teacher, tmp_path, capsys):
