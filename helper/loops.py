@@ -78,6 +78,18 @@ def teacher_forward(teacher, x, preact, autocast):
     return [f.float().clone() for f in feats], logit.float().clone()
 
 
+def forward_backward(step_module, teacher, batch, preact, autocast, optimizer, scaler):
+    """One step up to its gradients (the optimizer step is the caller's); returns (logit, terms)."""
+    t_feats = t_logit = None
+    if teacher is not None:
+        t_feats, t_logit = teacher_forward(teacher, batch['input'], preact, autocast)
+    with autocast():
+        logit, terms = step_module(batch, t_feats, t_logit)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(terms[0]).backward()
+    return logit, terms
+
+
 def to_device(batch, device, channels_last=False):
     out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     if channels_last:
@@ -153,14 +165,9 @@ def train_one_epoch(ctx, epoch, state):
         if it < skip:  # resuming mid-epoch: the order is replayed, finished steps are skipped
             continue
         batch = to_device(batch, ctx.device, ctx.channels_last)
-        t_feats = t_logit = None
-        if ctx.teacher is not None:
-            t_feats, t_logit = teacher_forward(ctx.teacher, batch['input'], step_module_preact(ctx), ctx.autocast)
         try:
-            with ctx.autocast():
-                logit, terms = step_module(batch, t_feats, t_logit)
-            ctx.optimizer.zero_grad(set_to_none=True)
-            ctx.scaler.scale(terms[0]).backward()
+            logit, terms = forward_backward(step_module, ctx.teacher, batch, step_module_preact(ctx),
+                                            ctx.autocast, ctx.optimizer, ctx.scaler)
         except RuntimeError as err:
             raise_if_weights_broken(ctx, state, epoch, it, err)
             raise

@@ -28,7 +28,7 @@ import models  # noqa: E402
 from dataset import get_loaders, loader_set_epoch  # noqa: E402
 from distiller_zoo import build_distiller  # noqa: E402
 from distiller_zoo.base import feature_shapes  # noqa: E402
-from helper.loops import DistillStep, teacher_forward, to_device  # noqa: E402
+from helper.loops import DistillStep, forward_backward, to_device  # noqa: E402
 from helper.options import finalize, student_parser  # noqa: E402
 from helper.run import compile_modules, make_autocast, make_optimizer, resolve_speed_flags  # noqa: E402
 from helper.util import pick_device  # noqa: E402
@@ -99,9 +99,8 @@ class Setup:
     """One side of a pair (published-equivalent or fast), built once so that timed rounds of the
     two sides can alternate: load from other processes then hits both alike."""
 
-    def __init__(self, opt, device, loader, info, published):
+    def __init__(self, opt, device, loader, info, amp_dtype, published):
         self.step, self.teacher, self.optimizer = build(opt, device, info)
-        amp_dtype = resolve_speed_flags(opt, device)
         self.autocast = make_autocast(device, amp_dtype)
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         self.opt, self.device, self.loader, self.published = opt, device, loader, published
@@ -118,11 +117,8 @@ class Setup:
 
     def train_step(self):
         batch = to_device(self.next_batch(), self.device, self.opt.channels_last)
-        t_feats, t_logit = teacher_forward(self.teacher, batch['input'], self.step.preact, self.autocast)
-        with self.autocast():
-            logit, terms = self.step(batch, t_feats, t_logit)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(terms[0]).backward()
+        logit, terms = forward_backward(self.step, self.teacher, batch, self.step.preact, self.autocast,
+                                        self.optimizer, self.scaler)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if self.published:  # the published AverageMeter reads loss and top-1/top-5 every step
@@ -146,10 +142,10 @@ def measure_pair(pair, root, args, device, steps, warmup):
     for label, fast in (('published', False), ('fast', True)):
         torch.manual_seed(0)
         opt = options(teacher, student, method, root, args.device, fast, args.batch_size)
-        resolve_speed_flags(opt, device)  # what --fast turns on for this device
+        amp_dtype = resolve_speed_flags(opt, device)  # what --fast turns on for this device
         train_loader, _, info = get_loaders(opt, device)
         row[f'{label}_load_img_s'] = time_loading(train_loader, device, steps)
-        setups[label] = Setup(opt, device, train_loader, info, published=not fast)
+        setups[label] = Setup(opt, device, train_loader, info, amp_dtype, published=not fast)
         setups[label].images_per_second(warmup)  # compilation happens here
     rates = {label: [] for label in setups}
     for _ in range(args.rounds):
