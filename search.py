@@ -112,7 +112,9 @@ class Search:
         self.dir = os.path.join(opt.save_root, 'search', self.name)
         self.records = []
         self.rates = bcs.exchange_rates(opt.model_s)
-        teacher_depth = saved_block_depth(read_state_dict(opt.path_t)[1])  # a my* teacher's own
+        # a my* teacher may have been trained at another depth: its checkpoint says which
+        teacher_depth = (saved_block_depth(read_state_dict(opt.path_t)[1])
+                         if models.is_variable_depth(opt.model_t) else None)
         self.limits = bcs.teacher_limits(opt.model_t, len(opt.block_depth), teacher_depth)
         self.planned = bcs.planned_count(opt.block_depth, self.rates, self.limits)
         self.gpus_per_run = max(1, opt.nproc_per_node)
