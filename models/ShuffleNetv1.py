@@ -40,7 +40,6 @@ class Bottleneck(nn.Module):
         return F.relu(pre), pre
 
 
-
 class ShuffleNet(nn.Module):
     def __init__(self, out_planes, num_blocks, groups, num_classes=100):
         super().__init__()

@@ -64,7 +64,6 @@ class DownBlock(nn.Module):
         return out, out
 
 
-
 class ShuffleNetV2(nn.Module):
     def __init__(self, out_channels, num_blocks, num_classes=100):
         super().__init__()

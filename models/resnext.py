@@ -40,7 +40,6 @@ class ResNeXtBottleneck(nn.Module):
         return F.relu(pre), pre
 
 
-
 class CifarResNeXt(nn.Module):
     def __init__(self, block_depth, cardinality=2, widen_factor=4, num_classes=100):
         super().__init__()
