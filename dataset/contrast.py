@@ -13,8 +13,9 @@ so that is integer arithmetic, not a gather).
 Two exact ways to draw k distinct negatives, picked per class by cost:
 - a partial Fisher-Yates over k positions (numpy's Generator.choice without shuffle; Floyd's
   method for small k), where the published np.random.choice permutes all m negatives per sample;
-- when k is a large share of the set (CIFAR's k=16384 of 50,000), a keep-and-trim draw over the
-  whole set: a few byte operations per sample of the set instead of a random swap per negative.
+- when k is a large share of the set (CIFAR's k=16384 of 50,000), a keep-and-trim pass over the
+  whole set, compiled with numba (dataset/dense_negatives.py): about a nanosecond per sample of
+  the set instead of a random swap per negative.
 """
 import os
 
@@ -66,13 +67,17 @@ class ContrastSampler:
         self._rng_key, self._rng = None, None
         self.epoch = 0
         # Per class, the byte threshold t of the dense draw (keep each sample with probability
-        # t/256, 4 standard deviations above k), or 0 for the partial Fisher-Yates. The dense
-        # draw costs about a fifth of a random swap per sample of the set, so it wins once
-        # k >= n/5 (measured on two x86 CPUs).
+        # t/256, 4 standard deviations above k), or 0 for the partial Fisher-Yates. On x86 the
+        # dense draw costs about what a partial Fisher-Yates over n/10 positions does.
         sd = np.sqrt(self.k * np.clip(1 - self.k / np.maximum(self.neg_counts, 1), 0, 1))
         thresholds = np.ceil(256 * (self.k + 4 * sd) / np.maximum(self.neg_counts, 1))
-        dense = (self.kept is None) & (5 * self.k >= self.n_data) & (thresholds < 256)
+        dense = ((self.kept is None) & (10 * self.k >= self.n_data) & (thresholds < 256)
+                 & (self.n_data < 2 ** 32))  # the compiled draw's bounded integers are 32-bit
         self.thresholds = np.where(dense, thresholds, 0).astype(np.uint8)
+        if dense.any():
+            # Compiled (or loaded from numba's cache) here, before DataLoader workers fork.
+            self._draw_dense(np.empty((0, self.k + 1), np.int64), np.empty(0, np.int64),
+                             np.empty(0, np.int64), np.random.Generator(np.random.SFC64(0)))
 
     def _sorted_to_index(self, positions):
         return positions if self.order is None else self.order[positions]
@@ -105,25 +110,18 @@ class ContrastSampler:
         """A stream per epoch, so a resumed run draws the negatives an uninterrupted one would."""
         self.epoch = int(epoch)
 
-    def _dense_negatives(self, c, rng):
-        """k distinct negatives of class c: keep each sample of the set with probability t/256,
-        cut out class c, then drop a uniform random subset of the surplus. Given how many were
-        kept, the kept set is a uniform subset of that size, so the result is a uniform k-subset
-        of the negatives, exactly as a draw without replacement. O(set size), no gather."""
-        n, k, t = self.n_data, self.k, self.thresholds[c]
-        while True:  # fewer than k kept: 4 standard deviations below the mean, 3e-5 per draw
-            keep = rng.bit_generator.random_raw((n + 7) // 8).view(np.uint8)[:n] < t
-            keep[self.starts[c]:self.starts[c] + self.counts[c]] = False
-            chosen = np.flatnonzero(keep)
-            surplus = len(chosen) - k
-            if surplus >= 0:
-                break
-        if surplus:
-            drop = rng.choice(len(chosen), surplus, replace=False, shuffle=False)
-            refill = np.ones(surplus, dtype=bool)
-            refill[drop[drop >= k] - k] = False
-            chosen[drop[drop < k]] = chosen[k:][refill]  # dropped slots take the kept surplus
-        return self._sorted_to_index(chosen[:k])
+    def _draw_dense(self, out, rows, classes, rng):
+        """Fills out[rows, 1:] by the compiled keep-and-trim draw, which continues rng's SFC64
+        stream."""
+        from dataset.dense_negatives import draw_dense  # numba loads only when needed
+        numpy_state = rng.bit_generator.state
+        words = numpy_state['state']['state'].copy()  # (a, b, c, counter)
+        draw_dense(out, rows, classes, self.starts, self.counts, self.thresholds, self.k, words,
+                   np.empty(self.n_data, dtype=np.int64))
+        numpy_state['state']['state'] = words
+        rng.bit_generator.state = numpy_state
+        if self.order is not None:
+            out[rows, 1:] = self.order[out[rows, 1:]]
 
     def _sparse_negatives(self, c, rng):
         """k negatives of class c by position: a partial Fisher-Yates over k positions (Floyd's
@@ -148,7 +146,9 @@ class ContrastSampler:
         else:
             same_class = self.starts[target] + rng.integers(0, self.counts[target])
             out[:, 0] = self._sorted_to_index(same_class)
-        for row, c in enumerate(target):
-            draw = self._dense_negatives if self.thresholds[c] else self._sparse_negatives
-            out[row, 1:] = draw(c, rng)
+        dense = self.thresholds[target] > 0
+        if dense.any():
+            self._draw_dense(out, np.flatnonzero(dense), target[dense], rng)
+        for row in np.flatnonzero(~dense):
+            out[row, 1:] = self._sparse_negatives(target[row], rng)
         return out

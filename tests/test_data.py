@@ -209,6 +209,47 @@ def test_negatives_are_uniform_over_other_classes(class_size, k, dense):
     assert chi2 < dof + 4.5 * np.sqrt(2 * dof)  # p < 1e-3 for these degrees of freedom
 
 
+def test_dense_draw_continues_numpys_sfc64_stream():
+    # The compiled draw steps numpy's SFC64 itself, so a sampler's seed, epoch and worker
+    # streams mean what they mean for the numpy draws.
+    import numba
+    from dataset.dense_negatives import below, sfc64_next
+
+    @numba.njit
+    def words(state, count):
+        return [sfc64_next(state) for _ in range(count)]
+
+    @numba.njit
+    def draws(state, bound, count):
+        return [below(state, bound) for _ in range(count)]
+
+    bit_generator = np.random.SFC64(7)
+    state = bit_generator.state['state']['state'].copy()
+    assert np.array_equal(np.array(words(state, 1000), dtype=np.uint64),
+                          bit_generator.random_raw(1000))
+    small = np.array(draws(state, 3, 30000))
+    assert set(small.tolist()) == {0, 1, 2}
+    assert ((np.bincount(small) - 10000) ** 2 / 10000).sum() < 13.8  # chi-square, p = 1e-3
+    big = np.array(draws(state, 3 << 30, 1000))
+    assert big.min() >= 0 and big.max() < 3 << 30
+
+
+def test_dense_draw_is_reproducible_per_seed_and_epoch():
+    targets = np.repeat(np.arange(4), 50)
+    index = np.arange(0, 200, 7)
+
+    def draw(epoch, batches=1):
+        sampler = ContrastSampler(targets, k=60, seed=5)
+        assert sampler.thresholds.all()
+        sampler.set_epoch(epoch)
+        return [sampler.sample(index, targets[index]) for _ in range(batches)]
+
+    first, second = draw(0, batches=2)
+    assert np.array_equal(first, draw(0)[0])
+    assert not np.array_equal(first, second)
+    assert not np.array_equal(first, draw(1)[0])
+
+
 def test_percent_keeps_a_fixed_fraction_of_negatives():
     targets = np.repeat(np.arange(5), 20)
     sampler = ContrastSampler(targets, k=10, percent=0.25, seed=0)
