@@ -99,7 +99,7 @@ class DeviceLoader:
         self.epoch = 0
         self.generator = torch.Generator(self.device)
         self.generator.manual_seed(derive_seed(seed, rank, 1))
-        # The numpy sampler is the faster of the two on a CPU.
+        # On a CPU, dataset.contrast's sampler is the faster of the two.
         self.contrast = contrast
         if contrast is not None and self.device.type != 'cpu':
             self.contrast = DeviceContrastSampler(contrast, self.device)
