@@ -111,6 +111,9 @@ def get_loaders(opt, device):
 
     workers = getattr(opt, 'num_workers', None)
     workers = default_num_workers() if workers is None else int(workers)
+    if contrast is not None:
+        # Before the workers fork. The device path compiles at first use on a CPU, never on a GPU.
+        contrast.compile()
     train_set, test_set = Indexed(source.train), Indexed(source.test)
     train_sampler = test_sampler = None
     if world_size > 1:

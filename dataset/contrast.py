@@ -74,8 +74,11 @@ class ContrastSampler:
         dense = ((self.kept is None) & (10 * self.k >= self.n_data) & (thresholds < 256)
                  & (self.n_data < 2 ** 32))  # the compiled draw's bounded integers are 32-bit
         self.thresholds = np.where(dense, thresholds, 0).astype(np.uint8)
-        if dense.any():
-            # Compiled (or loaded from numba's cache) here, before DataLoader workers fork.
+
+    def compile(self):
+        """Compiles the dense draw now (or loads it from numba's cache) when a class uses it, so
+        that DataLoader workers forked afterwards do not each compile it at their first batch."""
+        if self.thresholds.any():
             self._draw_dense(np.empty((0, self.k + 1), np.int64), np.empty(0, np.int64),
                              np.empty(0, np.int64), np.random.Generator(np.random.SFC64(0)))
 

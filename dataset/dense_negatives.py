@@ -4,7 +4,8 @@ Used when k is a large share of the train set (CIFAR: k=16384 of 50,000). For ea
 every negative with probability t/256 (one random byte each), redraw in the rare case that fewer
 than k were kept, then drop a uniform random surplus by a partial Fisher-Yates over the kept list.
 Given how many were kept, the kept set is a uniform subset of that size, so the k left are a
-uniform k-subset of the negatives: the distribution of the published np.random.choice(replace=False).
+uniform k-subset of the negatives: the distribution of the published
+np.random.choice(replace=False).
 
 In numpy this needs a dozen array passes per row; compiled, it is one pass that costs about a
 nanosecond per sample of the set. The random words continue the caller's numpy SFC64 stream, so
