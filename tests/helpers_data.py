@@ -61,7 +61,6 @@ def tiny_cifar(tmp_path_factory):
     return _cache['data']
 
 
-
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
     return tiny_cifar(tmp_path_factory)
@@ -78,25 +77,16 @@ def teacher_args(data_folder, save_root, model='resnet8', *extra):
             '--seed', '0', '--device', 'cpu', '--print_freq', '1000', *extra]
 
 
-def tiny_teacher(tmp_path_factory, model='resnet8'):
-    """Path of ckpt_epoch_1.pth of a 1-epoch train_teacher run of `model` (shared)."""
-    key = 'teacher_' + model
-    if key not in _cache:
-        save_root = os.path.join(shared_dir(tmp_path_factory), 'teachers')
-        opt = teacher_parser().parse_args(teacher_args(tiny_cifar(tmp_path_factory), save_root, model))
-        summary = run(opt, 'teacher')
-        _cache[key] = os.path.join(summary['run_dir'], 'ckpt_epoch_1.pth')
-    return _cache[key]
-
-
-def tiny_teacher_at_depth(tmp_path_factory, model, block_depth):
-    """Like tiny_teacher, for a variable-depth model trained with --block_depth."""
+def tiny_teacher(tmp_path_factory, model='resnet8', block_depth=None):
+    """Path of ckpt_epoch_1.pth of a 1-epoch train_teacher run of `model` (shared), at
+    --block_depth block_depth when given (variable-depth models)."""
     key = f'teacher_{model}_{block_depth}'
     if key not in _cache:
         save_root = os.path.join(shared_dir(tmp_path_factory), 'teachers')
-        argv = teacher_args(tiny_cifar(tmp_path_factory), save_root, model, '--block_depth', block_depth)
-        _cache[key] = os.path.join(run(teacher_parser().parse_args(argv), 'teacher')['run_dir'],
-                                   'ckpt_epoch_1.pth')
+        extra = ['--block_depth', block_depth] if block_depth else []
+        argv = teacher_args(tiny_cifar(tmp_path_factory), save_root, model, *extra)
+        summary = run(teacher_parser().parse_args(argv), 'teacher')
+        _cache[key] = os.path.join(summary['run_dir'], 'ckpt_epoch_1.pth')
     return _cache[key]
 
 

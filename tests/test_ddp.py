@@ -185,7 +185,6 @@ def ranks(tmp_path_factory):
     return [torch.load(out / f'rank{r}.pt', weights_only=False) for r in range(WORLD)]
 
 
-
 @pytest.fixture(scope='module')
 def single():
     assert not dist.active()

@@ -56,7 +56,6 @@ def chi_square_uniform(values, bins):
     return ((counts - expected) ** 2 / expected).sum()
 
 
-
 def test_augmentation_matches_published_pil_pipeline(one_thread):
     n = 2000
     transform = published_train_transform()

@@ -45,7 +45,6 @@ def make_batch(x):
             'contrast_idx': contrast_idx}
 
 
-
 @pytest.fixture(scope='module')
 def zoo():
     """Each model built once per module (the big teachers are the slow part)."""

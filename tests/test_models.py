@@ -34,7 +34,6 @@ BASE_DEPTHS = {
 BLOCK_KEY = re.compile(r'^(layer\d|block\d\.layer|stage_\d)\.(?:stage_\d_bottleneck_)?(\d+)\.')
 
 
-
 def key_shapes(model):
     return [[k, list(v.shape)] for k, v in model.state_dict().items()]
 

@@ -15,7 +15,7 @@ from helper.errors import UsageError
 from helper.options import differing_option, finalize, options_dict, student_parser
 from helper.run import run_dir_of
 from helper.scheduler import run_parallel
-from helpers_data import student_args, tiny_cifar, tiny_teacher, tiny_teacher_at_depth
+from helpers_data import student_args, tiny_cifar, tiny_teacher
 
 
 @pytest.fixture(scope='module')
@@ -244,7 +244,7 @@ def test_my_teacher_keeps_its_own_block_depth(data, tmp_path_factory, tmp_path):
     """A my* teacher trained at another depth loads at that depth (from its checkpoint) as
     --path_t, and its blocks per stage bound the search."""
     teacher = tiny_teacher(tmp_path_factory, 'myresnet14')  # base 2,2,2
-    path = tiny_teacher_at_depth(tmp_path_factory, 'myresnet14', '1,4,1')
+    path = tiny_teacher(tmp_path_factory, 'myresnet14', '1,4,1')
     assert '-1-4-1_' in path and models.name_from_path(path) == 'myresnet14'
     model, _ = models.load_model(path)
     assert [len(stage) for stage in (model.layer1, model.layer2, model.layer3)] == [1, 4, 1]
