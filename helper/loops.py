@@ -23,6 +23,11 @@ class Preempted(Exception):
     """SIGTERM/SIGINT arrived; a resumable checkpoint has been written."""
 
 
+def at_least_fp32(t):
+    """Losses run in fp32 under autocast; float64 (exactness tests) stays float64."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
 def kd_loss(s_logit, t_logit, T):
     """Hinton's KD: KL(teacher || student) at temperature T, times T^2, averaged over the batch."""
     p_s = F.log_softmax(s_logit / T, dim=1)
@@ -55,14 +60,14 @@ class DistillStep(nn.Module):
         if self.method is None:
             logit = self.student(x)
             with torch.autocast(x.device.type, enabled=False):
-                ce = F.cross_entropy(logit.float(), target)
+                ce = F.cross_entropy(at_least_fp32(logit), target)
             zero = ce.new_zeros(())
             return logit, torch.stack([ce, ce, zero, zero, zero])
         feats, logit = self.student(x, is_feat=True, preact=self.preact)
         # losses in fp32 even under autocast: KL and contrastive terms are precision-sensitive
         with torch.autocast(x.device.type, enabled=False):
-            feats = [f.float() for f in feats]
-            logit_f = logit.float()
+            feats = [at_least_fp32(f) for f in feats]
+            logit_f = at_least_fp32(logit)
             ce = F.cross_entropy(logit_f, target)
             kd = kd_loss(logit_f, t_logit, self.kd_T)
             method = self.method(feats, logit_f, t_feats, t_logit, batch)
@@ -75,7 +80,7 @@ def teacher_forward(teacher, x, preact, autocast):
     """Frozen teacher under inference mode; cloned so the features can be autograd targets."""
     with torch.inference_mode(), autocast():
         feats, logit = teacher(x, is_feat=True, preact=preact)
-    return [f.float().clone() for f in feats], logit.float().clone()
+    return [at_least_fp32(f).clone() for f in feats], at_least_fp32(logit).clone()
 
 
 def forward_backward(step_module, teacher, batch, preact, autocast, optimizer, scaler):

@@ -63,24 +63,27 @@ def rank_part(batch, rank):
     return {k: v[rank * size:(rank + 1) * size] for k, v in batch.items()}
 
 
-def build(distill):
+def build(distill, dtype=torch.float32):
     torch.manual_seed(0)
     student = models.build_model('resnet8', num_classes=10)
     teacher = models.build_model('resnet14', num_classes=10).eval()
     preact = METHODS[distill].preact
     method = build_distiller(distill, method_opt(distill), feature_shapes(student, preact, SIZE),
                              feature_shapes(teacher, preact, SIZE), N_DATA)
-    return student, teacher, method
+    return student.to(dtype), teacher.to(dtype), method.to(dtype)
 
 
 def snapshot(module):
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-def two_steps(distill, batch, bn_eval=True):
+def two_steps(distill, batch, bn_eval=True, dtype=torch.float32):
     """Two SGD steps through dist.wrap (DDP when a process group exists, as in helper/run.py).
-    bn_eval: BatchNorm in eval mode, so batch statistics do not depend on how the batch is split."""
-    student, teacher, method = build(distill)
+    bn_eval: BatchNorm in eval mode, so batch statistics do not depend on how the batch is split.
+    dtype float64: the large published weights (hint 100, attention 1000) grow the weights to ~100
+    in two steps, which in float32 turns the summation order of one CPU into differences of 1e-4."""
+    student, teacher, method = build(distill, dtype)
+    batch = dict(batch, input=batch['input'].to(dtype))
     opt = method_opt(distill)
     module = dist.wrap(DistillStep(student, method, None, opt), torch.device('cpu'))
     params = list(student.parameters()) + list(method.trainable.parameters())
@@ -168,7 +171,7 @@ def _worker(rank, store, out_dir):
     tdist.init_process_group('gloo', init_method=f'file://{store}', rank=rank, world_size=WORLD)
     try:
         part = rank_part(fixed_batch(), rank)
-        result = {'steps': {d: two_steps(d, part) for d in PER_SAMPLE},
+        result = {'steps': {d: two_steps(d, part, dtype=torch.float64) for d in PER_SAMPLE},
                   'train_bn': {d: two_steps(d, part, bn_eval=False) for d in METHODS},
                   'init': {d: init_stage(d, part) for d in INIT_STAGE},
                   'data': metrics_and_orders(),
@@ -189,7 +192,7 @@ def ranks(tmp_path_factory):
 def single():
     assert not dist.active()
     batch = fixed_batch()
-    return {d: two_steps(d, batch) for d in PER_SAMPLE}
+    return {d: two_steps(d, batch, dtype=torch.float64) for d in PER_SAMPLE}
 
 
 def without_bn_statistics(state):
@@ -239,7 +242,7 @@ def test_crd_memory_bank_matches_one_process(ranks, single):
         for key in ('criterion.contrast.z_v1', 'criterion.contrast.z_v2'):
             assert one[key] > 0
             torch.testing.assert_close(bank[key], one[key], rtol=1e-6, atol=0)
-    start = build('crd')[2].state_dict()['criterion.contrast.memory_v1']
+    start = build('crd', torch.float64)[2].state_dict()['criterion.contrast.memory_v1']
     rows = fixed_batch()['index']
     assert not torch.allclose(one['criterion.contrast.memory_v1'][rows], start[rows])
 
