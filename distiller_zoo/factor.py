@@ -5,10 +5,11 @@ from torch import nn
 from crd.modules import Paraphraser, Translator
 from distiller_zoo.base import Distiller, match_size
 
-# students whose paraphraser trains at lr 0.01 (published list, plus CRD-EMKD's wrn_10_2)
-CIFAR_RESNET_WRN = ('resnet8', 'resnet14', 'resnet20', 'resnet32', 'resnet44', 'resnet56',
-                    'resnet110', 'resnet8x4', 'resnet32x4', 'wrn_16_1', 'wrn_16_2', 'wrn_40_1',
-                    'wrn_40_2', 'wrn_10_2')
+# students whose paraphraser trains at lr 0.01: the published list, by exact name (my* students,
+# wrn_10_2 and every other model train it at --learning_rate, as published)
+INIT_LR_001 = ('resnet8', 'resnet14', 'resnet20', 'resnet32', 'resnet44', 'resnet56',
+               'resnet110', 'resnet8x4', 'resnet32x4', 'wrn_16_1', 'wrn_16_2', 'wrn_40_1',
+               'wrn_40_2')
 
 
 class FactorTransfer(nn.Module):
@@ -63,6 +64,4 @@ class FT(Distiller):
         return F.mse_loss(rec, f_t)
 
     def init_lr(self, opt):
-        # a my* CIFAR ResNet/WRN counts as its base family
-        name = opt.model_s[2:] if opt.model_s.startswith('my') else opt.model_s
-        return 0.01 if name in CIFAR_RESNET_WRN else opt.learning_rate
+        return 0.01 if opt.model_s in INIT_LR_001 else opt.learning_rate

@@ -29,11 +29,14 @@ def mc_stage_count(model_s):
     return 4 if name.startswith('ResNet') else 3
 
 
-def mc_weights(model_s, block_depth, n_stages):
-    """w_i = base_depth[i] / block_depth[i] for a variable-depth student, else 1."""
+def mc_weights(model_s, block_depth, n_stages, fixed=None):
+    """As published: w_i = base_depth[i] / block_depth[i] for a variable-depth student; a
+    fixed-depth student takes `fixed` (--B1_weight ... --B4_weight), else 1."""
     base = models.base_depth(model_s)
     if not models.is_variable_depth(model_s) or block_depth is None or base is None:
-        return [1.0] * n_stages
+        if models.is_variable_depth(model_s) or fixed is None:
+            return [1.0] * n_stages
+        return [float(w) for w in fixed[:n_stages]]
     if len(block_depth) < n_stages or len(base) < n_stages:
         raise UsageError(f'milestone checking needs {n_stages} stage depths for {model_s}, '
                          f'got block_depth {list(block_depth)}')
@@ -51,3 +54,17 @@ def check_mc_shapes(s_shapes, t_shapes, n_stages):
             raise UsageError(f'milestone checking needs equal stage shapes: stage {i} of the '
                              f'student is {"x".join(map(str, s))} but the teacher\'s is '
                              f'{"x".join(map(str, t))}')
+
+
+B_WEIGHT_FLAGS = ('B1_weight', 'B2_weight', 'B3_weight', 'B4_weight')
+
+
+def stage_weight_flags(opt):
+    """--B1_weight ... --B4_weight; a my* student takes its weights from its block_depth instead
+    (the published code overwrote these flags there), so setting them for one is an error."""
+    weights = [float(getattr(opt, f, 1.0)) for f in B_WEIGHT_FLAGS]
+    if models.is_variable_depth(opt.model_s) and any(w != 1.0 for w in weights):
+        given = ', '.join(f'--{f}' for f, w in zip(B_WEIGHT_FLAGS, weights) if w != 1.0)
+        raise UsageError(f'{given}: {opt.model_s} takes its MC stage weights from --block_depth '
+                         f'(base depth / blocks per stage); the flags set them for fixed-depth students')
+    return weights

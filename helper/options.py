@@ -77,10 +77,17 @@ def add_student_args(p):
     g.add_argument('--init_epochs', type=int, default=30, help='init stage of abound, factor, fsp')
     g.add_argument('--mc', type=int, default=0, choices=[0, 1], help='1: milestone checking')
     g.add_argument('--mc_weight', type=float, default=0.001)
-    g.add_argument('-r', '--gamma', type=float, default=None, help='weight of cross-entropy')
-    g.add_argument('-a', '--alpha', type=float, default=None, help='weight of the KD loss')
-    g.add_argument('-b', '--beta', type=float, default=None, help='weight of the method loss')
+    g.add_argument('-r', '--gamma', type=float, default=None,
+                   help='weight of cross-entropy; default 1 (published), or the method\'s published '
+                        'value when -a and -b are omitted too')
+    g.add_argument('-a', '--alpha', type=float, default=None,
+                   help='weight of the KD loss; default: the method\'s published value')
+    g.add_argument('-b', '--beta', type=float, default=None,
+                   help='weight of the method loss; default: the method\'s published value')
     g.add_argument('--kd_T', type=float, default=4, help='temperature of KD and MC')
+    for i in range(1, 5):
+        g.add_argument(f'--B{i}_weight', type=float, default=1.0,
+                       help=f'MC weight of stage {i} for a fixed-depth student (my* students: from --block_depth)')
     g.add_argument('--feat_dim', type=int, default=128, help='CRD/CC embedding size')
     g.add_argument('--mode', default='exact', choices=['exact', 'relax'], help='CRD positive')
     g.add_argument('--nce_k', type=int, default=16384, help='CRD negatives')
@@ -165,8 +172,17 @@ def _finalize_student(opt, models, METHODS):
         raise UsageError(f'--nce_k must be positive, got {opt.nce_k}')
     if opt.init_epochs < 0:
         raise UsageError(f'--init_epochs must be >= 0, got {opt.init_epochs}')
-    method = METHODS[opt.distill]
-    # omitted weights take the method's published values (the original crashed on None here)
+    resolve_loss_weights(opt, METHODS[opt.distill])
+    from distiller_zoo.mc import stage_weight_flags
+    stage_weight_flags(opt)  # checked before anything is built
+
+
+def resolve_loss_weights(opt, method):
+    """-r defaults to 1 as published (`--distill kd -a 0 -b 0.8` trains 1*CE); only a command that
+    omits all of -r/-a/-b takes the method's published triple. An omitted -a/-b (no published
+    default: the published code crashed) takes the method's published value."""
+    if opt.gamma is None and (opt.alpha is not None or opt.beta is not None):
+        opt.gamma = 1.0
     for name in ('gamma', 'alpha', 'beta'):
         if getattr(opt, name) is None:
             setattr(opt, name, float(getattr(method, name)))
@@ -194,6 +210,9 @@ def run_name(opt, kind):
         return f'{model}_{opt.dataset}_lr_{_fmt(opt.learning_rate)}_decay_{_fmt(opt.weight_decay)}_trial_{opt.trial}'
     student = opt.model_s + (('-' + '-'.join(map(str, opt.block_depth))) if opt.block_depth else '')
     mc = f'_mc-{_fmt(opt.mc_weight)}' if opt.mc else ''
+    b_weights = [getattr(opt, f'B{i}_weight', 1.0) for i in range(1, 5)]
+    if opt.mc and any(w != 1.0 for w in b_weights):  # only non-default stage weights change the name
+        mc += '_B-' + '-'.join(_fmt(float(w)) for w in b_weights)
     return (f'S-{student}_T-{opt.model_t}_{opt.dataset}_{opt.distill}{mc}'
             f'_r-{_fmt(opt.gamma)}_a-{_fmt(opt.alpha)}_b-{_fmt(opt.beta)}_{opt.trial}')
 
@@ -202,7 +221,8 @@ def run_name(opt, kind):
 RESULT_OPTIONS = ('model', 'model_s', 'model_t', 'block_depth', 'distill', 'mc', 'mc_weight', 'gamma',
                   'alpha', 'beta', 'kd_T', 'feat_dim', 'mode', 'nce_k', 'nce_t', 'nce_m', 'hint_layer',
                   'dataset', 'batch_size', 'epochs', 'init_epochs', 'learning_rate', 'lr_decay_epochs',
-                  'lr_decay_rate', 'weight_decay', 'momentum', 'amp', 'seed')
+                  'lr_decay_rate', 'weight_decay', 'momentum', 'amp', 'seed',
+                  'B1_weight', 'B2_weight', 'B3_weight', 'B4_weight', 'imagenet_transform')
 
 
 def differing_option(saved, mine, ignore=()):

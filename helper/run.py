@@ -15,7 +15,7 @@ import models
 from dataset import get_loaders, loader_set_epoch
 from distiller_zoo import METHODS, build_distiller
 from distiller_zoo.base import feature_shapes
-from distiller_zoo.mc import MilestoneChecking, check_mc_shapes, mc_stage_count, mc_weights
+from distiller_zoo.mc import MilestoneChecking, check_mc_shapes, mc_stage_count, mc_weights, stage_weight_flags
 from helper import dist
 from helper.checkpoint import (append_line, read_json, remove_stale_temporaries, save_checkpoint, write_json,
                                write_text)
@@ -245,7 +245,8 @@ def _run(opt, kind):
         if opt.mc:
             n_stages = mc_stage_count(opt.model_s)
             check_mc_shapes(s_shapes, t_shapes, n_stages)
-            mc = MilestoneChecking(opt.kd_T, mc_weights(opt.model_s, opt.block_depth, n_stages))
+            mc = MilestoneChecking(opt.kd_T, mc_weights(opt.model_s, opt.block_depth, n_stages,
+                                                         stage_weight_flags(opt)))
     autocast = make_autocast(device, amp_dtype)
     if opt.test:
         return _evaluate_only(opt, kind, name, run_dir, student, teacher, test_loader, device, autocast)

@@ -11,7 +11,8 @@ from .mobilenetv2 import mobile_half
 from .resnet import (myresnet8, myresnet14, myresnet20, myresnet32, myresnet44, myresnet56,
                      myresnet110, myresnet8x4, myresnet32x4, resnet8, resnet14, resnet20,
                      resnet32, resnet44, resnet56, resnet110, resnet8x4, resnet32x4)
-from .resnetv2 import (ResNet18, ResNet34, ResNet50, ResNet101, ResNet152, myResNet18,
+from .resnetv2 import (ResNet18, ResNet34, ResNet50, ResNet101, ResNet152, ResNet18_full,
+                       ResNet34_full, ResNet50_full, ResNet101_full, ResNet152_full, myResNet18,
                        myResNet34, myResNet50, myResNet101, myResNet152)
 from .resnext import (RESNEXT_BASE_DEPTH, myresnext29, myresnext101, resnext29,
                       resnext101)
@@ -25,6 +26,8 @@ FIXED_DEPTH = {
     'resnet8x4': resnet8x4, 'resnet32x4': resnet32x4,
     'ResNet18': ResNet18, 'ResNet34': ResNet34, 'ResNet50': ResNet50,
     'ResNet101': ResNet101, 'ResNet152': ResNet152,
+    'ResNet18_full': ResNet18_full, 'ResNet34_full': ResNet34_full, 'ResNet50_full': ResNet50_full,
+    'ResNet101_full': ResNet101_full, 'ResNet152_full': ResNet152_full,
     'wrn_10_2': wrn_10_2, 'wrn_16_1': wrn_16_1, 'wrn_16_2': wrn_16_2,
     'wrn_40_1': wrn_40_1, 'wrn_40_2': wrn_40_2,
     'vgg8': vgg8, 'vgg11': vgg11, 'vgg13': vgg13, 'vgg16': vgg16, 'vgg19': vgg19,
@@ -59,6 +62,13 @@ def check_name(name):
 def base_name(name):
     """The fixed-depth name a my* name is built on (myresnet20 -> resnet20)."""
     return name[2:] if name in VARIABLE_DEPTH else name
+
+
+def other_width(name):
+    """The other width of a ResNet18-152 name (ResNet50 <-> ResNet50_full), else None: a
+    checkpoint's weights tell which one it is."""
+    full = resnetv2.FULL_WIDTH
+    return full.get(name) or next((half for half, f in full.items() if f == name), None)
 
 
 def is_variable_depth(name):

@@ -118,6 +118,17 @@ def _mismatch(state_dict, model_sd):
     return '; '.join(problems)
 
 
+def _width_of(state_dict, name, num_classes):
+    """ResNet50 and ResNet50_full share a folder name (ResNet50_vanilla holds RepDistiller's
+    full-width teacher): take the width whose keys and shapes the weights have."""
+    other = models.other_width(name)
+    wanted = _shapes(state_dict)
+    if other and _zoo_shapes(name, num_classes, None) != wanted and \
+            _zoo_shapes(other, num_classes, None) == wanted:
+        return other
+    return name
+
+
 def saved_block_depth(meta):
     """The block_depth a checkpoint of ours was trained with (saved with its options), or None."""
     if meta.get('block_depth') is not None:
@@ -140,6 +151,7 @@ def load_model(path, name=None, num_classes=100, block_depth=None):
                              f'give the model name{hint}')
     if block_depth is None and models.is_variable_depth(name):
         block_depth = saved_block_depth(meta)
+    name = _width_of(state_dict, name, num_classes)
     model = models.build_model(name, num_classes, block_depth)
     problems = _mismatch(state_dict, model.state_dict())
     if problems:

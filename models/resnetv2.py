@@ -1,9 +1,19 @@
-"""ResNet18-152 with a 3x3 stride-1 stem for 32x32 inputs (RepDistiller's resnetv2 parameter names,
-so the published ResNet50 teacher loads), plus myResNet* with `block_depth` blocks per stage."""
+"""ResNet18-152 with a 3x3 stride-1 stem for 32x32 inputs, in two widths:
+
+- ResNet18 ... ResNet152 and myResNet18 ... myResNet152 (`block_depth` blocks per stage) are
+  CRD-EMKD's half-width networks: stem 32, stages 32/64/128/256, classifier `fc`; the shortcut is
+  `downsample` in ResNet* and `shortcut` in myResNet*, as in the published files, so checkpoints
+  trained with CRD-EMKD load.
+- ResNet18_full ... ResNet152_full are RepDistiller's (stem 64, stages 64/128/256/512,
+  classifier `linear`, shortcut `shortcut`): its ResNet50 teacher loads as `--path_t`.
+"""
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .resnet import Stage, init_conv_weights
+
+HALF = (32, 64, 128, 256)
+FULL = (64, 128, 256, 512)
 
 
 def _shortcut(in_planes, out_planes, stride):
@@ -16,27 +26,28 @@ def _shortcut(in_planes, out_planes, stride):
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, in_planes, planes, stride=1):
+    def __init__(self, in_planes, planes, stride=1, shortcut='shortcut'):
         super().__init__()
         self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut = _shortcut(in_planes, planes, stride)
+        self.shortcut_name = shortcut
+        setattr(self, shortcut, _shortcut(in_planes, planes, stride))
 
     def last_bn(self):
         return self.bn2
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
-        pre = self.bn2(self.conv2(out)) + self.shortcut(x)
+        pre = self.bn2(self.conv2(out)) + getattr(self, self.shortcut_name)(x)
         return F.relu(pre), pre
 
 
 class Bottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, in_planes, planes, stride=1):
+    def __init__(self, in_planes, planes, stride=1, shortcut='shortcut'):
         super().__init__()
         self.conv1 = nn.Conv2d(in_planes, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -44,7 +55,8 @@ class Bottleneck(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(planes * 4)
-        self.shortcut = _shortcut(in_planes, planes * 4, stride)
+        self.shortcut_name = shortcut
+        setattr(self, shortcut, _shortcut(in_planes, planes * 4, stride))
 
     def last_bn(self):
         return self.bn3
@@ -52,25 +64,27 @@ class Bottleneck(nn.Module):
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
         out = F.relu(self.bn2(self.conv2(out)))
-        pre = self.bn3(self.conv3(out)) + self.shortcut(x)
+        pre = self.bn3(self.conv3(out)) + getattr(self, self.shortcut_name)(x)
         return F.relu(pre), pre
 
 
 class ResNet(nn.Module):
-    def __init__(self, block, blocks, num_classes=100):
+    def __init__(self, block, blocks, num_classes=100, widths=HALF, shortcut='downsample',
+                 classifier='fc'):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        in_planes = 64
-        for i, (n, planes) in enumerate(zip(blocks, [64, 128, 256, 512])):
+        self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        in_planes = widths[0]
+        for i, (n, planes) in enumerate(zip(blocks, widths)):
             stride = 1 if i == 0 else 2
             layers = []
             for j in range(n):
-                layers.append(block(in_planes, planes, stride if j == 0 else 1))
+                layers.append(block(in_planes, planes, stride if j == 0 else 1, shortcut))
                 in_planes = planes * block.expansion
             setattr(self, f'layer{i + 1}', Stage(*layers))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.linear = nn.Linear(in_planes, num_classes)
+        self.classifier_name = classifier
+        setattr(self, classifier, nn.Linear(in_planes, num_classes))
         init_conv_weights(self)
 
     def stages(self):
@@ -90,7 +104,7 @@ class ResNet(nn.Module):
             feats.append(x)
             pres.append(pre)
         x = self.avgpool(x).flatten(1)
-        logits = self.linear(x)
+        logits = getattr(self, self.classifier_name)(x)
         if not is_feat:
             return logits
         return (pres if preact else feats) + [x], logits
@@ -101,49 +115,84 @@ SPECS = {
     'ResNet50': (Bottleneck, [3, 4, 6, 3]), 'ResNet101': (Bottleneck, [3, 4, 23, 3]),
     'ResNet152': (Bottleneck, [3, 8, 36, 3]),
 }
-BASE_DEPTH = {name: blocks for name, (_, blocks) in SPECS.items()}
+FULL_SUFFIX = '_full'
+# RepDistiller's full-width name of each CRD-EMKD half-width name
+FULL_WIDTH = {name: name + FULL_SUFFIX for name in SPECS}
+BASE_DEPTH = {**{name: blocks for name, (_, blocks) in SPECS.items()},
+              **{FULL_WIDTH[name]: blocks for name, (_, blocks) in SPECS.items()}}
 
 
-def build(name, num_classes=100, block_depth=None):
+def half(name, num_classes=100):
     block, blocks = SPECS[name]
-    return ResNet(block, blocks if block_depth is None else block_depth, num_classes)
+    return ResNet(block, blocks, num_classes)
+
+
+def full(name, num_classes=100):
+    block, blocks = SPECS[name]
+    return ResNet(block, blocks, num_classes, FULL, shortcut='shortcut', classifier='linear')
+
+
+def variable(name, num_classes=100, block_depth=None):
+    block, blocks = SPECS[name]
+    return ResNet(block, blocks if block_depth is None else block_depth, num_classes,
+                  shortcut='shortcut')
 
 
 def ResNet18(num_classes=100):
-    return build('ResNet18', num_classes)
+    return half('ResNet18', num_classes)
 
 
 def ResNet34(num_classes=100):
-    return build('ResNet34', num_classes)
+    return half('ResNet34', num_classes)
 
 
 def ResNet50(num_classes=100):
-    return build('ResNet50', num_classes)
+    return half('ResNet50', num_classes)
 
 
 def ResNet101(num_classes=100):
-    return build('ResNet101', num_classes)
+    return half('ResNet101', num_classes)
 
 
 def ResNet152(num_classes=100):
-    return build('ResNet152', num_classes)
+    return half('ResNet152', num_classes)
+
+
+def ResNet18_full(num_classes=100):
+    return full('ResNet18', num_classes)
+
+
+def ResNet34_full(num_classes=100):
+    return full('ResNet34', num_classes)
+
+
+def ResNet50_full(num_classes=100):
+    return full('ResNet50', num_classes)
+
+
+def ResNet101_full(num_classes=100):
+    return full('ResNet101', num_classes)
+
+
+def ResNet152_full(num_classes=100):
+    return full('ResNet152', num_classes)
 
 
 def myResNet18(num_classes=100, block_depth=None):
-    return build('ResNet18', num_classes, block_depth)
+    return variable('ResNet18', num_classes, block_depth)
 
 
 def myResNet34(num_classes=100, block_depth=None):
-    return build('ResNet34', num_classes, block_depth)
+    return variable('ResNet34', num_classes, block_depth)
 
 
 def myResNet50(num_classes=100, block_depth=None):
-    return build('ResNet50', num_classes, block_depth)
+    return variable('ResNet50', num_classes, block_depth)
 
 
 def myResNet101(num_classes=100, block_depth=None):
-    return build('ResNet101', num_classes, block_depth)
+    return variable('ResNet101', num_classes, block_depth)
 
 
 def myResNet152(num_classes=100, block_depth=None):
-    return build('ResNet152', num_classes, block_depth)
+    return variable('ResNet152', num_classes, block_depth)

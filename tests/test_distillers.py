@@ -459,7 +459,7 @@ def test_ft_paraphraser_frozen_in_main_stage_and_learns_in_init():
 
 
 @pytest.mark.parametrize('model_s,lr', [('resnet8x4', 0.01), ('wrn_16_2', 0.01),
-                                        ('myresnet20', 0.01), ('ShuffleV2', 0.05),
+                                        ('myresnet20', 0.05), ('wrn_10_2', 0.05), ('ShuffleV2', 0.05),
                                         ('vgg8', 0.05)])
 def test_ft_init_lr(model_s, lr):
     assert METHODS['factor'].init_lr(None, make_opt(model_s)) == lr

@@ -13,7 +13,10 @@ from helper.errors import UsageError
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures')
 
-REFERENCE = json.load(open(os.path.join(FIXTURES, 'models.json')))
+REFERENCE = json.load(open(os.path.join(FIXTURES, 'models.json')))         # RepDistiller's zoo + additions
+EMKD = json.load(open(os.path.join(FIXTURES, 'models_emkd.json')))         # CRD-EMKD's own definitions
+# RepDistiller's ResNet18-152 are full width; under those names the zoo has CRD-EMKD's half-width ones
+ZOO_NAME = {name: name + '_full' if name in EMKD else name for name in REFERENCE}
 GOLDEN = torch.load(os.path.join(FIXTURES, 'golden_models.pt'), weights_only=False)
 X32 = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
@@ -67,17 +70,24 @@ def save(obj, tmp_path, folder='run', name='ckpt_epoch_240.pth'):
     return str(path)
 
 
+def published(name):
+    """The published reference entry of a zoo name."""
+    if name in EMKD:
+        return EMKD[name]
+    return REFERENCE[name[:-len('_full')] if name.endswith('_full') else name]
+
+
 def test_zoo_names():
-    assert set(REFERENCE) == set(models.FIXED_DEPTH)
+    assert set(ZOO_NAME.values()) | {n for n in EMKD if '[' not in n} == set(models.FIXED_DEPTH)
     for name in models.VARIABLE_DEPTH:
         assert name.startswith('my') and name[2:] in models.FIXED_DEPTH
-    assert len(models.model_dict) == len(models.FIXED_DEPTH) + len(models.VARIABLE_DEPTH) == 51
+    assert len(models.model_dict) == len(models.FIXED_DEPTH) + len(models.VARIABLE_DEPTH) == 56
 
 
 @pytest.mark.parametrize('name', sorted(REFERENCE))
 def test_fixed_model_matches_reference(name):
     ref = REFERENCE[name]
-    model = models.build_model(name).eval()
+    model = models.build_model(ZOO_NAME[name]).eval()
     assert key_shapes(model) == ref['state_dict']
     assert sum(p.numel() for p in model.parameters()) == ref['params']
     feats, pre_feats, logits = run(model)
@@ -109,16 +119,19 @@ def test_golden_checkpoints_reproduce(name, tmp_path):
 def test_variable_depth_models(name):
     base = name[2:]
     assert models.is_variable_depth(name) and not models.is_variable_depth(base)
-    # defaults: the base network, key for key (shapes only, built without memory)
+    # defaults: the base network, key for key (shapes only, built without memory); published
+    # myResNet* name their shortcuts `shortcut` where ResNet* say `downsample`
     defaults = models.state_dict_shapes(name)
-    assert [[k, list(s)] for k, s in defaults.items()] == REFERENCE[base]['state_dict']
+    rename = ('.downsample.', '.shortcut.') if base in EMKD else ('', '')
+    want = [[k.replace(*rename), shape] for k, shape in published(base)['state_dict']]
+    assert [[k, list(s)] for k, s in defaults.items()] == want
     n_stages = len(models.base_depth(base))
     depth = [2, 1, 3] if n_stages == 3 else [1, 2, 1, 2]
     model = models.build_model(name, block_depth=depth).eval()
     assert blocks_per_stage(model) == depth
     feats, pre_feats, logits = run(model)
-    assert shapes(feats) == REFERENCE[base]['feat_shapes_for_2x3x32x32']
-    assert shapes(pre_feats) == REFERENCE[base]['preact_feat_shapes']
+    assert shapes(feats) == published(base)['feat_shapes_for_2x3x32x32']
+    assert shapes(pre_feats) == published(base).get('preact_feat_shapes', shapes(feats))
 
 
 def test_myresnet20_custom_blocks():
@@ -136,7 +149,7 @@ def test_64x64_inputs(name):
     with torch.no_grad():
         feats, logits = model(torch.randn(2, 3, 64, 64), is_feat=True)
     assert list(logits.shape) == [2, 100]
-    assert list(feats[-1].shape) == REFERENCE[name]['feat_shapes_for_2x3x32x32'][-1]
+    assert list(feats[-1].shape) == published(name)['feat_shapes_for_2x3x32x32'][-1]
     if name == 'vgg8':  # published: the 4th max-pool runs only on 64x64 inputs
         assert list(feats[4].shape) == [2, 512, 4, 4]
 
@@ -319,3 +332,56 @@ def test_variable_depth_checkpoint_round_trip(tmp_path):
         assert torch.equal(loaded.eval()(X32), student(X32))
     with pytest.raises(UsageError, match='does not fit myresnet20'):
         models.load_model(path, 'myresnet20')
+
+
+def _emkd_name(entry):
+    """'myresnet20[3,7,2]' -> ('myresnet20', [3, 7, 2]); 'ResNet18' -> ('ResNet18', None)."""
+    match = re.fullmatch(r'(\w+)(?:\[([\d,]+)\])?', entry)
+    return match.group(1), ([int(d) for d in match.group(2).split(",")] if match.group(2) else None)
+
+
+@pytest.mark.parametrize('entry', sorted(EMKD))
+def test_emkd_model_matches_reference(entry):
+    """CRD-EMKD's own definitions: a checkpoint trained with it holds exactly these keys."""
+    ref = EMKD[entry]
+    name, depth = _emkd_name(entry)
+    model = models.build_model(name, block_depth=depth).eval()
+    assert key_shapes(model) == ref['state_dict']
+    assert sum(p.numel() for p in model.parameters()) == ref['params']
+    with torch.no_grad():
+        feats, logits = model(X32, is_feat=True)
+    assert shapes(feats) == ref['feat_shapes_for_2x3x32x32'] and list(logits.shape) == ref['logit_shape']
+
+
+def test_half_width_resnets_are_crd_emkd_ones():
+    assert EMKD['ResNet18']['params'] == 2_820_740  # RepDistiller's full-width ResNet18: 11.22M
+    model = models.build_model('ResNet18')
+    assert model.conv1.out_channels == 32 and model.fc.in_features == 256
+    assert [s[0].conv1.out_channels for s in model.stages()] == [32, 64, 128, 256]
+    assert 'layer2.0.downsample.0.weight' in model.state_dict()
+    assert 'layer2.0.shortcut.0.weight' in models.build_model('myResNet18').state_dict()
+    full = models.build_model('ResNet18_full')
+    assert full.conv1.out_channels == 64 and full.linear.in_features == 512
+    assert 'layer2.0.shortcut.0.weight' in full.state_dict()
+
+
+@pytest.mark.parametrize('trained, asked', [('ResNet18_full', 'ResNet18'), ('ResNet18', 'ResNet18'),
+                                            ('ResNet18_full', None), ('ResNet18', None),
+                                            ('ResNet18', 'ResNet18_full')])
+def test_loader_tells_the_width_from_the_weights(trained, asked, tmp_path):
+    """RepDistiller's ResNet50 teacher lives in ResNet50_vanilla/: the folder names the depth, the
+    weights tell the width."""
+    torch.manual_seed(0)
+    source = models.build_model(trained).eval()
+    path = save({'model': source.state_dict(), 'epoch': 240}, tmp_path, 'ResNet18_vanilla')
+    model, _ = models.load_model(path, asked)
+    assert type(model.stages()[0][0]) is type(source.stages()[0][0])
+    assert key_shapes(model) == key_shapes(source)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(X32), source(X32))
+
+
+def test_full_width_resnet50_teacher_name_resolves(tmp_path):
+    path = save({'model': models.build_model('ResNet50_full').state_dict()}, tmp_path, 'ResNet50_vanilla')
+    model, _ = models.load_model(path)
+    assert model.linear.in_features == 2048
