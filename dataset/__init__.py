@@ -21,11 +21,12 @@ from helper.errors import UsageError
 DATASETS = ('cifar100', 'cifar10', 'tiny_imagenet', 'imagenet', 'digits')
 DEVICE_DATASETS = ('cifar100', 'cifar10', 'digits')  # small enough for --data_on_device
 _LOADERS = {
-    'cifar100': lambda root: cifar.load('cifar100', root),
-    'cifar10': lambda root: cifar.load('cifar10', root),
-    'tiny_imagenet': tiny_imagenet.load,
-    'imagenet': imagenet.load,
-    'digits': digits.load,
+    'cifar100': lambda root, opt: cifar.load('cifar100', root),
+    'cifar10': lambda root, opt: cifar.load('cifar10', root),
+    'tiny_imagenet': lambda root, opt: tiny_imagenet.load(
+        root, getattr(opt, 'tiny_imagenet_transform', None) or 'emkd'),
+    'imagenet': lambda root, opt: imagenet.load(root, getattr(opt, 'imagenet_transform', None) or 'standard'),
+    'digits': lambda root, opt: digits.load(root),
 }
 
 
@@ -81,7 +82,7 @@ def get_loaders(opt, device):
     if on_device and name not in DEVICE_DATASETS:
         raise UsageError(f"--data_on_device supports {', '.join(DEVICE_DATASETS)}, not {name}")
     device = torch.device(device)
-    source = _LOADERS[name](getattr(opt, 'data_folder', './data'))
+    source = _LOADERS[name](getattr(opt, 'data_folder', './data'), opt)
     rank, world_size = _distributed()
     seed = getattr(opt, 'seed', None)
     if seed is None:  # DDP ranks must agree on the shuffle: DistributedSampler's default, 0

@@ -2,8 +2,12 @@
 
 Layout: wnids.txt, train/<wnid>/images/*.JPEG, val/images/*.JPEG and val/val_annotations.txt
 (file name, wnid, box). Classes are numbered in sorted wnid order, as ImageFolder on train/ would.
-Augmentation: CIFAR's recipe scaled to 64 px (random crop with 8 px zero padding, horizontal
-flip) and ImageNet's normalization, the usual choice for this set.
+Transforms (--tiny_imagenet_transform):
+- `emkd` (default, CRD-EMKD's dataset/tinyimagenet.py): with probability 0.8 one RandomApply of
+  flip, RandomRotation(10) and RandomResizedCrop(64), else the image as it is; mean/std 0.5.
+- `crop`: CIFAR's recipe scaled to 64 px (random crop with 8 px zero padding, flip) and
+  ImageNet's mean/std.
+Test images are only normalised.
 """
 import os
 
@@ -15,6 +19,8 @@ from dataset.common import DataSource
 from helper.errors import UsageError
 
 FOLDER = 'tiny-imagenet-200'
+TRANSFORMS = ('emkd', 'crop')
+EMKD_MEAN = EMKD_STD = (0.5, 0.5, 0.5)
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 IMAGE_SUFFIXES = ('.jpeg', '.jpg', '.png')
 
@@ -66,14 +72,21 @@ def find_samples(root):
     return train, val, len(wnids)
 
 
-def load(root):
+def train_transform(name):
+    """(train augmentation before ToTensor, mean, std) of a --tiny_imagenet_transform."""
+    if name == 'emkd':
+        return transforms.RandomApply([transforms.RandomHorizontalFlip(), transforms.RandomRotation(10),
+                                       transforms.RandomResizedCrop(64)], p=0.8), EMKD_MEAN, EMKD_STD
+    if name == 'crop':
+        return transforms.Compose([transforms.RandomCrop(64, padding=8),
+                                   transforms.RandomHorizontalFlip()]), MEAN, STD
+    raise UsageError(f"unknown --tiny_imagenet_transform {name!r}; choose {', '.join(TRANSFORMS)}")
+
+
+def load(root, transform='emkd'):
+    augment, mean, std = train_transform(transform)
     train, val, num_classes = find_samples(root)
-    normalize = transforms.Normalize(MEAN, STD)
-    train_set = ImageList(train, transforms.Compose([
-        transforms.RandomCrop(64, padding=8),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        normalize,
-    ]))
+    normalize = transforms.Normalize(mean, std)
+    train_set = ImageList(train, transforms.Compose([augment, transforms.ToTensor(), normalize]))
     test_set = ImageList(val, transforms.Compose([transforms.ToTensor(), normalize]))
-    return DataSource(train_set, test_set, train_set.targets, num_classes, 64, MEAN, STD)
+    return DataSource(train_set, test_set, train_set.targets, num_classes, 64, mean, std)

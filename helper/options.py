@@ -32,6 +32,12 @@ def _add_common(p):
     g.add_argument('--epochs', type=int, default=240)
     g.add_argument('--dataset', default='cifar100', help='cifar100, cifar10, tiny_imagenet, imagenet, digits')
     g.add_argument('--data_folder', default='./data')
+    g.add_argument('--tiny_imagenet_transform', default='emkd', choices=['emkd', 'crop'],
+                   help='emkd: CRD-EMKD\'s (flip, rotation, resized crop with p=0.8; mean/std 0.5); '
+                        'crop: random crop with 8 px padding, flip, ImageNet mean/std')
+    g.add_argument('--imagenet_transform', default='standard', choices=['standard', 'emkd'],
+                   help='standard: torchvision\'s 224 px; emkd: CRD-EMKD\'s (train RandomCrop(64, pad 4), '
+                        'test Resize(256)+CenterCrop(128))')
     g = p.add_argument_group('optimizer')
     g.add_argument('--learning_rate', type=float, default=None,
                    help='default 0.05; 0.01 for MobileNetV2/ShuffleV1/ShuffleV2 (published)')
@@ -222,7 +228,8 @@ RESULT_OPTIONS = ('model', 'model_s', 'model_t', 'block_depth', 'distill', 'mc',
                   'alpha', 'beta', 'kd_T', 'feat_dim', 'mode', 'nce_k', 'nce_t', 'nce_m', 'hint_layer',
                   'dataset', 'batch_size', 'epochs', 'init_epochs', 'learning_rate', 'lr_decay_epochs',
                   'lr_decay_rate', 'weight_decay', 'momentum', 'amp', 'seed',
-                  'B1_weight', 'B2_weight', 'B3_weight', 'B4_weight', 'imagenet_transform')
+                  'B1_weight', 'B2_weight', 'B3_weight', 'B4_weight', 'imagenet_transform',
+                  'tiny_imagenet_transform')
 
 
 def differing_option(saved, mine, ignore=()):

@@ -20,7 +20,8 @@ from dataset.contrast import ContrastSampler
 from helper.errors import UsageError
 
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
-CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+# CRD-EMKD's dataset/cifar10.py normalises CIFAR-10 with the CIFAR-100 mean and std
+CIFAR10_MEAN, CIFAR10_STD = CIFAR100_MEAN, CIFAR100_STD
 
 
 def options(**kw):
@@ -119,7 +120,7 @@ def test_cifar100_test_set_is_not_augmented(cifar100_root):
         assert torch.allclose(source.test[0][0], expected, atol=1e-6)
 
 
-def test_cifar10_layout_and_own_normalization(tmp_path):
+def test_cifar10_layout_and_published_normalization(tmp_path):
     rng = np.random.default_rng(2)
     train, test = rng.integers(0, 10, 50), rng.integers(0, 10, 20)
     write_cifar10(str(tmp_path), train, test)
@@ -332,8 +333,7 @@ def test_tiny_imagenet_layout(tmp_path):
     opt = options(dataset='tiny_imagenet', data_folder=str(tmp_path), batch_size=4,
                   distill='crd', nce_k=5)
     train, test, info = dataset.get_loaders(opt, 'cpu')
-    assert info == dict(n_data=9, num_classes=3, image_size=64,
-                        mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    assert info == dict(n_data=9, num_classes=3, image_size=64, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     targets = []
     for b in all_batches(train):
         assert b['input'].shape[1:] == (3, 64, 64)
@@ -441,3 +441,53 @@ def test_workers_draw_different_negatives(cifar100_root):
     # Workers sharing one random stream would give row r nearly the same negatives in both.
     same = (first['contrast_idx'][:, 1:] == second['contrast_idx'][:, 1:]).float().mean()
     assert same < 0.2
+
+
+def _steps(compose):
+    return list(compose.transforms)
+
+
+def test_tiny_imagenet_transforms_are_crd_emkds():
+    from torchvision import transforms as T
+    from dataset import tiny_imagenet
+    augment, mean, std = tiny_imagenet.train_transform('emkd')
+    assert isinstance(augment, T.RandomApply) and augment.p == 0.8
+    flip, rotation, crop = augment.transforms
+    assert isinstance(flip, T.RandomHorizontalFlip) and flip.p == 0.5
+    assert isinstance(rotation, T.RandomRotation) and list(rotation.degrees) == [-10, 10]
+    assert isinstance(crop, T.RandomResizedCrop) and list(crop.size) == [64, 64]
+    assert crop.scale == (0.08, 1.0)  # torchvision's default, as published
+    assert mean == std == (0.5, 0.5, 0.5)
+    augment, mean, std = tiny_imagenet.train_transform('crop')
+    crop, flip = _steps(augment)
+    assert list(crop.size) == [64, 64] and crop.padding == 8 and isinstance(flip, T.RandomHorizontalFlip)
+    assert mean == (0.485, 0.456, 0.406) and std == (0.229, 0.224, 0.225)
+
+
+def test_imagenet_transforms():
+    from torchvision import transforms as T
+    from dataset import imagenet
+    train, test, size = imagenet.pipelines('emkd')
+    assert size == 64
+    assert isinstance(train[0], T.RandomCrop) and list(train[0].size) == [64, 64] and train[0].padding == 4
+    assert isinstance(train[1], T.RandomHorizontalFlip)
+    assert isinstance(test[0], T.Resize) and test[0].size == 256
+    assert isinstance(test[1], T.CenterCrop) and list(test[1].size) == [128, 128]
+    train, test, size = imagenet.pipelines('standard')
+    assert size == 224 and isinstance(train[0], T.RandomResizedCrop) and list(train[0].size) == [224, 224]
+    assert test[0].size == 256 and list(test[1].size) == [224, 224]
+
+
+def test_imagenet_emkd_sizes_on_disk(tmp_path):
+    for split, n in (('train', 2), ('val', 1)):
+        for c, name in enumerate(['goldfish', 'tench']):
+            for i in range(n):
+                write_jpeg(str(tmp_path / 'imagenet' / split / name / f'{i}.JPEG'), 300, COLOURS[c])
+    train, test, info = dataset.get_loaders(
+        options(dataset='imagenet', data_folder=str(tmp_path), batch_size=4, imagenet_transform='emkd'), 'cpu')
+    assert info['image_size'] == 64
+    (b,) = all_batches(train)
+    assert b['input'].shape == (4, 3, 64, 64)
+    (b,) = all_batches(test)
+    assert b['input'].shape == (2, 3, 128, 128)
+    assert torch.equal(colour_class(b, info['mean'], info['std']), b['target'])
