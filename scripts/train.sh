@@ -1,43 +1,98 @@
 #!/usr/bin/env bash
-# The published CIFAR-100 recipes. Fetch the teachers first:
-#   bash scripts/fetch_pretrained_teachers.sh
-# Then run the lines you need (one GPU each), e.g.  bash scripts/train.sh crd
-# Methods take their published weights; MC adds --mc 1 --mc_weight 0.001 to any of them.
+# CRD-EMKD's CIFAR-100 recipes (its scripts/train.sh, line for line), one per name:
+#   bash scripts/train.sh attention_mc      one recipe
+#   bash scripts/train.sh all               every published line, in the published order
+#   bash scripts/train.sh list              the names
+# Fetch the teachers first: bash scripts/fetch_pretrained_teachers.sh
+# Each published method runs alone on resnet20 (NAME) and with MC on myresnet20 3,7,2 (NAME_mc),
+# at the published -a/-b and per-method --mc_weight; -r is 1, the published default.
+# A new recipe is one more case below (and its name in RECIPES if `all` should run it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T=./checkpoints/cifar100/resnet110_vanilla/ckpt_epoch_240.pth
-S=resnet20
 
-run() { echo "+ python $*"; python "$@"; }
+run() { echo "+ python $*"; "${PYTHON:-python}" "$@"; }
 
-case "${1:-all}" in
-teacher)  # train a teacher yourself instead of fetching it
-    run train_teacher.py --model resnet110 --trial 0 ;;
-kd)       run train_student.py --model_t resnet110 --path_t $T --distill kd --model_s $S -r 0.1 -a 0.9 -b 0 --trial 1 ;;
-hint)     run train_student.py --model_t resnet110 --path_t $T --distill hint --model_s $S -a 0 -b 100 --trial 1 ;;
-attention) run train_student.py --model_t resnet110 --path_t $T --distill attention --model_s $S -a 0 -b 1000 --trial 1 ;;
-similarity) run train_student.py --model_t resnet110 --path_t $T --distill similarity --model_s $S -a 0 -b 3000 --trial 1 ;;
-correlation) run train_student.py --model_t resnet110 --path_t $T --distill correlation --model_s $S -a 0 -b 0.02 --trial 1 ;;
-vid)      run train_student.py --model_t resnet110 --path_t $T --distill vid --model_s $S -a 0 -b 1 --trial 1 ;;
-rkd)      run train_student.py --model_t resnet110 --path_t $T --distill rkd --model_s $S -a 0 -b 1 --trial 1 ;;
-pkt)      run train_student.py --model_t resnet110 --path_t $T --distill pkt --model_s $S -a 0 -b 30000 --trial 1 ;;
-abound)   run train_student.py --model_t resnet110 --path_t $T --distill abound --model_s $S -a 0 -b 1 --trial 1 ;;
-factor)   run train_student.py --model_t resnet110 --path_t $T --distill factor --model_s $S -a 0 -b 200 --trial 1 ;;
-fsp)      run train_student.py --model_t resnet110 --path_t $T --distill fsp --model_s $S -a 0 -b 50 --trial 1 ;;
-nst)      run train_student.py --model_t resnet110 --path_t $T --distill nst --model_s $S -a 0 -b 50 --trial 1 ;;
-kdsvd)    run train_student.py --model_t resnet110 --path_t $T --distill kdsvd --model_s $S --trial 1 ;;
-crd)      # the seed README's example
-    run train_student.py --model_t resnet110 --path_t $T --distill crd --model_s $S -a 0 -b 0.8 --trial 1 ;;
-crd_kd)   run train_student.py --model_t resnet110 --path_t $T --distill crd --model_s $S -a 1 -b 0.8 --trial 1 ;;
-crd_mc)   # CRD + milestone checking on the BCS composition 3,7,2 (seed README)
+PUBLISHED="kd kd_mc hint hint_mc attention attention_mc similarity similarity_mc correlation correlation_mc
+  vid vid_mc rkd rkd_mc pkt pkt_mc abound abound_mc factor factor_mc fsp fsp_mc nst nst_mc crd crd_mc"
+EXTRA="kd_repdistiller crd_kd kdsvd teacher"
+
+case "${1:-}" in
+# ---- CRD-EMKD's scripts/train.sh ----
+kd)
+    # Published as is: --distill kd with -a 0 -b 0.8 has no KD term (-a 0) and KD has no method
+    # loss, so it trains cross-entropy alone. RepDistiller's KD recipe is kd_repdistiller.
+    run train_student.py --model_t resnet110 --path_t $T --distill kd --model_s resnet20 -a 0 -b 0.8 --trial 1 ;;
+kd_mc)
+    # Published as is: no KD term (-a 0); cross-entropy plus 0.8 x 0.001 x MC.
+    run train_student.py --model_t resnet110 --path_t $T --distill kd --mc 1 --mc_weight 0.001 --model_s myresnet20 --block_depth 3,7,2 -a 0 -b 0.8 --trial 1 ;;
+hint)
+    run train_student.py --model_t resnet110 --path_t $T --distill hint --model_s resnet20 -a 0 -b 100 --trial 1 ;;
+hint_mc)
+    run train_student.py --model_t resnet110 --path_t $T --distill hint --mc 1 --mc_weight 0.001 --model_s myresnet20 --block_depth 3,7,2 -a 0 -b 100 --trial 1 ;;
+attention)
+    run train_student.py --model_t resnet110 --path_t $T --distill attention --model_s resnet20 -a 0 -b 1000 --trial 1 ;;
+attention_mc)
+    run train_student.py --model_t resnet110 --path_t $T --distill attention --mc 1 --mc_weight 0.0001 --model_s myresnet20 --block_depth 3,7,2 -a 0 -b 1000 --trial 1 ;;
+similarity)
+    run train_student.py --model_t resnet110 --path_t $T --distill similarity --model_s resnet20 -a 0 -b 3000 --trial 1 ;;
+similarity_mc)
+    run train_student.py --model_t resnet110 --path_t $T --distill similarity --mc 1 --mc_weight 0.00001 --model_s myresnet20 --block_depth 3,7,2 -a 0 -b 3000 --trial 1 ;;
+correlation)
+    run train_student.py --model_t resnet110 --path_t $T --distill correlation --model_s resnet20 -a 0 -b 0.02 --trial 1 ;;
+correlation_mc)
+    run train_student.py --model_t resnet110 --path_t $T --distill correlation --mc 1 --mc_weight 0.001 --model_s myresnet20 --block_depth 3,7,2 -a 0 -b 0.02 --trial 1 ;;
+vid)
+    run train_student.py --model_t resnet110 --path_t $T --distill vid --model_s resnet20 -a 0 -b 1 --trial 1 ;;
+vid_mc)
+    run train_student.py --model_t resnet110 --path_t $T --distill vid --mc 1 --mc_weight 0.001 --model_s myresnet20 --block_depth 3,7,2 -a 0 -b 1 --trial 1 ;;
+rkd)
+    run train_student.py --model_t resnet110 --path_t $T --distill rkd --model_s resnet20 -a 0 -b 1 --trial 1 ;;
+rkd_mc)
+    run train_student.py --model_t resnet110 --path_t $T --distill rkd --mc 1 --mc_weight 0.001 --model_s myresnet20 --block_depth 3,7,2 -a 0 -b 1 --trial 1 ;;
+pkt)
+    run train_student.py --model_t resnet110 --path_t $T --distill pkt --model_s resnet20 -a 0 -b 30000 --trial 1 ;;
+pkt_mc)
+    run train_student.py --model_t resnet110 --path_t $T --distill pkt --mc 1 --mc_weight 0.000001 --model_s myresnet20 --block_depth 3,7,2 -a 0 -b 30000 --trial 1 ;;
+abound)
+    run train_student.py --model_t resnet110 --path_t $T --distill abound --model_s resnet20 -a 0 -b 1 --trial 1 ;;
+abound_mc)
+    run train_student.py --model_t resnet110 --path_t $T --distill abound --mc 1 --mc_weight 0.001 --model_s myresnet20 --block_depth 3,7,2 -a 0 -b 1 --trial 1 ;;
+factor)
+    run train_student.py --model_t resnet110 --path_t $T --distill factor --model_s resnet20 -a 0 -b 200 --trial 1 ;;
+factor_mc)
+    run train_student.py --model_t resnet110 --path_t $T --distill factor --mc 1 --mc_weight 0.001 --model_s myresnet20 --block_depth 3,7,2 -a 0 -b 200 --trial 1 ;;
+fsp)
+    run train_student.py --model_t resnet110 --path_t $T --distill fsp --model_s resnet20 -a 0 -b 50 --trial 1 ;;
+fsp_mc)
+    run train_student.py --model_t resnet110 --path_t $T --distill fsp --mc 1 --mc_weight 0.001 --model_s myresnet20 --block_depth 3,7,2 -a 0 -b 50 --trial 1 ;;
+nst)
+    run train_student.py --model_t resnet110 --path_t $T --distill nst --model_s resnet20 -a 0 -b 50 --trial 1 ;;
+nst_mc)
+    run train_student.py --model_t resnet110 --path_t $T --distill nst --mc 1 --mc_weight 0.001 --model_s myresnet20 --block_depth 3,7,2 -a 0 -b 50 --trial 1 ;;
+crd)
+    run train_student.py --model_t resnet110 --path_t $T --distill crd --model_s resnet20 -a 0 -b 0.8 --trial 1 ;;
+crd_mc)
     run train_student.py --model_t resnet110 --path_t $T --distill crd --mc 1 --mc_weight 0.001 --model_s myresnet20 --block_depth 3,7,2 -a 0 -b 0.8 --trial 1 ;;
-mc_all)   # every method with MC on the myresnet20 3,7,2 student
-    for m in kd hint attention similarity correlation vid rkd pkt abound factor fsp nst kdsvd crd; do
-        run train_student.py --model_t resnet110 --path_t $T --distill $m --mc 1 --mc_weight 0.001 --model_s myresnet20 --block_depth 3,7,2 --trial 1
-    done ;;
+# ---- not in CRD-EMKD's script ----
+kd_repdistiller)
+    # RepDistiller's KD: 0.1 x CE + 0.9 x KD at T = 4
+    run train_student.py --model_t resnet110 --path_t $T --distill kd --model_s resnet20 -r 0.1 -a 0.9 -b 0 --trial 1 ;;
+crd_kd)
+    # RepDistiller's CRD+KD
+    run train_student.py --model_t resnet110 --path_t $T --distill crd --model_s resnet20 -a 1 -b 0.8 --trial 1 ;;
+kdsvd)
+    # no published weights: -r 1 -a 0 -b 1
+    run train_student.py --model_t resnet110 --path_t $T --distill kdsvd --model_s resnet20 --trial 1 ;;
+teacher)
+    # train the teacher yourself instead of fetching it
+    run train_teacher.py --model resnet110 --trial 0 ;;
+# ---- groups ----
 all)
-    for m in kd hint attention similarity correlation vid rkd pkt abound factor fsp nst kdsvd crd crd_kd crd_mc; do
-        bash "$0" $m
-    done ;;
-*) echo "usage: bash scripts/train.sh [teacher|kd|hint|...|crd|crd_kd|crd_mc|mc_all|all]" >&2; exit 2 ;;
+    for name in $PUBLISHED; do bash "$0" "$name"; done ;;
+list)
+    echo "published: $(echo $PUBLISHED)"; echo "other: $EXTRA" ;;
+*)
+    echo "usage: bash scripts/train.sh NAME|all|list; NAME is one of: $(echo $PUBLISHED) $EXTRA" >&2
+    exit 2 ;;
 esac

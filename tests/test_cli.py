@@ -22,7 +22,7 @@ SOURCES = {
     'scripts/train.sh': os.path.join(ROOT, 'scripts', 'train.sh'),
     'scripts/search.sh': os.path.join(ROOT, 'scripts', 'search.sh'),
 }
-MIN_COMMANDS = {'seed README': 3, 'README.md': 3, 'scripts/train.sh': 30, 'scripts/search.sh': 4}
+MIN_COMMANDS = {'seed README': 3, 'README.md': 3, 'scripts/train.sh': 30, 'scripts/search.sh': 3}
 COMMAND = re.compile(r'(?:^|[\s`(])(?:python3?|torchrun|run)\b[^`\n;|]*?\b(train_teacher|train_student|search)\.py'
                      r'([^`\n;|]*)')
 ASSIGNMENT = re.compile(r'^\s*([A-Za-z_]\w*)=(\S+)\s*$', re.M)
