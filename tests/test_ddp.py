@@ -1,4 +1,4 @@
-"""Multi-process training (issue 9) on the CPU with gloo.
+"""Multi-process training on the CPU with gloo.
 
 Two processes, each fed half of a fixed 64-sample batch, must take the same steps as one process
 fed the whole batch (BatchNorm in eval mode, so batch statistics do not depend on the split);

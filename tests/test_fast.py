@@ -1,4 +1,4 @@
-"""The fast path (issue 8): --amp, --channels_last, --compile and --fast on the CPU, and that
+"""The fast path: --amp, --channels_last, --compile and --fast on the CPU, and that
 --fast does not move accuracy on the real digits set."""
 import pytest
 

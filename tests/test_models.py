@@ -20,7 +20,7 @@ ZOO_NAME = {name: name + '_full' if name in EMKD else name for name in REFERENCE
 GOLDEN = torch.load(os.path.join(FIXTURES, 'golden_models.pt'), weights_only=False)
 X32 = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
-# from the issue: the per-stage base depth each name fixes
+# the per-stage base depth each name fixes (CRD-EMKD's block_weight table, per stage)
 BASE_DEPTHS = {
     'resnet8': [1] * 3, 'resnet14': [2] * 3, 'resnet20': [3] * 3, 'resnet32': [5] * 3,
     'resnet44': [7] * 3, 'resnet56': [9] * 3, 'resnet110': [18] * 3, 'resnet8x4': [1] * 3,

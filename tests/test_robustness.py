@@ -1,4 +1,4 @@
-"""Runs survive kills, preemption, NaNs and bad input (issue 7).
+"""Runs survive kills, preemption, NaNs and bad input.
 
 Bad input: exit code 2, exactly one 'error:' line on stderr, no traceback, nothing written.
 Most cases run in-process through helper.run.main (the scripts' entry); one runs as a real script.

@@ -1,4 +1,4 @@
-"""train_teacher.py and train_student.py end to end on a tiny CIFAR-100-layout set (issue 5).
+"""train_teacher.py and train_student.py end to end on a tiny CIFAR-100-layout set.
 
 Every run is a real run through helper.run.run on the CPU: 1 epoch of 100 images, resnet8 models.
 """
