@@ -93,7 +93,8 @@ def add_student_args(p):
     g.add_argument('--kd_T', type=float, default=4, help='temperature of KD and MC')
     for i in range(1, 5):
         g.add_argument(f'--B{i}_weight', type=float, default=1.0,
-                       help=f'MC weight of stage {i} for a fixed-depth student (my* students: from --block_depth)')
+                       help=f'MC weight of stage {i} of a fixed-depth student, default 1 '
+                            '(my* students: from --block_depth)')
     g.add_argument('--feat_dim', type=int, default=128, help='CRD/CC embedding size')
     g.add_argument('--mode', default='exact', choices=['exact', 'relax'], help='CRD positive')
     g.add_argument('--nce_k', type=int, default=16384, help='CRD negatives')
