@@ -385,3 +385,16 @@ def test_full_width_resnet50_teacher_name_resolves(tmp_path):
     path = save({'model': models.build_model('ResNet50_full').state_dict()}, tmp_path, 'ResNet50_vanilla')
     model, _ = models.load_model(path)
     assert model.linear.in_features == 2048
+
+
+@pytest.mark.parametrize('entry', ['ResNet18', 'ResNet50', 'myResNet18[2,2,6,1]', 'myresnet20[3,7,2]'])
+def test_crd_emkd_checkpoint_loads(entry, tmp_path):
+    """A checkpoint with exactly CRD-EMKD's keys and shapes (built from the reference, not from our
+    models) loads strictly."""
+    name, depth = _emkd_name(entry)
+    weights = {k: torch.tensor(7) if k.endswith('num_batches_tracked') else torch.full(shape, 0.5)
+               for k, shape in EMKD[entry]['state_dict']}
+    path = save({'epoch': 240, 'model': weights, 'accuracy': 70.0}, tmp_path, f'{name}_vanilla')
+    model, meta = models.load_model(path, block_depth=depth)
+    assert meta['epoch'] == 240
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
