@@ -114,6 +114,8 @@ class JpegDeviceLoader:
 
     def __init__(self, loader, device, train, mean, std, seed=0, rank=0):
         self.loader, self.device, self.train = loader, torch.device(device), train
+        # nvjpeg on CUDA; elsewhere (CPU, MPS) libjpeg-turbo on the host
+        self.decode_device = self.device if self.device.type == 'cuda' else torch.device('cpu')
         shape = (1, -1, 1, 1)
         self.mean = torch.tensor(mean, device=self.device).view(shape) * 255
         self.std = torch.tensor(std, device=self.device).view(shape) * 255
@@ -136,16 +138,16 @@ class JpegDeviceLoader:
     def decode(self, data):
         """Encoded files -> list of uint8 (3, H, W) on the device; one batched decode call."""
         try:
-            images = decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device)
+            images = decode_jpeg(data, mode=ImageReadMode.RGB, device=self.decode_device)
         except RuntimeError:  # a CMYK or non-JPEG file somewhere in the batch
             images = [self._decode_one(d) for d in data]
-        return [im if im.shape[0] == 3 else im.expand(3, -1, -1) for im in images]
+        return [(im if im.shape[0] == 3 else im.expand(3, -1, -1)).to(self.device) for im in images]
 
     def _decode_one(self, data):
         try:
-            return decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device)
+            return decode_jpeg(data, mode=ImageReadMode.RGB, device=self.decode_device)
         except RuntimeError:
-            return decode_image(data, mode=ImageReadMode.RGB).to(self.device)
+            return decode_image(data, mode=ImageReadMode.RGB)
 
     def transform(self, images):
         if not self.train:

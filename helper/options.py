@@ -48,7 +48,7 @@ def _add_common(p):
     g.add_argument('--test', type=int, default=0, choices=[0, 1], help='1: only evaluate the saved model')
     g.add_argument('--dry_run', action='store_true', help='check the options and exit')
     g = p.add_argument_group('speed (see README: Fast path)')
-    g.add_argument('--data_on_device', action='store_true', help='keep the train set on the device, augment there')
+    g.add_argument('--data_on_device', action='store_true', help='keep the train set on the device, augment there (ImageNet: decode the JPEGs there)')
     g.add_argument('--amp', action='store_true', help='bf16 autocast where supported, else fp16 + GradScaler')
     g.add_argument('--channels_last', action='store_true')
     g.add_argument('--compile', action='store_true', help='torch.compile student and teacher')

@@ -3,6 +3,7 @@ zoo and strict loading of torchvision's weights, torchvision teachers as --path_
 and the device-decode loaders, every method and MC on the ImageNet networks, BCS on a
 variable-depth ImageNet ResNet."""
 import argparse
+import json
 import io
 import math
 import os
@@ -344,8 +345,6 @@ def test_bcs_moves_blocks_between_imagenet_stages():
 def test_crd_mc_student_and_a_bcs_phase_on_generated_imagenet(folder, tmp_path):
     """train_student with a torchvision-format teacher, the device-decode path, CRD + MC on a
     variable-depth student; then search.py through a phase that moves a block."""
-    import json
-
     import search
     from helper.run import run
     torch.manual_seed(0)
@@ -367,3 +366,16 @@ def test_crd_mc_student_and_a_bcs_phase_on_generated_imagenet(folder, tmp_path):
     assert found['exchange_rates'] == [4, 4, 4]
     assert [c['block_depth'] for c in found['candidates']] == [[1, 1, 1, 2], [1, 1, 5, 1]]
     assert found['status'] == 'finished'
+
+
+def test_loader_benchmark_runs_on_generated_jpegs(tmp_path):
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                    'scripts'))
+    import bench_imagenet_loader
+    out = tmp_path / 'bench.json'
+    result = bench_imagenet_loader.main(['--images', '12', '--batch_size', '4', '--workers', '0',
+                                         '--epochs', '1', '--device', 'cpu', '--json', str(out)])
+    assert result['published'] > 0 and result['fast'] > 0
+    assert result['speedup'] == pytest.approx(result['fast'] / result['published'])
+    assert json.loads(out.read_text())['device'] == 'cpu'
