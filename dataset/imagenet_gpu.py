@@ -10,18 +10,15 @@ stream. Files that are not baseline JPEGs (ImageNet has a few CMYK JPEGs and one
 one by one on the CPU.
 """
 import math
-import os
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision import datasets
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
 from dataset import imagenet
-from dataset.common import CollateBatch, DataSource
+from dataset.common import CollateBatch
 from dataset.device_loader import derive_seed
-from helper.errors import UsageError
 
 TRAIN_SIZE, RESIZE = 224, 256
 SCALE, RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
@@ -33,23 +30,12 @@ def read_bytes(path):
 
 
 def load(root):
-    """The ImageNet folders as (bytes, target) datasets, class-sorted like dataset.imagenet."""
-    base = os.path.join(root, imagenet.FOLDER)
-    train_dir, val_dir = os.path.join(base, 'train'), os.path.join(base, 'val')
-    if not (os.path.isdir(train_dir) and os.path.isdir(val_dir)):
-        raise UsageError(f'imagenet not found: put train/ and val/ (one folder of images per '
-                         f'class, as torchvision ImageFolder reads) in {base}')
-    try:
-        train = datasets.ImageFolder(train_dir, loader=read_bytes)
-        val = datasets.ImageFolder(val_dir, loader=read_bytes)
-    except FileNotFoundError as err:
-        raise UsageError(f"imagenet: {' '.join(str(err).split())}") from err
-    if val.classes != train.classes:
-        extra = sorted(set(val.classes) ^ set(train.classes))[:3]
-        raise UsageError(f'imagenet: train/ and val/ must hold the same class folders '
-                         f"(differ in {', '.join(extra)})")
-    return DataSource(train, val, train.targets, len(train.classes), TRAIN_SIZE,
-                      imagenet.MEAN, imagenet.STD)
+    """dataset.imagenet's folders (same checks, same class-sorted order), yielding the encoded
+    files instead of transformed images."""
+    source = imagenet.load(root)
+    for folder in (source.train, source.test):
+        folder.loader, folder.transform = read_bytes, None
+    return source
 
 
 class CollateBytes(CollateBatch):

@@ -7,7 +7,7 @@ Features follow mdistiller's ImageNet ResNet: the stem before the max-pool, then
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .resnet import Stage, init_conv_weights
+from .resnet import BasicBlock, Stage, init_conv_weights  # CIFAR's block has torchvision's names
 
 
 def _downsample(in_planes, out_planes, stride):
@@ -15,27 +15,6 @@ def _downsample(in_planes, out_planes, stride):
         return None
     return nn.Sequential(nn.Conv2d(in_planes, out_planes, 1, stride, bias=False),
                          nn.BatchNorm2d(out_planes))
-
-
-class BasicBlock(nn.Module):
-    expansion = 1
-
-    def __init__(self, in_planes, planes, stride=1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.downsample = _downsample(in_planes, planes, stride)
-
-    def last_bn(self):
-        return self.bn2
-
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        shortcut = x if self.downsample is None else self.downsample(x)
-        pre = self.bn2(self.conv2(out)) + shortcut
-        return F.relu(pre), pre
 
 
 class Bottleneck(nn.Module):
@@ -51,9 +30,6 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(planes * 4)
         self.downsample = _downsample(in_planes, planes * 4, stride)
-
-    def last_bn(self):
-        return self.bn3
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
@@ -74,7 +50,7 @@ class ImageNetResNet(nn.Module):
             layers = []
             for j in range(n):
                 layers.append(block(in_planes, planes, 2 if i > 0 and j == 0 else 1))
-                in_planes = planes * block.expansion
+                in_planes = planes * getattr(block, 'expansion', 1)
             setattr(self, f'layer{i + 1}', Stage(*layers))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_planes, num_classes)
@@ -87,7 +63,7 @@ class ImageNetResNet(nn.Module):
         return nn.ModuleList([self.conv1, self.bn1, self.maxpool, *self.stages()])
 
     def get_bn_before_relu(self):
-        return [stage[-1].last_bn() for stage in self.stages()]
+        return [getattr(stage[-1], 'bn3', stage[-1].bn2) for stage in self.stages()]
 
     def forward(self, x, is_feat=False, preact=False):
         stem_pre = self.bn1(self.conv1(x))
