@@ -379,3 +379,32 @@ def test_loader_benchmark_runs_on_generated_jpegs(tmp_path):
     assert result['published'] > 0 and result['fast'] > 0
     assert result['speedup'] == pytest.approx(result['fast'] / result['published'])
     assert json.loads(out.read_text())['device'] == 'cpu'
+
+
+def _ddp_loader_worker(rank, store, folder, out_dir):
+    import torch.distributed as tdist
+    torch.set_num_threads(1)
+    tdist.init_process_group('gloo', init_method=f'file://{store}', rank=rank, world_size=2)
+    try:
+        train, test, _ = dataset.get_loaders(
+            options(data_folder=folder, data_on_device=True, distill='crd', batch_size=2), 'cpu')
+        dataset.loader_set_epoch(train, 1)
+        first = batches(train)
+        torch.save({'train': torch.cat([b['index'] for b in first]),
+                    'inputs': torch.cat([b['input'] for b in first]),
+                    'test': torch.cat([b['index'] for b in batches(test)])},
+                   os.path.join(out_dir, f'rank{rank}.pt'))
+    finally:
+        tdist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_fast_path_shards_under_ddp(folder, tmp_path):
+    import torch.multiprocessing as mp
+    mp.start_processes(_ddp_loader_worker, args=(str(tmp_path / 'store'), folder, str(tmp_path)),
+                       nprocs=2, start_method='spawn')
+    a, b = (torch.load(tmp_path / f'rank{r}.pt') for r in range(2))
+    assert len(a['train']) == len(b['train']) == 5  # 9 images: padded to 10, as DistributedSampler
+    assert set(a['train'].tolist()) | set(b['train'].tolist()) == set(range(9))
+    assert sorted(a['test'].tolist() + b['test'].tolist()) == [0, 1, 2]  # no duplicates
+    assert not torch.equal(a['inputs'], b['inputs'])
