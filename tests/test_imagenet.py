@@ -408,3 +408,35 @@ def test_fast_path_shards_under_ddp(folder, tmp_path):
     assert set(a['train'].tolist()) | set(b['train'].tolist()) == set(range(9))
     assert sorted(a['test'].tolist() + b['test'].tolist()) == [0, 1, 2]  # no duplicates
     assert not torch.equal(a['inputs'], b['inputs'])
+
+
+# mdistiller's configs/imagenet/{r34_r18,r50_mv1}/{kd,crd}.yaml: total batch, lr, loss weights
+PUBLISHED_RECIPES = {
+    ('resnet34_imagenet', 'resnet18_imagenet', 'kd'): (512, 0.2, (0.5, 0.5, 0.0), 1.0),
+    ('resnet34_imagenet', 'resnet18_imagenet', 'crd'): (256, 0.1, (1.0, 0.0, 0.8), 4.0),
+    ('resnet50_imagenet', 'mobilenetv1_imagenet', 'kd'): (512, 0.2, (0.5, 0.5, 0.0), 1.0),
+    ('resnet50_imagenet', 'mobilenetv1_imagenet', 'crd'): (256, 0.1, (1.0, 0.0, 0.8), 4.0),
+}
+
+
+def test_train_sh_imagenet_recipes_are_the_published_settings_on_8_gpus():
+    from test_cli import commands_in
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, 'scripts', 'train.sh')) as f:
+        found = [argv for script, argv in commands_in(f.read())
+                 if script == 'train_student' and 'imagenet' in argv]
+    recipes = {}
+    for argv in found:
+        opt = finalize(student_parser().parse_args(argv), 'student')
+        recipes[(opt.model_t, opt.model_s, opt.distill)] = opt
+    assert set(recipes) == set(PUBLISHED_RECIPES)
+    for key, (batch, lr, weights, kd_T) in PUBLISHED_RECIPES.items():
+        opt = recipes[key]
+        assert opt.scale_lr and opt.batch_size * 8 == batch
+        assert opt.learning_rate * 8 == pytest.approx(lr)
+        assert (opt.gamma, opt.alpha, opt.beta) == weights and opt.kd_T == kd_T
+        assert (opt.epochs, opt.lr_decay_epochs, opt.lr_decay_rate) == (100, [30, 60, 90], 0.1)
+        assert (opt.weight_decay, opt.momentum) == (1e-4, 0.9)
+        assert opt.dataset == 'imagenet' and opt.data_on_device
+        if opt.distill == 'crd':
+            assert (opt.nce_k, opt.feat_dim, opt.nce_t, opt.nce_m) == (16384, 128, 0.07, 0.5)
