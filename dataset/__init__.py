@@ -20,6 +20,7 @@ from helper.errors import UsageError
 
 DATASETS = ('cifar100', 'cifar10', 'tiny_imagenet', 'imagenet', 'digits')
 DEVICE_DATASETS = ('cifar100', 'cifar10', 'digits')  # small enough for --data_on_device
+JPEG_DATASETS = ('imagenet',)  # --data_on_device: decoded and augmented on the device
 _LOADERS = {
     'cifar100': lambda root, opt: cifar.load('cifar100', root),
     'cifar10': lambda root, opt: cifar.load('cifar10', root),
@@ -79,10 +80,21 @@ def get_loaders(opt, device):
     if name not in DATASETS:
         raise UsageError(f"unknown --dataset {name!r}; choose one of {', '.join(DATASETS)}")
     on_device = bool(getattr(opt, 'data_on_device', False))
-    if on_device and name not in DEVICE_DATASETS:
-        raise UsageError(f"--data_on_device supports {', '.join(DEVICE_DATASETS)}, not {name}")
+    jpeg_on_device = on_device and name in JPEG_DATASETS
+    if on_device and not jpeg_on_device and name not in DEVICE_DATASETS:
+        raise UsageError(f"--data_on_device supports {', '.join(DEVICE_DATASETS + JPEG_DATASETS)}, "
+                         f"not {name}")
     device = torch.device(device)
-    source = _LOADERS[name](getattr(opt, 'data_folder', './data'), opt)
+    if jpeg_on_device:
+        if (getattr(opt, 'imagenet_transform', None) or 'standard') != 'standard':
+            raise UsageError('--data_on_device on imagenet decodes and augments with the standard '
+                             'pipeline only; drop --data_on_device or use --imagenet_transform standard')
+        from dataset import imagenet_gpu
+        source = imagenet_gpu.load(getattr(opt, 'data_folder', './data'))
+        collate = imagenet_gpu.CollateBytes
+    else:
+        source = _LOADERS[name](getattr(opt, 'data_folder', './data'), opt)
+        collate = CollateBatch
     rank, world_size = _distributed()
     seed = getattr(opt, 'seed', None)
     if seed is None:  # DDP ranks must agree on the shuffle: DistributedSampler's default, 0
@@ -99,7 +111,7 @@ def get_loaders(opt, device):
     info = dict(n_data=len(source.train), num_classes=source.num_classes,
                 image_size=source.image_size, mean=tuple(source.mean), std=tuple(source.std))
 
-    if on_device:
+    if on_device and not jpeg_on_device:
         arrays = source.device_arrays()
         common = dict(mean=source.mean, std=source.std, scale=arrays.scale, device=device,
                       seed=seed, rank=rank, world_size=world_size)
@@ -127,10 +139,14 @@ def get_loaders(opt, device):
                   persistent_workers=workers > 0)
     train_loader = DataLoader(train_set, batch_size, shuffle=train_sampler is None,
                               sampler=train_sampler, drop_last=drop_last,
-                              collate_fn=CollateBatch(contrast), generator=generator, **common)
+                              collate_fn=collate(contrast), generator=generator, **common)
     train_loader.epoch_seed = derive_seed(seed, rank, 4)
     test_loader = DataLoader(test_set, test_batch_size(batch_size), shuffle=False,
-                             sampler=test_sampler, collate_fn=CollateBatch(), **common)
+                             sampler=test_sampler, collate_fn=collate(), **common)
+    if jpeg_on_device:
+        common = dict(device=device, mean=source.mean, std=source.std, seed=seed, rank=rank)
+        train_loader = imagenet_gpu.JpegDeviceLoader(train_loader, train=True, **common)
+        test_loader = imagenet_gpu.JpegDeviceLoader(test_loader, train=False, **common)
     return train_loader, test_loader, info
 
 

@@ -67,12 +67,14 @@ class CollateBatch:
     """Stacks (image, target, index) samples into the batch dict; under CRD also draws the
     batch's contrast indices at once (in the worker, like the published per-sample draw)."""
 
+    stack = staticmethod(torch.stack)  # the ImageNet fast path keeps encoded files as a list
+
     def __init__(self, contrast=None):
         self.contrast = contrast
 
     def __call__(self, samples):
         images, targets, indices = zip(*samples)
-        batch = {'input': torch.stack(images),
+        batch = {'input': self.stack(images),
                  'target': torch.tensor(targets, dtype=torch.long),
                  'index': torch.tensor(indices, dtype=torch.long)}
         if self.contrast is not None:

@@ -24,9 +24,10 @@ class MilestoneChecking(nn.Module):
 
 
 def mc_stage_count(model_s):
-    """Stages checked, as published: 4 for the ResNet18-152 family (plain or my*), else 3."""
+    """Stages checked, as published: 4 for the ResNet18-152 family (plain or my*) and the
+    4-stage ImageNet networks (*_imagenet), else 3."""
     name = model_s[2:] if model_s.startswith('my') else model_s
-    return 4 if name.startswith('ResNet') else 3
+    return 4 if name.startswith('ResNet') or name.endswith('_imagenet') else 3
 
 
 def mc_weights(model_s, block_depth, n_stages, fixed=None):

@@ -54,7 +54,7 @@ def _add_common(p):
     g.add_argument('--test', type=int, default=0, choices=[0, 1], help='1: only evaluate the saved model')
     g.add_argument('--dry_run', action='store_true', help='check the options and exit')
     g = p.add_argument_group('speed (see README: Fast path)')
-    g.add_argument('--data_on_device', action='store_true', help='keep the train set on the device, augment there')
+    g.add_argument('--data_on_device', action='store_true', help='keep the train set on the device, augment there (ImageNet: decode the JPEGs there)')
     g.add_argument('--amp', action='store_true', help='bf16 autocast where supported, else fp16 + GradScaler')
     g.add_argument('--channels_last', action='store_true')
     g.add_argument('--compile', action='store_true', help='torch.compile student and teacher')
@@ -75,7 +75,8 @@ def add_student_args(p):
     g = p.add_argument_group('models')
     g.add_argument('--model_s', default='resnet8')
     g.add_argument('--model_t', default=None, help='default: read from --path_t\'s folder name')
-    g.add_argument('--path_t', default=None, help='teacher checkpoint')
+    g.add_argument('--path_t', default=None,
+                   help='teacher checkpoint, or torchvision:resnet18|34|50 (ImageNet)')
     g.add_argument('--block_depth', default=None, help='student blocks per stage for my* models, e.g. 3,7,2')
     g.add_argument('--trial', default='1', help='experiment id')
     g = p.add_argument_group('distillation')
@@ -163,10 +164,13 @@ def finalize(opt, kind):
 
 
 def _finalize_student(opt, models, METHODS):
+    from models import pretrained
     _check_name('distill', opt.distill, METHODS, '--distill')
     if opt.path_t is None:
         raise UsageError('--path_t is required: the teacher checkpoint, e.g. '
                          './save/models/resnet110_vanilla/ckpt_epoch_240.pth')
+    if opt.model_t is None and pretrained.is_torchvision(opt.path_t):
+        opt.model_t = pretrained.model_name(opt.path_t)
     if opt.model_t is None:
         opt.model_t = models.name_from_path(opt.path_t)
         if opt.model_t is None:

@@ -25,6 +25,7 @@ from helper.loops import (TERMS, DistillStep, EpochState, NonFiniteLoss, Preempt
 from helper.options import differing_option, finalize, options_dict, run_name
 from helper.progress import Progress
 from helper.util import learning_rate_at, pick_device, rng_state, set_learning_rate, set_rng_state, set_seed
+from models import pretrained
 
 LOG_COLUMNS = ('epoch', 'train_acc', 'train_loss', 'test_acc', 'test_loss', 'test_acc_top5', 'lr',
                'loss_ce', 'loss_kd', 'loss_method', 'loss_mc')
@@ -144,7 +145,19 @@ def _progress_factory(opt):
 
 
 def load_teacher(opt, num_classes):
-    teacher, meta = models.load_model(opt.path_t, opt.model_t, num_classes=num_classes)
+    path = opt.path_t
+    if pretrained.is_torchvision(path):  # the main process downloads, the others wait for it
+        problem = None
+        if dist.is_main():
+            try:
+                pretrained.resolve(path)
+            except UsageError as e:
+                problem = str(e)
+        problem = dist.broadcast_object(problem)
+        if problem:
+            raise UsageError(problem)
+        path = pretrained.resolve(path, download=False)
+    teacher, meta = models.load_model(path, opt.model_t, num_classes=num_classes)
     return teacher, meta
 
 

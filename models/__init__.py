@@ -3,14 +3,17 @@ import difflib
 
 from helper.errors import UsageError
 
-from . import resnet, resnetv2, wrn
+from . import resnet, resnet_imagenet, resnetv2, wrn
 from .ShuffleNetv1 import ShuffleV1
 from .ShuffleNetv2 import ShuffleV2
 from .densenet import densenet40, densenet100
+from .mobilenetv1 import mobilenetv1_imagenet
 from .mobilenetv2 import mobile_half
 from .resnet import (myresnet8, myresnet14, myresnet20, myresnet32, myresnet44, myresnet56,
                      myresnet110, myresnet8x4, myresnet32x4, resnet8, resnet14, resnet20,
                      resnet32, resnet44, resnet56, resnet110, resnet8x4, resnet32x4)
+from .resnet_imagenet import (myresnet18_imagenet, myresnet34_imagenet, myresnet50_imagenet,
+                              resnet18_imagenet, resnet34_imagenet, resnet50_imagenet)
 from .resnetv2 import (ResNet18, ResNet34, ResNet50, ResNet101, ResNet152, ResNet18_full,
                        ResNet34_full, ResNet50_full, ResNet101_full, ResNet152_full, myResNet18,
                        myResNet34, myResNet50, myResNet101, myResNet152)
@@ -34,6 +37,9 @@ FIXED_DEPTH = {
     'MobileNetV2': mobile_half, 'ShuffleV1': ShuffleV1, 'ShuffleV2': ShuffleV2,
     'densenet40': densenet40, 'densenet100': densenet100,
     'resnext29': resnext29, 'resnext101': resnext101,
+    # ImageNet networks (224x224 inputs, torchvision's stem); the names above are CIFAR's
+    'resnet18_imagenet': resnet18_imagenet, 'resnet34_imagenet': resnet34_imagenet,
+    'resnet50_imagenet': resnet50_imagenet, 'mobilenetv1_imagenet': mobilenetv1_imagenet,
 }
 # each my* name is its base name (without 'my') with `block_depth` blocks per stage
 VARIABLE_DEPTH = {
@@ -45,11 +51,14 @@ VARIABLE_DEPTH = {
     'myResNet18': myResNet18, 'myResNet34': myResNet34, 'myResNet50': myResNet50,
     'myResNet101': myResNet101, 'myResNet152': myResNet152,
     'myresnext29': myresnext29, 'myresnext101': myresnext101,
+    'myresnet18_imagenet': myresnet18_imagenet, 'myresnet34_imagenet': myresnet34_imagenet,
+    'myresnet50_imagenet': myresnet50_imagenet,
 }
+IMAGENET_MODELS = frozenset(n for n in (*FIXED_DEPTH, *VARIABLE_DEPTH) if n.endswith('_imagenet'))
 model_dict = {**FIXED_DEPTH, **VARIABLE_DEPTH}
 
 _BASE_DEPTH = {**resnet.BASE_DEPTH, **resnetv2.BASE_DEPTH, **wrn.BASE_DEPTH,
-               **RESNEXT_BASE_DEPTH}
+               **RESNEXT_BASE_DEPTH, **resnet_imagenet.BASE_DEPTH}
 
 
 def check_name(name):

@@ -95,8 +95,13 @@ def name_from_path(path):
     """RepDistiller's rule: the folder name split on '_' (resnet110_vanilla -> resnet110,
     wrn_40_2_vanilla -> wrn_40_2), less our block_depth suffix (myresnet20-3-7-2_cifar100_...);
     None when that is not a zoo name."""
+    from .pretrained import name_from_file  # torchvision's file names: resnet34-b627a593.pth
+    if name_from_file(path):
+        return name_from_file(path)
     parts = os.path.basename(os.path.dirname(os.path.abspath(path))).split('_')
     name = '_'.join(parts[:3]) if parts[0] in ('wrn', 'mywrn') else parts[0]
+    if len(parts) > 1 and parts[1].split('-')[0] == 'imagenet':  # resnet34_imagenet_imagenet_lr_...
+        name = '_'.join(parts[:2])
     name = re.sub(r'(-\d+)+$', '', name)
     return name if name in models.model_dict else None
 
