@@ -7,6 +7,7 @@ import os
 from torchvision import datasets, transforms
 
 from dataset.common import DataSource
+from dataset.datafiles import read_image
 from helper.errors import UsageError
 
 FOLDER = 'imagenet'
@@ -27,13 +28,13 @@ def load(root):
             transforms.RandomHorizontalFlip(),
             transforms.ToTensor(),
             normalize,
-        ]))
+        ]), loader=read_image)
         val = datasets.ImageFolder(val_dir, transforms.Compose([
             transforms.Resize(256),
             transforms.CenterCrop(224),
             transforms.ToTensor(),
             normalize,
-        ]))
+        ]), loader=read_image)
     except FileNotFoundError as err:  # no class folders, or a class folder without images
         raise UsageError(f"imagenet: {' '.join(str(err).split())}") from err
     if val.classes != train.classes:
