@@ -110,8 +110,35 @@ def remove_stale_temporaries(folder):
                 pass
 
 
+class _KeepsWriteErrors:
+    """A file whose failed write() is remembered: torch.save turns it into a RuntimeError."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data):
+        try:
+            return self.f.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self):
+        return self.f.flush()
+
+
+def _torch_save(state, f):
+    out = _KeepsWriteErrors(f)
+    try:
+        torch.save(state, out)
+    except RuntimeError:
+        if out.error is not None:
+            raise out.error from None
+        raise
+
+
 def save_checkpoint(state, path):
-    _atomic(path, lambda f: torch.save(state, f), delay=True)
+    _atomic(path, lambda f: _torch_save(state, f), delay=True)
 
 
 def previous_path(path):
@@ -127,7 +154,7 @@ def resumable_paths(path):
 
 def save_resumable(state, path):
     """Like save_checkpoint, but the checkpoint it replaces stays readable as previous_path(path)."""
-    _atomic(path, lambda f: torch.save(state, f), keep_previous=previous_path(path), delay=True)
+    _atomic(path, lambda f: _torch_save(state, f), keep_previous=previous_path(path), delay=True)
 
 
 def load_resumable(path, required=()):

@@ -433,10 +433,21 @@ def test_file_size_limit_mid_run_is_a_write_error_then_resume(tmp_path, data, ca
     assert log_epochs(run_dir) == [1, 2, 3]
 
 
+def wait_for_write(run_dir, proc):
+    """Until the next write of the resumable checkpoint is under way (its temporary file exists)."""
+    pattern = os.path.join(run_dir, '.resnet8_last*.tmp')
+    deadline = time.time() + 60
+    while glob.glob(pattern) and proc.poll() is None:  # the write already under way
+        time.sleep(0.01)
+    while not glob.glob(pattern) and proc.poll() is None:
+        assert time.time() < deadline
+        time.sleep(0.01)
+
+
 @pytest.mark.slow
 def test_random_sigkills_then_resume_end_with_the_uninterrupted_weights(tmp_path, data, capsys):
     """12 SIGKILLs, half of them while a checkpoint is being written, each followed by --resume."""
-    epochs = 8
+    epochs = 16
     args = lambda root: teacher_args(data, root, 'resnet8', '--epochs', str(epochs), '--print_freq', '1')
     reference = str(tmp_path / 'uninterrupted')
     assert call('teacher', args(reference), capsys)[0] == 0
@@ -456,15 +467,13 @@ def test_random_sigkills_then_resume_end_with_the_uninterrupted_weights(tmp_path
         try:
             wait_for(proc, '[epoch ')  # training has started
             run_dir = run_dir_of_teacher(save_root)
-            if kills % 2:  # during a checkpoint write: as soon as its temporary file exists
-                deadline = time.time() + 60
-                while not glob.glob(os.path.join(run_dir, '.resnet8_last*.tmp')) and proc.poll() is None:
-                    assert time.time() < deadline
-                    time.sleep(0.01)
+            if kills % 2:  # inside the 1st or 2nd checkpoint write of this process
+                for _ in range(rng.choice([1, 2])):
+                    wait_for_write(run_dir, proc)
                 time.sleep(rng.uniform(0, 0.7))
                 in_write += proc.poll() is None
             else:
-                time.sleep(rng.uniform(0, 2.0))
+                time.sleep(rng.uniform(0.3, 4.0))
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 kills += 1
@@ -472,7 +481,8 @@ def test_random_sigkills_then_resume_end_with_the_uninterrupted_weights(tmp_path
         finally:
             watchdog.cancel()
             proc.stderr.close()
-    assert kills == 12 and in_write >= 5 and resumes >= 11
+    print(f'{kills} SIGKILLs ({in_write} inside a checkpoint write), {resumes} resumes, {launches} launches')
+    assert kills == 12 and in_write >= 5 and resumes >= 10
     code, out, err = call('teacher', args(save_root) + ['--resume'], capsys)
     assert code == 0, err
     run_dir = run_dir_of_teacher(save_root)
