@@ -71,17 +71,26 @@ def holder_alive(info, now=None):
     return True
 
 
+WORKER_EXIT_S = 15.0  # loader workers forked by a killed run hold its flock until they notice
+
+
 def _flock(fd, shared=False):
     """True when the flock was taken (or flock is not available here)."""
     if fcntl is None:
         return True
-    try:
-        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        return False
-    except OSError:  # a file system without flock: pid and heartbeat decide
-        return True
+    deadline = time.time() + WORKER_EXIT_S
+    while True:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            info = _read(fd)
+            dead_here = info and info.get('host') == socket.gethostname() and not _pid_alive(int(info.get('pid', -1)))
+            if not dead_here or time.time() > deadline:
+                return False
+            time.sleep(0.2)  # the holder died; its forked workers are exiting
+        except OSError:  # a file system without flock: pid and heartbeat decide
+            return True
 
 
 def busy_message(folder, info, what):

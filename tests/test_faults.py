@@ -163,6 +163,28 @@ def test_lock_heartbeat_is_refreshed(tmp_path, monkeypatch):
     assert os.listdir(str(tmp_path)) == []
 
 
+WORKER_HOLDER = ('import os, sys, time\n'
+                 'from helper.runlock import RunLock\n'
+                 'RunLock(sys.argv[1]).acquire()\n'
+                 'if os.fork() == 0:\n'  # a loader worker: inherits the locked file
+                 '    time.sleep(1.5)\n'
+                 '    os._exit(0)\n'
+                 'print("held", flush=True)\n'
+                 'time.sleep(120)\n')
+
+
+def test_lock_of_a_killed_run_whose_forked_worker_still_lives_is_taken_over_once_the_worker_exits(tmp_path):
+    folder = str(tmp_path)
+    proc = subprocess.Popen([sys.executable, '-c', WORKER_HOLDER, folder], cwd=ROOT, env=subprocess_env(),
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == 'held'
+    kill(proc)
+    messages = []
+    lock = runlock.RunLock(folder, log=messages.append).acquire()
+    lock.release()
+    assert len(messages) == 1 and messages[0].startswith(f'taking over the stale lock of pid {proc.pid} on ')
+
+
 def test_second_search_on_a_running_search_folder_starts_no_candidate(tmp_path, tmp_path_factory, capsys):
     data = tiny_cifar(tmp_path_factory)
     teacher = tiny_teacher(tmp_path_factory, 'wrn_40_1')
