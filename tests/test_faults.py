@@ -339,6 +339,27 @@ def test_unreadable_tiny_imagenet_image_names_the_file_even_from_a_worker(tmp_pa
     assert message.startswith(f'cannot read image {bad} (') and '\n' not in message and 'Traceback' not in message
 
 
+def test_image_going_bad_mid_run_stops_with_one_line_then_resume_continues(tmp_path, capsys):
+    base = tiny_imagenet(str(tmp_path), n_train=4)
+    save_root = str(tmp_path / 'save')
+    args = teacher_args(str(tmp_path), save_root, 'resnet8', '--epochs', '2', '--batch_size', '2')
+    args = args[:args.index('--dataset') + 1] + ['tiny_imagenet'] + args[args.index('--dataset') + 2:]
+    args[args.index('--num_workers') + 1] = '1'
+    bad = os.path.join(base, 'train', 'n01', 'images', '2.JPEG')
+    good = open(bad, 'rb').read()
+    with open(bad, 'wb') as f:
+        f.write(b'\xff\xd8 not really a jpeg')
+    code, _, err = call('teacher', args, capsys)
+    assert code == 2
+    line = one_line(err)
+    assert line.startswith(f'error: cannot read image {bad} (') and 'replace it' in line
+    with open(bad, 'wb') as f:
+        f.write(good)
+    assert call('teacher', args, capsys)[0] == 0  # it failed in epoch 1: no checkpoint, a plain rerun
+    (run_dir,) = glob.glob(os.path.join(save_root, 'models', 'resnet8_*'))
+    assert log_epochs(run_dir) == [1, 2]
+
+
 def test_missing_tiny_imagenet_val_image_is_named_before_training(tmp_path):
     base = tiny_imagenet(str(tmp_path))
     missing = os.path.join(base, 'val', 'images', 'v1.JPEG')
