@@ -13,11 +13,11 @@ import sys
 import models
 from models.loader import read_state_dict, saved_block_depth
 from helper import bcs
-from helper.checkpoint import append_line, read_json, resumable_paths, write_json
+from helper.checkpoint import WriteError, append_line, read_json, resumable_paths, write_json
 from helper.errors import UsageError
 from helper.loops import NonFiniteLoss, Preempted
 from helper.options import Parser, add_student_args, differing_option, finalize, options_dict, run_name
-from helper.run import run_dir_of
+from helper.run import WRITE_ERROR_EXIT, run_dir_of
 from helper.runlock import RunLock
 from helper.scheduler import run_parallel, slots_for
 from train_student import train_student
@@ -263,6 +263,9 @@ def main(argv=None):
     except NonFiniteLoss as e:
         print(f'error: {e}', file=sys.stderr)
         return 3
+    except WriteError as e:
+        print(f'error: {e}; free space (or fix the permissions), then rerun this command', file=sys.stderr)
+        return WRITE_ERROR_EXIT
     return 0
 
 

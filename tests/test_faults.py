@@ -23,7 +23,7 @@ from PIL import Image
 import dataset
 import search
 from dataset import cifar
-from dataset.datafiles import DataFileError
+from dataset.datafiles import DataFileError, md5_of
 from helper import checkpoint as checkpoint_module
 from helper import runlock
 from helper.checkpoint import WRITE_DELAY_ENV
@@ -290,7 +290,6 @@ def test_official_sized_cifar_file_must_have_the_official_md5(tmp_path, monkeypa
     monkeypatch.setitem(cifar.CIFAR100.official_images, 'train', 100)
     with pytest.raises(DataFileError, match='has the official name and size but not the official md5'):
         cifar.load('cifar100', root)
-    from dataset.datafiles import md5_of
     monkeypatch.setattr(cifar.CIFAR100, 'train_list', [['train', md5_of(path)]])
     assert len(cifar.load('cifar100', root).train) == 100
     monkeypatch.setitem(cifar.CIFAR100.official_images, 'train', 50000)  # other sizes: no md5 needed
@@ -491,7 +490,10 @@ def wait_for_write(run_dir, proc):
 def test_random_sigkills_then_resume_end_with_the_uninterrupted_weights(tmp_path, data, capsys):
     """12 SIGKILLs, half of them while a checkpoint is being written, each followed by --resume."""
     epochs = 16
-    args = lambda root: teacher_args(data, root, 'resnet8', '--epochs', str(epochs), '--print_freq', '1')
+
+    def args(save_root):
+        return teacher_args(data, save_root, 'resnet8', '--epochs', str(epochs), '--print_freq', '1')
+
     reference = str(tmp_path / 'uninterrupted')
     assert call('teacher', args(reference), capsys)[0] == 0
     expected = weights(os.path.join(run_dir_of_teacher(reference), 'resnet8_last.pth'))
