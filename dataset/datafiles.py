@@ -6,8 +6,10 @@ package) is refused before it can run. A file that is truncated, corrupt or of a
 DataFileError: one line naming the file and what to do, exit code 2.
 """
 import hashlib
+import io
 import os
 import pickle
+import pickletools
 
 from torchvision.datasets.folder import default_loader
 
@@ -46,10 +48,17 @@ class _DataUnpickler(pickle.Unpickler):
 
 
 def read_pickle(path, remedy):
-    """Unpickle a data file with the allow-list (latin1 strings, as the Python 2 files need)."""
+    """Unpickle a data file with the allow-list (latin1 strings, as the Python 2 files need).
+
+    The opcodes are walked first without running them: a truncated or garbled file then fails
+    on a length it cannot satisfy instead of allocating it.
+    """
     try:
         with open(path, 'rb') as f:
-            return _DataUnpickler(f, encoding='latin1').load()
+            raw = f.read()
+        for _ in pickletools.genops(raw):
+            pass
+        return _DataUnpickler(io.BytesIO(raw), encoding='latin1').load()
     except RefusedGlobal as e:
         raise DataFileError(f'{path} is not a data file ({e}); it was not loaded: {remedy}') from None
     except OSError as e:

@@ -122,6 +122,8 @@ def test_lock_refuses_a_live_holder_with_and_without_resume(tmp_path, data, caps
     assert f'taking over the stale lock of pid {holder.pid}' in out
     assert 'continuing from the previous checkpoint' in out and '(epoch 1)' in out
     assert not os.path.exists(os.path.join(run_dir, runlock.LOCK_NAME))  # released at the end
+    assert os.path.getsize(last + '.damaged') == 500  # set aside, never rotated into .prev
+    assert load_weights_only(checkpoint_module.previous_path(last))['epoch'] == 1
     assert log_epochs(run_dir) == [1, 2]
     assert same_weights(weights(last), before)  # epoch 2 redone: the same weights, nothing lost
 
@@ -250,7 +252,7 @@ def damaged_cifar(tmp_path, damage):
     marker = str(tmp_path / 'code_ran')
     content = {
         'truncated': lambda: real[:len(real) // 3],
-        'random bytes': lambda: os.urandom(2000),
+        'random bytes': lambda: np.random.default_rng(0).bytes(2000),
         'empty': lambda: b'',
         'crafted': lambda: pickle.dumps({'data': RunsCode(marker), 'fine_labels': [0]}),
         'foreign': lambda: pickle.dumps({'weights': [1.0, 2.0]}),
