@@ -503,7 +503,7 @@ def test_random_sigkills_then_resume_end_with_the_uninterrupted_weights(tmp_path
     save_root = str(tmp_path / 'killed')
     env = dict(subprocess_env(), **{WRITE_DELAY_ENV: '0.4'})  # a checkpoint write takes >= 0.8 s
     rng = random.Random(0)
-    kills, in_write, resumes, launches = 0, 0, 0, 0
+    kills, in_write, resumes, launches, progress = 0, 0, 0, 0, []
     while kills < 12 and launches < 40:
         launches += 1
         run_dirs = glob.glob(os.path.join(save_root, 'models', 'resnet8_*'))
@@ -528,7 +528,16 @@ def test_random_sigkills_then_resume_end_with_the_uninterrupted_weights(tmp_path
         finally:
             watchdog.cancel()
             proc.stderr.close()
-    print(f'{kills} SIGKILLs ({in_write} inside a checkpoint write), {resumes} resumes, {launches} launches')
+        # what a kill leaves: the newest checkpoint readable, and at least as far as log.csv
+        ckpt, _, failed = checkpoint_module.load_resumable(os.path.join(run_dir, 'resnet8_last.pth'))
+        logged = log_epochs(run_dir) if os.path.exists(os.path.join(run_dir, 'log.csv')) else []
+        assert not failed
+        assert logged == list(range(1, len(logged) + 1))
+        assert (ckpt['epoch'] if ckpt else 0) in (len(logged), len(logged) + 1)
+        progress.append(ckpt['epoch'] if ckpt else 0)
+    with capsys.disabled():
+        print(f'{kills} SIGKILLs ({in_write} inside a checkpoint write), {resumes} resumes, {launches} launches; '
+              f'checkpointed epoch after each kill: {progress}')
     assert kills == 12 and in_write >= 5 and resumes >= 10
     code, out, err = call('teacher', args(save_root) + ['--resume'], capsys)
     assert code == 0, err
