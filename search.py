@@ -13,11 +13,12 @@ import sys
 import models
 from models.loader import read_state_dict, saved_block_depth
 from helper import bcs
-from helper.checkpoint import append_line, read_json, write_json
+from helper.checkpoint import WriteError, append_line, read_json, resumable_paths, write_json
 from helper.errors import UsageError
 from helper.loops import NonFiniteLoss, Preempted
 from helper.options import Parser, add_student_args, differing_option, finalize, options_dict, run_name
-from helper.run import run_dir_of
+from helper.run import WRITE_ERROR_EXIT, run_dir_of
+from helper.runlock import RunLock
 from helper.scheduler import run_parallel, slots_for
 from train_student import train_student
 
@@ -70,7 +71,7 @@ def previous_result(c):
             if key:
                 raise UsageError(f'{run_dir} finished with a different --{key}; use another --trial')
             return 'done', s
-    if os.path.exists(os.path.join(run_dir, f'{c.model_s}_last.pth')):
+    if any(os.path.exists(p) for p in resumable_paths(os.path.join(run_dir, f'{c.model_s}_last.pth'))):
         return 'resume', None
     return None, None
 
@@ -189,7 +190,10 @@ class Search:
                    os.path.join(self.dir, 'search.json'))
 
     def run(self):
-        os.makedirs(self.dir, exist_ok=True)
+        with RunLock(self.dir, 'search'):  # a second search on this folder stops here, before any candidate
+            return self._run()
+
+    def _run(self):
         print(f'BCS over {self.opt.model_s} from {self.opt.block_depth} (teacher {self.opt.model_t}); '
               f'exchange rates {self.rates}; about {self.planned} candidates; results in {self.dir}', flush=True)
         _, best = bcs.search(self.opt.block_depth, self.rates, self.limits, self.score_phase)
@@ -259,6 +263,9 @@ def main(argv=None):
     except NonFiniteLoss as e:
         print(f'error: {e}', file=sys.stderr)
         return 3
+    except WriteError as e:
+        print(f'error: {e}; free space (or fix the permissions), then rerun this command', file=sys.stderr)
+        return WRITE_ERROR_EXIT
     return 0
 
 

@@ -1,17 +1,20 @@
 """CIFAR-100 and CIFAR-10 in torchvision's python-pickle layout, with the published augmentation.
 
-Files already in `<data_folder>/cifar-100-python/` (or `cifar-10-batches-py/`) load without an md5
-check: a user's own copy, or the small sets the tests write. Missing files are downloaded with
+Files already in `<data_folder>/cifar-100-python/` (or `cifar-10-batches-py/`) are read as data
+(dataset/datafiles.py: no code in a file runs) and checked for the layout; a file with the
+official name and number of images must also have the official md5. A user's own smaller copy,
+or the small sets the tests write, load without one. Missing files are downloaded with
 torchvision's downloader, and the md5 sums are checked right after that download.
 """
 import os
-import pickle
 
 import numpy as np
 from torchvision import datasets, transforms
 from torchvision.datasets.utils import check_integrity, download_and_extract_archive
+from torchvision.datasets.vision import VisionDataset
 
 from dataset.common import DataSource, DeviceArrays, sort_by_class
+from dataset.datafiles import DataFileError, check_md5, read_pickle
 from helper.errors import UsageError
 
 # CRD-EMKD normalises CIFAR-10 with CIFAR-100's mean and std (dataset/cifar10.py there)
@@ -20,24 +23,60 @@ STD = {'cifar100': (0.2675, 0.2565, 0.2761), 'cifar10': (0.2675, 0.2565, 0.2761)
 
 
 class _PresentFiles:
-    """torchvision's CIFAR, trusting files that are present (checked by `ensure_files`)."""
+    """torchvision's CIFAR reading present files (`ensure_files` fetched missing ones) as data."""
+
+    def __init__(self, root, train=True, transform=None, target_transform=None):
+        VisionDataset.__init__(self, root, transform=transform, target_transform=target_transform)
+        self.train = train
+        data, self.targets = [], []
+        for name, md5 in self.train_list if train else self.test_list:
+            images, labels = self._read_batch(name, md5)
+            data.append(images)
+            self.targets.extend(int(t) for t in labels)
+        self.data = np.vstack(data).reshape(-1, 3, 32, 32).transpose((0, 2, 3, 1))
+        self._load_meta()
+
+    def _remedy(self):
+        return (f'copy that file from the extracted {self.filename} again, or delete '
+                f'{os.path.join(self.root, self.base_folder)} to have it downloaded')
+
+    def _read_batch(self, name, md5):
+        path = os.path.join(self.root, self.base_folder, name)
+        entry = read_pickle(path, self._remedy())
+        entry = entry if isinstance(entry, dict) else {}
+        images, labels = entry.get('data'), entry.get(self.label_key)
+        n = len(labels) if isinstance(labels, list) else -1
+        values = np.asarray(labels if n > 0 else [0])
+        if not (isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.shape == (n, 3072)
+                and values.dtype.kind in 'iu' and values.min() >= 0 and values.max() < self.n_classes):
+            raise DataFileError(f'{path} is not a {self.base_folder} batch (a dict with uint8 "data" of '
+                                f'N x 3072 and N "{self.label_key}" below {self.n_classes}); {self._remedy()}')
+        if n == self.official_images[name]:  # an official-sized file must be the official file
+            check_md5(path, md5, self._remedy())
+        return images, labels
 
     def _check_integrity(self):
         return all(os.path.isfile(path) for path, _ in _files(type(self), self.root))
 
     def _load_meta(self):
         path = os.path.join(self.root, self.base_folder, self.meta['filename'])
-        with open(path, 'rb') as f:
-            self.classes = pickle.load(f, encoding='latin1')[self.meta['key']]
+        meta = read_pickle(path, self._remedy())
+        classes = meta.get(self.meta['key']) if isinstance(meta, dict) else None
+        if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+            raise DataFileError(f'{path} is not a {self.base_folder} meta file (no list of '
+                                f'"{self.meta["key"]}"); {self._remedy()}')
+        self.classes = classes
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
 
 
 class CIFAR100(_PresentFiles, datasets.CIFAR100):
-    pass
+    label_key, n_classes = 'fine_labels', 100
+    official_images = {'train': 50000, 'test': 10000}
 
 
 class CIFAR10(_PresentFiles, datasets.CIFAR10):
-    pass
+    label_key, n_classes = 'labels', 10
+    official_images = {name: 10000 for name, _ in datasets.CIFAR10.train_list + datasets.CIFAR10.test_list}
 
 
 CLASSES = {'cifar100': CIFAR100, 'cifar10': CIFAR10}

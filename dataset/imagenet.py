@@ -11,6 +11,7 @@ import os
 from torchvision import datasets, transforms
 
 from dataset.common import DataSource
+from dataset.datafiles import read_image
 from helper.errors import UsageError
 
 FOLDER = 'imagenet'
@@ -40,8 +41,9 @@ def load(root, transform='standard'):
     # ImageFolder lists classes in sorted order and files class by class: class-sorted.
     try:
         train = datasets.ImageFolder(train_dir, transforms.Compose(
-            train_steps + [transforms.ToTensor(), normalize]))
-        val = datasets.ImageFolder(val_dir, transforms.Compose(test_steps + [transforms.ToTensor(), normalize]))
+            train_steps + [transforms.ToTensor(), normalize]), loader=read_image)
+        val = datasets.ImageFolder(val_dir, transforms.Compose(test_steps + [transforms.ToTensor(), normalize]),
+                                   loader=read_image)
     except FileNotFoundError as err:  # no class folders, or a class folder without images
         raise UsageError(f"imagenet: {' '.join(str(err).split())}") from err
     if val.classes != train.classes:

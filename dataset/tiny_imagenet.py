@@ -13,9 +13,8 @@ import os
 
 from torch.utils.data import Dataset
 from torchvision import transforms
-from torchvision.datasets.folder import default_loader
-
 from dataset.common import DataSource
+from dataset.datafiles import DataFileError, first_missing, read_image
 from helper.errors import UsageError
 
 FOLDER = 'tiny-imagenet-200'
@@ -26,7 +25,7 @@ IMAGE_SUFFIXES = ('.jpeg', '.jpg', '.png')
 
 
 class ImageList(Dataset):
-    """(path, target) pairs read with PIL (grayscale files become RGB)."""
+    """(path, target) pairs read with PIL (grayscale files become RGB); a bad file is a DataFileError."""
 
     def __init__(self, samples, transform):
         self.samples, self.transform = samples, transform
@@ -37,7 +36,7 @@ class ImageList(Dataset):
 
     def __getitem__(self, i):
         path, target = self.samples[i]
-        return self.transform(default_loader(path)), target
+        return self.transform(read_image(path)), target
 
 
 def _images(folder):
@@ -69,6 +68,10 @@ def find_samples(root):
                 raise UsageError(f'tiny_imagenet: val_annotations.txt names {fields[1]}, '
                                  'which wnids.txt does not list')
             val.append((os.path.join(base, 'val', 'images', fields[0]), class_index[fields[1]]))
+    missing = first_missing(path for path, _ in val)
+    if missing:
+        raise DataFileError(f'tiny_imagenet: {missing} is missing (val_annotations.txt lists it); '
+                            f'copy it from the extracted {FOLDER}/ again')
     return train, val, len(wnids)
 
 

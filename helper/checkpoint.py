@@ -1,9 +1,30 @@
-"""Crash-safe writes: a kill at any moment leaves either the old file or the new one, never half."""
+"""Crash-safe writes: a kill at any moment leaves either the old file or the new one, never half.
+
+Resumable checkpoints also keep their predecessor (`<name>.prev.pth`), so a newest checkpoint that
+cannot be read costs one checkpoint interval, not the run. A failed write (disk full, quota,
+permissions) raises WriteError naming the file; the file it would have replaced stays as it was.
+"""
 import json
 import os
+import shutil
 import tempfile
+import time
 
 import torch
+
+# Test-only: seconds to pause inside each checkpoint write, so a test can kill the process there.
+WRITE_DELAY_ENV = 'CRD_TEST_CHECKPOINT_WRITE_DELAY_S'
+
+
+class WriteError(OSError):
+    """A file could not be written; scripts stop with exit code 4."""
+
+    def __init__(self, path, err):
+        super().__init__(err.errno, err.strerror or str(err))
+        self.path = path
+
+    def __str__(self):
+        return f'cannot write {self.path}: [Errno {self.errno}] {self.strerror}'
 
 
 def fsync_parent(path):
@@ -20,7 +41,22 @@ def fsync_parent(path):
         os.close(fd)
 
 
-def _atomic(path, write):
+def _test_delay():
+    delay = float(os.environ.get(WRITE_DELAY_ENV) or 0)
+    if delay > 0:
+        time.sleep(delay)
+
+
+def _atomic(path, write, keep_previous=None, delay=False):
+    try:
+        _atomic_write(path, write, keep_previous, delay)
+    except WriteError:
+        raise
+    except OSError as err:
+        raise WriteError(path, err) from err
+
+
+def _atomic_write(path, write, keep_previous, delay):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
@@ -28,13 +64,38 @@ def _atomic(path, write):
         with os.fdopen(fd, 'wb') as f:
             write(f)
             f.flush()
+            if delay:
+                _test_delay()
             os.fsync(f.fileno())
+        if keep_previous and os.path.exists(path):
+            _keep_copy(path, keep_previous)
+            if delay:
+                _test_delay()
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     fsync_parent(path)
+
+
+def _keep_copy(path, dest):
+    """dest becomes the content of path, atomically (a hard link where the file system has them)."""
+    folder = os.path.dirname(os.path.abspath(dest))
+    tmp = os.path.join(folder, f'.{os.path.basename(dest)}.{os.getpid()}.tmp')
+    if os.path.exists(tmp):
+        os.unlink(tmp)
+    try:
+        os.link(path, tmp)
+    except OSError:
+        shutil.copyfile(path, tmp)
+        with open(tmp, 'rb+') as f:
+            os.fsync(f.fileno())
+    try:
+        os.replace(tmp, dest)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def remove_stale_temporaries(folder):
@@ -49,8 +110,83 @@ def remove_stale_temporaries(folder):
                 pass
 
 
+class _KeepsWriteErrors:
+    """A file whose failed write() is remembered: torch.save turns it into a RuntimeError."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data):
+        try:
+            return self.f.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self):
+        return self.f.flush()
+
+
+def _torch_save(state, f):
+    out = _KeepsWriteErrors(f)
+    try:
+        torch.save(state, out)
+    except RuntimeError:
+        if out.error is not None:
+            raise out.error from None
+        raise
+
+
 def save_checkpoint(state, path):
-    _atomic(path, lambda f: torch.save(state, f))
+    _atomic(path, lambda f: _torch_save(state, f), delay=True)
+
+
+def previous_path(path):
+    """Where save_resumable keeps the checkpoint it replaced: x_last.pth -> x_last.prev.pth."""
+    root, ext = os.path.splitext(path)
+    return root + '.prev' + ext
+
+
+def resumable_paths(path):
+    """The resumable checkpoints behind `path`, newest first."""
+    return [path, previous_path(path)]
+
+
+def save_resumable(state, path):
+    """Like save_checkpoint, but the checkpoint it replaces stays readable as previous_path(path)."""
+    _atomic(path, lambda f: _torch_save(state, f), keep_previous=previous_path(path), delay=True)
+
+
+def load_resumable(path, required=()):
+    """(checkpoint, the path it came from, [(path, why not) for each newer one that failed]).
+
+    Tries `path`, then its predecessor. A file is skipped when torch.load(weights_only=True) fails
+    or when it lacks one of the `required` keys. The checkpoint is None when none could be read.
+    """
+    failed = []
+    for candidate in resumable_paths(path):
+        if not os.path.exists(candidate):
+            continue
+        try:
+            ckpt = torch.load(candidate, map_location='cpu', weights_only=True)
+            missing = [k for k in required if k not in ckpt] if isinstance(ckpt, dict) else ['its fields']
+            if missing:
+                raise ValueError(f'not a resumable checkpoint: no {missing[0]}')
+        except Exception as e:  # truncated, corrupt or foreign file
+            reason = ' '.join(str(e).split())[:120] or type(e).__name__
+            failed.append((candidate, f'{type(e).__name__}: {reason}'))
+            continue
+        return ckpt, candidate, failed
+    return None, None, failed
+
+
+def set_aside(paths):
+    """Rename unreadable checkpoints to <name>.damaged, so rotation never keeps them as the previous one."""
+    for path in paths:
+        try:
+            os.replace(path, path + '.damaged')
+        except OSError:
+            pass
 
 
 def write_json(obj, path):
@@ -63,13 +199,16 @@ def write_text(text, path):
 
 def append_line(path, line):
     """One write() of a whole line with O_APPEND: concurrent or killed writers never split lines."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, (line.rstrip('\n') + '\n').encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (line.rstrip('\n') + '\n').encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as err:
+        raise WriteError(path, err) from err
 
 
 def read_json(path):

@@ -17,16 +17,19 @@ from distiller_zoo import METHODS, build_distiller
 from distiller_zoo.base import feature_shapes
 from distiller_zoo.mc import MilestoneChecking, check_mc_shapes, mc_stage_count, mc_weights, stage_weight_flags
 from helper import dist
-from helper.checkpoint import (append_line, read_json, remove_stale_temporaries, save_checkpoint, write_json,
+from helper.checkpoint import (WriteError, append_line, load_resumable, read_json, remove_stale_temporaries,
+                               resumable_paths, save_checkpoint, save_resumable, set_aside, write_json,
                                write_text)
 from helper.errors import UsageError
 from helper.loops import (TERMS, DistillStep, EpochState, NonFiniteLoss, Preempted, run_init_stage,
                           train_one_epoch, validate)
 from helper.options import differing_option, finalize, options_dict, run_name
 from helper.progress import Progress
+from helper.runlock import check_free, claim, folder_state
 from helper.util import learning_rate_at, pick_device, rng_state, set_learning_rate, set_rng_state, set_seed
 from models import pretrained
 
+WRITE_ERROR_EXIT = 4  # a file of the run could not be written (disk full, quota, permissions)
 LOG_COLUMNS = ('epoch', 'train_acc', 'train_loss', 'test_acc', 'test_loss', 'test_acc_top5', 'lr',
                'loss_ce', 'loss_kd', 'loss_method', 'loss_mc')
 
@@ -172,18 +175,30 @@ def _existing_results(run_dir, kind, name):
             return 'a run with an unreadable summary.json'
         if s.get('epochs_done'):  # a run killed before its first epoch ended has nothing to keep
             return f"a {s.get('status', 'unknown')} run, {s['epochs_done']}/{s.get('epochs', '?')} epochs"
-    if os.path.exists(last):
+    if any(os.path.exists(p) for p in resumable_paths(last)):
         return 'a resumable checkpoint'
     return None
 
 
+RESUME_KEYS = ('epoch', 'model', 'optimizer', 'scaler', 'rng', 'opt', 'history')
+
+
+def _watched_files(run_dir, last_path):
+    """The files whose change means another process wrote to the run folder."""
+    return [os.path.join(run_dir, 'summary.json')] + resumable_paths(last_path)
+
+
 def _load_resume_checkpoint(opt, path):
-    if not os.path.exists(path):
+    """The newest readable resumable checkpoint, and the newer files that could not be read."""
+    ckpt, used, failed = load_resumable(path, RESUME_KEYS)
+    if ckpt is None and not failed:
         raise UsageError(f'--resume: no checkpoint at {path}; start without --resume')
-    try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # truncated or foreign file
-        raise UsageError(f'--resume: cannot read {path} ({type(e).__name__}); start a new --trial') from None
+    if ckpt is None:
+        tried = ', nor '.join(f'{p} ({why})' for p, why in failed)
+        raise UsageError(f'--resume: cannot read {tried}; no resumable checkpoint is left: start a new --trial')
+    if failed:
+        _log(f'--resume: {failed[0][0]} cannot be read ({failed[0][1]}); continuing from the previous '
+             f'checkpoint {used} (epoch {ckpt["epoch"]}), one checkpoint interval earlier')
     saved = ckpt.get('opt', {})
     if opt.seed_auto and 'seed' in saved:
         opt.seed = saved['seed']
@@ -192,20 +207,21 @@ def _load_resume_checkpoint(opt, path):
     if key:
         raise UsageError(f'--resume: the checkpoint was made with --{key} {saved[key]} '
                          f'but this command has {mine[key]}; use the same options or another --trial')
-    return ckpt
+    return ckpt, [p for p, _ in failed]
 
 
 def run(opt, kind):
     """Train (or evaluate) one teacher or student run as the options say; returns its summary."""
     try:
-        return _run(opt, kind)
+        with contextlib.ExitStack() as held:  # the run folder's lock, released however the run ends
+            return _run(opt, kind, held)
     finally:
         # The next run in this process (a search candidate) then starts as a fresh process
         # would: compiled graphs and their CUDA-graph memory pools are freed, not kept behind.
         torch.compiler.reset()
 
 
-def _run(opt, kind):
+def _run(opt, kind, held):
     opt = finalize(opt, kind)
     if opt.dry_run:
         print(f'options OK: {run_name(opt, kind)}')
@@ -225,17 +241,19 @@ def _run(opt, kind):
     last_path = os.path.join(run_dir, f'{name}_last.pth')
 
     # Everything that can fail on bad input happens before anything is written.
-    ckpt = None
+    ckpt, damaged, seen = None, [], None
     if not opt.test:
         problem = None
         if dist.is_main():
+            seen = folder_state(_watched_files(run_dir, last_path))
             existing = _existing_results(run_dir, kind, name)
-            if opt.resume:
-                try:
-                    ckpt = _load_resume_checkpoint(opt, last_path)
-                except UsageError as e:
-                    problem = str(e)
-            elif existing:
+            try:
+                check_free(run_dir)  # a live run holds the folder: refuse, --resume or not
+                if opt.resume:
+                    ckpt, damaged = _load_resume_checkpoint(opt, last_path)
+            except UsageError as e:
+                problem = str(e)
+            if not problem and not opt.resume and existing:
                 problem = (f'{run_dir} already holds {existing}; add --resume to continue it, '
                            f'or choose another --trial')
         problem = dist.broadcast_object(problem)
@@ -335,8 +353,17 @@ def _run(opt, kind):
 
     main = dist.is_main()
     tb = None
+    problem = None
+    if main:  # the first write: take the folder's lock (lost a race with another process: refuse)
+        try:
+            held.callback(claim(run_dir, seen, _watched_files(run_dir, last_path), log=_log).release)
+        except UsageError as e:
+            problem = str(e)
+    problem = dist.broadcast_object(problem)
+    if problem:
+        raise UsageError(problem)
     if main:
-        os.makedirs(run_dir, exist_ok=True)
+        set_aside(damaged)
         remove_stale_temporaries(run_dir)
         from torch.utils.tensorboard import SummaryWriter
         tb = SummaryWriter(os.path.join(run_dir, 'tb'), purge_step=start_epoch)
@@ -356,7 +383,7 @@ def _run(opt, kind):
 
     def save_init_progress(init_epochs_done):
         if main:
-            save_checkpoint(dict(checkpoint(0), init_epochs_done=init_epochs_done), last_path)
+            save_resumable(dict(checkpoint(0), init_epochs_done=init_epochs_done), last_path)
 
     epoch, stopped = start_epoch, 'in the init stage'
     try:
@@ -379,7 +406,7 @@ def _run(opt, kind):
                 if not train_one_epoch(ctx, epoch, epoch_state):
                     saved = dict(epoch_state.saved(), epoch=epoch)  # every rank: sums over ranks
                     if main:
-                        save_checkpoint(checkpoint(epoch - 1, saved), last_path)
+                        save_resumable(checkpoint(epoch - 1, saved), last_path)
                         write_json(summary('stopped', epoch - 1), os.path.join(run_dir, 'summary.json'))
                     stopped = f'in epoch {epoch} after iteration {epoch_state.step}'
                     raise Preempted(stop.signum)
@@ -398,7 +425,7 @@ def _run(opt, kind):
                      f'{time.time() - epoch_started:.1f} s')
                 if main:
                     _epoch_outputs(opt, kind, name, run_dir, student, optimizer, epoch, row, new_best, tb)
-                    save_checkpoint(checkpoint(epoch), last_path)
+                    save_resumable(checkpoint(epoch), last_path)
                     _write_log(run_dir, history)
                     write_json(summary('running', epoch), os.path.join(run_dir, 'summary.json'))
                 if stop.requested() and epoch < opt.epochs:
@@ -484,6 +511,10 @@ def main(kind, parser, argv=None):
     except NonFiniteLoss as e:
         print(f'error: {e}', file=sys.stderr)
         return 3
+    except WriteError as e:
+        print(f'error: {e}; the previous checkpoint is intact: free space (or fix the permissions), '
+              f'then rerun the same command with --resume', file=sys.stderr)
+        return WRITE_ERROR_EXIT
     finally:
         dist.cleanup()
     return 0

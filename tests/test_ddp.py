@@ -374,7 +374,8 @@ def test_torchrun_sigterm_then_resume(tmp_path):
     files = sorted(str(p.relative_to(save_root)) for p in save_root.rglob('*') if p.is_file())
     run = str(run_dir.relative_to(save_root))
     expected = {'result.txt', *(f'{run}/{f}' for f in ('ckpt_epoch_3.pth', 'log.csv', 'resnet8_best.pth',
-                                                       'resnet8_last.pth', 'summary.json'))}
+                                                       'resnet8_last.pth', 'resnet8_last.prev.pth',
+                                                       'summary.json'))}
     assert set(f for f in files if '/tb/' not in f) == expected
     assert len([f for f in files if '/tb/' in f]) == 2
     assert len((save_root / 'result.txt').read_text().splitlines()) == 1
