@@ -80,13 +80,25 @@ def add_student_args(p):
     g.add_argument('-r', '--gamma', type=float, default=None, help='weight of cross-entropy')
     g.add_argument('-a', '--alpha', type=float, default=None, help='weight of the KD loss')
     g.add_argument('-b', '--beta', type=float, default=None, help='weight of the method loss')
-    g.add_argument('--kd_T', type=float, default=4, help='temperature of KD and MC')
+    g.add_argument('--kd_T', type=float, default=None,
+                   help='temperature of KD and MC (default 4; 2 with --logit_stand, its base temperature)')
     g.add_argument('--feat_dim', type=int, default=128, help='CRD/CC embedding size')
     g.add_argument('--mode', default='exact', choices=['exact', 'relax'], help='CRD positive')
     g.add_argument('--nce_k', type=int, default=16384, help='CRD negatives')
     g.add_argument('--nce_t', type=float, default=0.07, help='CRD temperature')
     g.add_argument('--nce_m', type=float, default=0.5, help='CRD memory momentum')
     g.add_argument('--hint_layer', type=int, default=2, choices=[0, 1, 2, 3, 4])
+    g = p.add_argument_group('logit methods (omitted: the published values)')
+    g.add_argument('--dkd_alpha', type=float, default=None, help='DKD weight of TCKD (default 1)')
+    g.add_argument('--dkd_beta', type=float, default=None, help='DKD weight of NCKD (default 8)')
+    g.add_argument('--dkd_T', type=float, default=None, help='DKD temperature (default: --kd_T)')
+    g.add_argument('--dkd_warmup', type=float, default=None,
+                   help='DKD loss scaled by min(epoch / warmup, 1) (default 20)')
+    g.add_argument('--dist_beta', type=float, default=None, help='DIST weight of inter-class relation (default 1)')
+    g.add_argument('--dist_gamma', type=float, default=None, help='DIST weight of intra-class relation (default 1)')
+    g.add_argument('--dist_tau', type=float, default=None, help='DIST temperature (default 4)')
+    g.add_argument('--logit_stand', action='store_true',
+                   help='logit standardization on kd or dkd; --kd_T is then the base temperature')
     _add_common(p)
     return p
 
@@ -166,10 +178,27 @@ def _finalize_student(opt, models, METHODS):
     if opt.init_epochs < 0:
         raise UsageError(f'--init_epochs must be >= 0, got {opt.init_epochs}')
     method = METHODS[opt.distill]
-    # omitted weights take the method's published values (the original crashed on None here)
-    for name in ('gamma', 'alpha', 'beta'):
-        if getattr(opt, name) is None:
-            setattr(opt, name, float(getattr(method, name)))
+    _check_method_flags(opt, method, METHODS)
+    if opt.kd_T is None:
+        from distiller_zoo.logit_stand import BASE_TEMP
+        opt.kd_T = BASE_TEMP if opt.logit_stand else 4.0
+    # omitted weights and method flags take the method's published values (the original crashed on None)
+    method.complete_options(opt)
+    for flag in ('kd_T', 'dkd_T', 'dkd_warmup', 'dist_tau'):
+        if getattr(opt, flag) is not None and getattr(opt, flag) <= 0:
+            raise UsageError(f'--{flag} must be positive, got {getattr(opt, flag)}')
+
+
+def _check_method_flags(opt, method, METHODS):
+    """A method's own flags, or --logit_stand, given with a method that ignores them."""
+    if opt.logit_stand and not method.supports_logit_stand:
+        ok = ' or '.join(n for n, c in METHODS.items() if c.supports_logit_stand)
+        raise UsageError(f'--logit_stand works with --distill {ok} (the methods it was published for), '
+                         f'not {opt.distill}')
+    for other in METHODS.values():
+        for flag in other.flag_defaults if other is not method else ():
+            if getattr(opt, flag, None) is not None:
+                raise UsageError(f'--{flag} is a flag of --distill {other.name}, not {opt.distill}')
 
 
 def options_dict(opt):
@@ -194,15 +223,24 @@ def run_name(opt, kind):
         return f'{model}_{opt.dataset}_lr_{_fmt(opt.learning_rate)}_decay_{_fmt(opt.weight_decay)}_trial_{opt.trial}'
     student = opt.model_s + (('-' + '-'.join(map(str, opt.block_depth))) if opt.block_depth else '')
     mc = f'_mc-{_fmt(opt.mc_weight)}' if opt.mc else ''
-    return (f'S-{student}_T-{opt.model_t}_{opt.dataset}_{opt.distill}{mc}'
+    return (f'S-{student}_T-{opt.model_t}_{opt.dataset}_{opt.distill}{method_tag(opt)}{mc}'
             f'_r-{_fmt(opt.gamma)}_a-{_fmt(opt.alpha)}_b-{_fmt(opt.beta)}_{opt.trial}')
+
+
+def method_tag(opt):
+    """The method's own flags (e.g. -b8-T4 for DKD) and -ls for --logit_stand, for the folder name."""
+    from distiller_zoo import METHODS
+    tag = ''.join(f'-{f.split("_", 1)[1][0]}{_fmt(getattr(opt, f))}' for f in METHODS[opt.distill].flag_defaults
+                  if getattr(opt, f, None) is not None)
+    return tag + ('-ls' if getattr(opt, 'logit_stand', False) else '')
 
 
 # Options whose change makes a checkpoint belong to a different experiment (checked on --resume).
 RESULT_OPTIONS = ('model', 'model_s', 'model_t', 'block_depth', 'distill', 'mc', 'mc_weight', 'gamma',
                   'alpha', 'beta', 'kd_T', 'feat_dim', 'mode', 'nce_k', 'nce_t', 'nce_m', 'hint_layer',
                   'dataset', 'batch_size', 'epochs', 'init_epochs', 'learning_rate', 'lr_decay_epochs',
-                  'lr_decay_rate', 'weight_decay', 'momentum', 'amp', 'seed')
+                  'lr_decay_rate', 'weight_decay', 'momentum', 'amp', 'seed', 'dkd_alpha', 'dkd_beta',
+                  'dkd_T', 'dkd_warmup', 'dist_beta', 'dist_gamma', 'dist_tau', 'logit_stand')
 
 
 def differing_option(saved, mine, ignore=()):
