@@ -35,8 +35,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORLD, BATCH, N_DATA, NCE_K, SIZE = 2, 64, 200, 32, 16  # small images: the models pool adaptively
 # Methods whose loss is a mean of per-sample terms: one process on the whole batch and two on the
 # halves must agree. The others (rkd, similarity, correlation, pkt, kdsvd) relate the samples of
-# a batch to each other, which under DDP means the samples of one rank's batch.
-PER_SAMPLE = ('kd', 'crd', 'abound', 'fsp', 'hint', 'attention', 'nst', 'vid', 'factor')
+# a batch to each other, which under DDP means the samples of one rank's batch; so does DIST's
+# intra-class relation (each class's probabilities correlated over the rank's batch).
+PER_SAMPLE = ('kd', 'crd', 'abound', 'fsp', 'hint', 'attention', 'nst', 'vid', 'factor', 'dkd')
 INIT_STAGE = ('abound', 'factor', 'fsp')
 
 
@@ -45,7 +46,9 @@ def method_opt(distill):
     return argparse.Namespace(kd_T=4.0, hint_layer=2, feat_dim=16, nce_k=NCE_K, nce_t=0.07, nce_m=0.5,
                               mode='exact', model_s='resnet8', learning_rate=0.05, gamma=cls.gamma,
                               alpha=max(cls.alpha, 0.5), beta=cls.beta, mc_weight=0.0, distill=distill,
-                              init_epochs=1, momentum=0.9, weight_decay=5e-4)
+                              init_epochs=1, momentum=0.9, weight_decay=5e-4, dkd_alpha=1.0, dkd_beta=8.0,
+                              dkd_T=4.0, dkd_warmup=20.0, dist_beta=1.0, dist_gamma=1.0, dist_tau=4.0,
+                              logit_stand=False)
 
 
 def fixed_batch():

@@ -1,8 +1,9 @@
 """DKD, DIST and logit standardization against the authors' own code: every case of
 tests/fixtures/golden_logit_losses.pt (mdistiller DKD.py, image_classification_sota dist_kd.py,
 logit-standardization-KD KD.py/DKD.py) at rtol 1e-4; the options they bring; the recipes."""
-import argparse
+import glob
 import json
+import math
 import os
 import re
 
@@ -16,6 +17,10 @@ from distiller_zoo.dkd import warmup_factor
 from helper.errors import UsageError
 from helper.loops import DistillStep, kd_loss
 from helper.options import finalize, run_name, student_parser
+from helpers_data import data, teacher  # noqa: F401 (shared fixtures)
+from helpers_data import load_weights_only, parse_student, student_args, tiny_teacher
+import search
+from train_student import train_student
 
 GOLDEN = torch.load(os.path.join(FIXTURES, 'golden_logit_losses.pt'), weights_only=True)
 SETS = sorted(GOLDEN['inputs'])
@@ -243,3 +248,62 @@ def test_recipes_carry_the_authors_per_pair_values():
     for recipe in recipes.values():
         for argv in recipe.values():   # every line parses to the values it names
             finalize(student_parser().parse_args(argv), 'student')
+
+
+# ---------------------------------------------------------------- end to end (tiny CIFAR-layout data)
+
+@pytest.mark.slow
+@pytest.mark.parametrize('distill', ['kd', 'dkd'])
+def test_logit_stand_trains_with_mc(data, teacher, tmp_path, distill):
+    argv = student_args(data, str(tmp_path), teacher, distill, 'myresnet8', '--mc', '1', '--logit_stand')
+    summary = train_student(parse_student(argv))
+    opt = summary['options']
+    assert summary['status'] == 'finished' and opt['logit_stand'] is True and summary['mc'] == 1
+    assert opt['kd_T'] == 2 and summary['run_dir'].endswith('-ls_mc-0.001_r-' + (
+        '0.1_a-9_b-0_1' if distill == 'kd' else '1_a-0_b-9_1'))
+    row = load_weights_only(os.path.join(summary['run_dir'], 'myresnet8_last.pth'))['history'][0]
+    r, a, b = opt['gamma'], opt['alpha'], opt['beta']
+    total = r * row['loss_ce'] + a * row['loss_kd'] + b * (row['loss_method'] + 0.001 * row['loss_mc'])
+    assert row['train_loss'] == pytest.approx(total, rel=1e-5)
+    assert row['loss_mc'] > 0 and (row['loss_method'] > 0) == (distill == 'dkd')
+
+
+@pytest.mark.slow
+def test_the_loop_tells_dkd_each_epoch(data, teacher, tmp_path, monkeypatch):
+    from distiller_zoo.dkd import DKD
+    seen = []
+    original = DKD.set_epoch
+    monkeypatch.setattr(DKD, 'set_epoch', lambda self, epoch: (seen.append(epoch), original(self, epoch)))
+    argv = student_args(data, str(tmp_path), teacher, 'dkd', 'resnet8', '--epochs', '3', '--dkd_warmup', '2')
+    assert train_student(parse_student(argv))['status'] == 'finished'
+    assert seen == [1, 2, 3]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('argv', [['dkd', '--logit_stand', '--mc', '1', '--epochs', '2'], ['dist', '--mc', '1']],
+                         ids=['dkd-ls-mc-2epochs', 'dist-mc'])
+def test_new_methods_under_fast(data, teacher, tmp_path, argv):
+    """--fast compiles the whole step on the CPU too: DKD's warm-up changes between epochs, and
+    --logit_stand runs in the step's KD term as well as in DKD."""
+    distill, *extra = argv
+    model_s = 'myresnet8' if '--mc' in extra else 'resnet8'
+    summary = train_student(parse_student(student_args(data, str(tmp_path), teacher, distill, model_s,
+                                                       '--fast', *extra)))
+    assert summary['status'] == 'finished' and summary['options']['fast'] is True
+    history = load_weights_only(os.path.join(summary['run_dir'], f'{model_s}_last.pth'))['history']
+    assert len(history) == summary['epochs'] and all(math.isfinite(v) for row in history for v in row.values())
+
+
+@pytest.mark.slow
+def test_search_runs_bcs_with_dkd_and_mc(data, tmp_path_factory, tmp_path):
+    deep_teacher = tiny_teacher(tmp_path_factory, 'wrn_40_1')
+    argv = student_args(data, str(tmp_path), deep_teacher, 'dkd', 'myresnet14', '--block_depth', '2,2,2',
+                        '--mc', '1')
+    assert search.main(argv) == 0
+    with open(glob.glob(os.path.join(str(tmp_path), 'search', 'BCS_*', 'search.json'))[0]) as f:
+        result = json.load(f)
+    assert len(result['candidates']) == 3 and result['status'] == 'finished'
+    for c in result['candidates']:
+        with open(os.path.join(c['run_dir'], 'summary.json')) as f:
+            summary = json.load(f)
+        assert (summary['distill'], summary['mc'], summary['options']['dkd_beta']) == ('dkd', 1, 8)
