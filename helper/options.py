@@ -196,9 +196,9 @@ def _check_method_flags(opt, method, METHODS):
         raise UsageError(f'--logit_stand works with --distill {ok} (the methods it was published for), '
                          f'not {opt.distill}')
     for other in METHODS.values():
-        for flag in other.flag_defaults if other is not method else ():
-            if getattr(opt, flag, None) is not None:
-                raise UsageError(f'--{flag} is a flag of --distill {other.name}, not {opt.distill}')
+        given = [f for f in other.flag_defaults if getattr(opt, f, None) is not None]
+        if other is not method and given:
+            raise UsageError(f'--{given[0]} is a flag of --distill {other.name}, not {opt.distill}')
 
 
 def options_dict(opt):
