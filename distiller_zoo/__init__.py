@@ -1,5 +1,6 @@
 """Distillation methods: RepDistiller's loss modules under their published names, one method unit
-per --distill name (METHODS), and CRD-EMKD's milestone checking."""
+per --distill name (METHODS), the modern logit methods (DKD, DIST, logit standardization) and
+CRD-EMKD's milestone checking."""
 import difflib
 
 from distiller_zoo.abound import AB, ABLoss
@@ -7,11 +8,14 @@ from distiller_zoo.attention import AT, Attention
 from distiller_zoo.base import Distiller, feature_shapes
 from distiller_zoo.correlation import CC, Correlation
 from distiller_zoo.crd import CRD
+from distiller_zoo.dist import DIST, dist_loss
+from distiller_zoo.dkd import DKD, dkd_loss
 from distiller_zoo.factor import FT, FactorTransfer
 from distiller_zoo.fsp import FSP, FSPDistiller
 from distiller_zoo.hint import FitNet, HintLoss
 from distiller_zoo.kd import KD, DistillKL
 from distiller_zoo.kdsvd import KDSVD, SVD
+from distiller_zoo.logit_stand import standardize
 from distiller_zoo.mc import MilestoneChecking, check_mc_shapes, mc_stage_count, mc_weights
 from distiller_zoo.nst import NST, NSTLoss
 from distiller_zoo.pkt import PKT, PKTDistiller
@@ -21,7 +25,7 @@ from distiller_zoo.vid import VID, VIDLoss
 from helper.errors import UsageError
 
 METHODS = {cls.name: cls for cls in (KD, FitNet, AT, SP, CC, VID, CRD, SVD, FSPDistiller, RKD,
-                                     PKTDistiller, AB, FT, NST)}
+                                     PKTDistiller, AB, FT, NST, DKD, DIST)}
 
 
 def build_distiller(name, opt, s_shapes, t_shapes, n_data):
@@ -34,6 +38,7 @@ def build_distiller(name, opt, s_shapes, t_shapes, n_data):
 
 
 __all__ = ['DistillKL', 'HintLoss', 'Attention', 'Similarity', 'Correlation', 'VIDLoss', 'RKDLoss',
-           'PKT', 'ABLoss', 'FactorTransfer', 'FSP', 'NSTLoss', 'KDSVD',
+           'PKT', 'ABLoss', 'FactorTransfer', 'FSP', 'NSTLoss', 'KDSVD', 'dkd_loss', 'dist_loss',
+           'standardize',
            'Distiller', 'METHODS', 'build_distiller', 'feature_shapes',
            'MilestoneChecking', 'mc_weights', 'check_mc_shapes', 'mc_stage_count']

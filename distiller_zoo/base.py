@@ -19,6 +19,23 @@ class Distiller(nn.Module):
     gamma, alpha, beta = 1.0, 0.0, 1.0   # published -r/-a/-b
     preact = False       # wants pre-activation features
     has_init_stage = False
+    supports_logit_stand = False   # --logit_stand allowed (the methods it was published for)
+    flag_defaults = {}   # the method's own flags (e.g. dkd_beta) and their published values
+
+    @classmethod
+    def published_weights(cls, opt):
+        """-r/-a/-b for omitted weights; a method overrides this where a switch changes them."""
+        return cls.gamma, cls.alpha, cls.beta
+
+    @classmethod
+    def complete_options(cls, opt):
+        """Fill omitted weights and method flags (None) with the published values, in place."""
+        for name, value in zip(('gamma', 'alpha', 'beta'), cls.published_weights(opt)):
+            if getattr(opt, name, None) is None:
+                setattr(opt, name, float(value))
+        for name, value in cls.flag_defaults.items():
+            if getattr(opt, name, None) is None:
+                setattr(opt, name, value)
 
     def __init__(self, opt, s_shapes, t_shapes, n_data):
         super().__init__()
@@ -38,6 +55,9 @@ class Distiller(nn.Module):
 
     def method_loss(self, s_feats, s_logit, t_feats, t_logit, batch):
         raise NotImplementedError
+
+    def set_epoch(self, epoch):
+        """Called before each training epoch (counting from 1), for methods with a schedule."""
 
     def init_modules(self, student):
         """What the init stage optimises (only methods with has_init_stage)."""

@@ -2,6 +2,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distiller_zoo.base import Distiller, zero_loss
+from distiller_zoo.logit_stand import KD_WEIGHT
 
 
 class DistillKL(nn.Module):
@@ -26,6 +27,13 @@ class KD(Distiller):
     name = 'kd'
     paper = 'Hinton et al., 2015, Distilling the Knowledge in a Neural Network'
     gamma, alpha, beta = 0.1, 0.9, 0.0
+    supports_logit_stand = True   # applied to the loop's KD term (helper.loops.DistillStep)
+
+    @classmethod
+    def published_weights(cls, opt):
+        # logit standardization's KD: CE weight 0.1, KD weight 9 (its published defaults)
+        alpha = KD_WEIGHT if getattr(opt, 'logit_stand', False) else cls.alpha
+        return cls.gamma, alpha, cls.beta
 
     def method_loss(self, s_feats, s_logit, t_feats, t_logit, batch):
         return zero_loss(s_logit)

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from distiller_zoo.logit_stand import standardize
 from helper import dist
 
 TERMS = ('loss', 'ce', 'kd', 'method', 'mc')  # order of the loss terms in the meters
@@ -28,8 +29,11 @@ def at_least_fp32(t):
     return t if t.dtype == torch.float64 else t.float()
 
 
-def kd_loss(s_logit, t_logit, T):
-    """Hinton's KD: KL(teacher || student) at temperature T, times T^2, averaged over the batch."""
+def kd_loss(s_logit, t_logit, T, logit_stand=False):
+    """Hinton's KD: KL(teacher || student) at temperature T, times T^2, averaged over the batch.
+    logit_stand: on standardized logits, T the base temperature (Sun et al., 2024)."""
+    if logit_stand:
+        s_logit, t_logit = standardize(s_logit), standardize(t_logit)
     p_s = F.log_softmax(s_logit / T, dim=1)
     p_t = F.softmax(t_logit / T, dim=1)
     return F.kl_div(p_s, p_t, reduction='sum') * (T ** 2) / s_logit.shape[0]
@@ -50,6 +54,7 @@ class DistillStep(nn.Module):
         if method is not None:
             self.gamma, self.alpha, self.beta = opt.gamma, opt.alpha, opt.beta
             self.mc_weight, self.kd_T = opt.mc_weight, opt.kd_T
+            self.logit_stand = bool(getattr(opt, 'logit_stand', False))
 
     @property
     def preact(self):
@@ -69,11 +74,15 @@ class DistillStep(nn.Module):
             feats = [at_least_fp32(f) for f in feats]
             logit_f = at_least_fp32(logit)
             ce = F.cross_entropy(logit_f, target)
-            kd = kd_loss(logit_f, t_logit, self.kd_T)
+            kd = kd_loss(logit_f, t_logit, self.kd_T, self.logit_stand)
             method = self.method(feats, logit_f, t_feats, t_logit, batch)
             mc = self.mc(feats, t_feats) if self.mc is not None else ce.new_zeros(())
             loss = self.gamma * ce + self.alpha * kd + self.beta * (method + self.mc_weight * mc)
         return logit, torch.stack([loss, ce, kd, method.reshape(()), mc.reshape(())])
+
+    def set_epoch(self, epoch):
+        if self.method is not None:
+            self.method.set_epoch(epoch)
 
 
 def teacher_forward(teacher, x, preact, autocast):
@@ -160,6 +169,7 @@ class EpochState:
 def train_one_epoch(ctx, epoch, state):
     """Train until the loader ends or a stop is requested. Returns True if the epoch completed."""
     step_module, opt = ctx.step_module, ctx.opt
+    unwrapped(step_module).set_epoch(epoch)
     step_module.train()
     if ctx.teacher is not None:
         ctx.teacher.eval()
@@ -209,9 +219,13 @@ def raise_if_weights_broken(ctx, state, epoch, it, err):
                             f'({type(err).__name__.lstrip("_")}); the last good checkpoint is kept') from err
 
 
+def unwrapped(step_module):
+    """The DistillStep inside a DistributedDataParallel wrapper."""
+    return step_module.module if hasattr(step_module, 'module') else step_module
+
+
 def step_module_preact(ctx):
-    module = ctx.step_module.module if hasattr(ctx.step_module, 'module') else ctx.step_module
-    return module.preact
+    return unwrapped(ctx.step_module).preact
 
 
 @torch.no_grad()

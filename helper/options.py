@@ -91,7 +91,8 @@ def add_student_args(p):
                    help='weight of the KD loss; default: the method\'s published value')
     g.add_argument('-b', '--beta', type=float, default=None,
                    help='weight of the method loss; default: the method\'s published value')
-    g.add_argument('--kd_T', type=float, default=4, help='temperature of KD and MC')
+    g.add_argument('--kd_T', type=float, default=None,
+                   help='temperature of KD and MC (default 4; 2 with --logit_stand, its base temperature)')
     for i in range(1, 5):
         g.add_argument(f'--B{i}_weight', type=float, default=1.0,
                        help=f'MC weight of stage {i} of a fixed-depth student, default 1 '
@@ -102,6 +103,17 @@ def add_student_args(p):
     g.add_argument('--nce_t', type=float, default=0.07, help='CRD temperature')
     g.add_argument('--nce_m', type=float, default=0.5, help='CRD memory momentum')
     g.add_argument('--hint_layer', type=int, default=2, choices=[0, 1, 2, 3, 4])
+    g = p.add_argument_group('logit methods (omitted: the published values)')
+    g.add_argument('--dkd_alpha', type=float, default=None, help='DKD weight of TCKD (default 1)')
+    g.add_argument('--dkd_beta', type=float, default=None, help='DKD weight of NCKD (default 8)')
+    g.add_argument('--dkd_T', type=float, default=None, help='DKD temperature (default: --kd_T)')
+    g.add_argument('--dkd_warmup', type=float, default=None,
+                   help='DKD loss scaled by min(epoch / warmup, 1) (default 20)')
+    g.add_argument('--dist_beta', type=float, default=None, help='DIST weight of inter-class relation (default 1)')
+    g.add_argument('--dist_gamma', type=float, default=None, help='DIST weight of intra-class relation (default 1)')
+    g.add_argument('--dist_tau', type=float, default=None, help='DIST temperature (default 4)')
+    g.add_argument('--logit_stand', action='store_true',
+                   help='logit standardization on kd or dkd; --kd_T is then the base temperature')
     _add_common(p)
     return p
 
@@ -183,7 +195,15 @@ def _finalize_student(opt, models, METHODS):
         raise UsageError(f'--nce_k must be positive, got {opt.nce_k}')
     if opt.init_epochs < 0:
         raise UsageError(f'--init_epochs must be >= 0, got {opt.init_epochs}')
-    resolve_loss_weights(opt, METHODS[opt.distill])
+    method = METHODS[opt.distill]
+    _check_method_flags(opt, method, METHODS)
+    if opt.kd_T is None:
+        from distiller_zoo.logit_stand import BASE_TEMP
+        opt.kd_T = BASE_TEMP if opt.logit_stand else 4.0
+    resolve_loss_weights(opt, method)
+    for flag in ('kd_T', 'dkd_T', 'dkd_warmup', 'dist_tau'):
+        if getattr(opt, flag) is not None and getattr(opt, flag) <= 0:
+            raise UsageError(f'--{flag} must be positive, got {getattr(opt, flag)}')
     from distiller_zoo.mc import stage_weight_flags
     stage_weight_flags(opt)  # checked before anything is built
 
@@ -191,12 +211,23 @@ def _finalize_student(opt, models, METHODS):
 def resolve_loss_weights(opt, method):
     """-r defaults to 1 as published (`--distill kd -a 0 -b 0.8` trains 1*CE); only a command that
     omits all of -r/-a/-b takes the method's published triple. An omitted -a/-b (no published
-    default: the published code crashed) takes the method's published value."""
+    default: the published code crashed) takes the method's published value, and omitted method
+    flags take theirs."""
     if opt.gamma is None and (opt.alpha is not None or opt.beta is not None):
         opt.gamma = 1.0
-    for name in ('gamma', 'alpha', 'beta'):
-        if getattr(opt, name) is None:
-            setattr(opt, name, float(getattr(method, name)))
+    method.complete_options(opt)
+
+
+def _check_method_flags(opt, method, METHODS):
+    """A method's own flags, or --logit_stand, given with a method that ignores them."""
+    if opt.logit_stand and not method.supports_logit_stand:
+        ok = ' or '.join(n for n, c in METHODS.items() if c.supports_logit_stand)
+        raise UsageError(f'--logit_stand works with --distill {ok} (the methods it was published for), '
+                         f'not {opt.distill}')
+    for other in METHODS.values():
+        given = [f for f in other.flag_defaults if getattr(opt, f, None) is not None]
+        if other is not method and given:
+            raise UsageError(f'--{given[0]} is a flag of --distill {other.name}, not {opt.distill}')
 
 
 def options_dict(opt):
@@ -224,8 +255,16 @@ def run_name(opt, kind):
     b_weights = [getattr(opt, f'B{i}_weight', 1.0) for i in range(1, 5)]
     if opt.mc and any(w != 1.0 for w in b_weights):  # only non-default stage weights change the name
         mc += '_B-' + '-'.join(_fmt(float(w)) for w in b_weights)
-    return (f'S-{student}_T-{opt.model_t}_{opt.dataset}_{opt.distill}{mc}'
+    return (f'S-{student}_T-{opt.model_t}_{opt.dataset}_{opt.distill}{method_tag(opt)}{mc}'
             f'_r-{_fmt(opt.gamma)}_a-{_fmt(opt.alpha)}_b-{_fmt(opt.beta)}_{opt.trial}')
+
+
+def method_tag(opt):
+    """The method's own flags (e.g. -b8-T4 for DKD) and -ls for --logit_stand, for the folder name."""
+    from distiller_zoo import METHODS
+    tag = ''.join(f'-{f.split("_", 1)[1][0]}{_fmt(getattr(opt, f))}' for f in METHODS[opt.distill].flag_defaults
+                  if getattr(opt, f, None) is not None)
+    return tag + ('-ls' if getattr(opt, 'logit_stand', False) else '')
 
 
 # Options whose change makes a checkpoint belong to a different experiment (checked on --resume).
@@ -234,7 +273,8 @@ RESULT_OPTIONS = ('model', 'model_s', 'model_t', 'block_depth', 'distill', 'mc',
                   'dataset', 'batch_size', 'epochs', 'init_epochs', 'learning_rate', 'lr_decay_epochs',
                   'lr_decay_rate', 'weight_decay', 'momentum', 'amp', 'seed',
                   'B1_weight', 'B2_weight', 'B3_weight', 'B4_weight', 'imagenet_transform',
-                  'tiny_imagenet_transform')
+                  'tiny_imagenet_transform', 'dkd_alpha', 'dkd_beta', 'dkd_T', 'dkd_warmup', 'dist_beta',
+                  'dist_gamma', 'dist_tau', 'logit_stand')
 
 
 def differing_option(saved, mine, ignore=()):

@@ -22,7 +22,8 @@ DATA=${DATA:-./data}
 PUBLISHED="kd kd_mc hint hint_mc attention attention_mc similarity similarity_mc correlation correlation_mc
   vid vid_mc rkd rkd_mc pkt pkt_mc abound abound_mc factor factor_mc fsp fsp_mc nst nst_mc crd crd_mc"
 EXTRA="kd_repdistiller crd_kd kdsvd teacher imagenet_kd_r34_r18 imagenet_crd_r34_r18 imagenet_kd_r50_mv1
-  imagenet_crd_r50_mv1 imagenet_dkd_r34_r18 imagenet_dkd_r50_mv1"
+  imagenet_crd_r50_mv1 imagenet_dkd_r34_r18 imagenet_dkd_r50_mv1
+  dkd dist kd_ls dkd_ls dkd_mc dist_mc"
 
 case "${1:-}" in
 # ---- CRD-EMKD's scripts/train.sh ----
@@ -111,10 +112,82 @@ imagenet_crd_r50_mv1)  # 71.37 (mdistiller)
     run -m torch.distributed.run --standalone --nproc_per_node $NGPU train_student.py --dataset imagenet --data_folder $DATA \
         --epochs 100 --lr_decay_epochs 30,60,90 --weight_decay 1e-4 --momentum 0.9 --save_freq 10 --data_on_device \
         --path_t torchvision:resnet50 --model_s mobilenetv1_imagenet --distill crd -r 1 -a 0 -b 0.8 --nce_k 16384 --batch_size 32 --learning_rate 0.0125 --scale_lr --trial 1 ;;
-imagenet_dkd_r34_r18|imagenet_dkd_r50_mv1)  # 71.70 / 72.05 (mdistiller)
-    # mdistiller: CE 1.0, DKD alpha 1.0, beta 0.5 (r34->r18) or 2.0 (r50->mv1), T 1, 1 warm-up
-    # epoch, batch 512 as for KD. Needs --distill dkd in distiller_zoo.
-    echo "$1: --distill dkd is not in this version of distiller_zoo" >&2; exit 2 ;;
+imagenet_dkd_r34_r18)  # 71.70 (mdistiller): CE 1, DKD alpha 1, beta 0.5, T 1, 1 warm-up epoch
+    run -m torch.distributed.run --standalone --nproc_per_node $NGPU train_student.py --dataset imagenet --data_folder $DATA \
+        --epochs 100 --lr_decay_epochs 30,60,90 --weight_decay 1e-4 --momentum 0.9 --save_freq 10 --data_on_device \
+        --path_t torchvision:resnet34 --model_s resnet18_imagenet --distill dkd -r 1 -a 0 -b 1 --dkd_alpha 1 --dkd_beta 0.5 --dkd_T 1 --dkd_warmup 1 --batch_size 64 --learning_rate 0.025 --scale_lr --trial 1 ;;
+imagenet_dkd_r50_mv1)  # 72.05 (mdistiller): CE 1, DKD alpha 1, beta 2, T 1, 1 warm-up epoch
+    run -m torch.distributed.run --standalone --nproc_per_node $NGPU train_student.py --dataset imagenet --data_folder $DATA \
+        --epochs 100 --lr_decay_epochs 30,60,90 --weight_decay 1e-4 --momentum 0.9 --save_freq 10 --data_on_device \
+        --path_t torchvision:resnet50 --model_s mobilenetv1_imagenet --distill dkd -r 1 -a 0 -b 1 --dkd_alpha 1 --dkd_beta 2 --dkd_T 1 --dkd_warmup 1 --batch_size 64 --learning_rate 0.025 --scale_lr --trial 1 ;;
+# ---- DKD, DIST and logit standardization: the authors' settings per teacher -> student pair ----
+# (each entry runs its pairs one after another; copy a printed line to run one pair)
+dkd)      # DKD, mdistiller configs/cifar100/dkd: CE 1, alpha 1, T 4, warm-up 20 epochs; beta per pair
+    CK=./checkpoints/cifar100
+    run train_student.py --model_t resnet56 --path_t $CK/resnet56_vanilla/ckpt_epoch_240.pth --model_s resnet20 --distill dkd --dkd_beta 2 --trial 1
+    # resnet110 -> resnet20: none published (mdistiller pairs resnet110 with resnet32 only)
+    run train_student.py --model_t resnet110 --path_t $CK/resnet110_vanilla/ckpt_epoch_240.pth --model_s resnet32 --distill dkd --dkd_beta 2 --trial 1
+    run train_student.py --model_t resnet32x4 --path_t $CK/resnet32x4_vanilla/ckpt_epoch_240.pth --model_s resnet8x4 --distill dkd --dkd_beta 8 --trial 1
+    run train_student.py --model_t wrn_40_2 --path_t $CK/wrn_40_2_vanilla/ckpt_epoch_240.pth --model_s wrn_16_2 --distill dkd --dkd_beta 6 --trial 1
+    run train_student.py --model_t wrn_40_2 --path_t $CK/wrn_40_2_vanilla/ckpt_epoch_240.pth --model_s wrn_40_1 --distill dkd --dkd_beta 6 --trial 1
+    run train_student.py --model_t vgg13 --path_t $CK/vgg13_vanilla/ckpt_epoch_240.pth --model_s vgg8 --distill dkd --dkd_beta 6 --trial 1
+    run train_student.py --model_t resnet32x4 --path_t $CK/resnet32x4_vanilla/ckpt_epoch_240.pth --model_s ShuffleV1 --distill dkd --dkd_beta 8 --trial 1
+    run train_student.py --model_t resnet32x4 --path_t $CK/resnet32x4_vanilla/ckpt_epoch_240.pth --model_s ShuffleV2 --distill dkd --dkd_beta 8 --trial 1
+    run train_student.py --model_t ResNet50 --path_t $CK/ResNet50_vanilla/ckpt_epoch_240.pth --model_s MobileNetV2 --distill dkd --dkd_beta 8 --trial 1
+    run train_student.py --model_t vgg13 --path_t $CK/vgg13_vanilla/ckpt_epoch_240.pth --model_s MobileNetV2 --distill dkd --dkd_beta 6 --trial 1
+    run train_student.py --model_t wrn_40_2 --path_t $CK/wrn_40_2_vanilla/ckpt_epoch_240.pth --model_s ShuffleV1 --distill dkd --dkd_beta 8 --trial 1 ;;
+dist)     # DIST, the one published CIFAR config (dist_cifar.yaml): DIST(1, 1, tau 4) at weight 2, CE 1.
+          # Its schedule (lr constant to epoch 150, then x0.1 at 150/180/210) is the default here.
+    CK=./checkpoints/cifar100
+    run train_student.py --model_t resnet56 --path_t $CK/resnet56_vanilla/ckpt_epoch_240.pth --model_s resnet20 --distill dist --trial 1
+    run train_student.py --model_t resnet110 --path_t $CK/resnet110_vanilla/ckpt_epoch_240.pth --model_s resnet20 --distill dist --trial 1
+    run train_student.py --model_t resnet110 --path_t $CK/resnet110_vanilla/ckpt_epoch_240.pth --model_s resnet32 --distill dist --trial 1
+    run train_student.py --model_t resnet32x4 --path_t $CK/resnet32x4_vanilla/ckpt_epoch_240.pth --model_s resnet8x4 --distill dist --trial 1
+    run train_student.py --model_t wrn_40_2 --path_t $CK/wrn_40_2_vanilla/ckpt_epoch_240.pth --model_s wrn_16_2 --distill dist --trial 1
+    run train_student.py --model_t wrn_40_2 --path_t $CK/wrn_40_2_vanilla/ckpt_epoch_240.pth --model_s wrn_40_1 --distill dist --trial 1
+    run train_student.py --model_t vgg13 --path_t $CK/vgg13_vanilla/ckpt_epoch_240.pth --model_s vgg8 --distill dist --trial 1
+    run train_student.py --model_t resnet32x4 --path_t $CK/resnet32x4_vanilla/ckpt_epoch_240.pth --model_s ShuffleV1 --distill dist --trial 1
+    run train_student.py --model_t resnet32x4 --path_t $CK/resnet32x4_vanilla/ckpt_epoch_240.pth --model_s ShuffleV2 --distill dist --trial 1
+    run train_student.py --model_t ResNet50 --path_t $CK/ResNet50_vanilla/ckpt_epoch_240.pth --model_s MobileNetV2 --distill dist --trial 1
+    run train_student.py --model_t vgg13 --path_t $CK/vgg13_vanilla/ckpt_epoch_240.pth --model_s MobileNetV2 --distill dist --trial 1
+    run train_student.py --model_t wrn_40_2 --path_t $CK/wrn_40_2_vanilla/ckpt_epoch_240.pth --model_s ShuffleV1 --distill dist --trial 1 ;;
+kd_ls)    # KD + logit standardization: base temperature (--kd_T) and KD weight (-a) from the authors'
+          # logs per pair, CE 0.1
+    CK=./checkpoints/cifar100
+    run train_student.py --model_t resnet56 --path_t $CK/resnet56_vanilla/ckpt_epoch_240.pth --model_s resnet20 --distill kd --logit_stand --kd_T 2 -r 0.1 -a 9 -b 0 --trial 1
+    run train_student.py --model_t resnet110 --path_t $CK/resnet110_vanilla/ckpt_epoch_240.pth --model_s resnet20 --distill kd --logit_stand --kd_T 4 -r 0.1 -a 12 -b 0 --trial 1
+    run train_student.py --model_t resnet110 --path_t $CK/resnet110_vanilla/ckpt_epoch_240.pth --model_s resnet32 --distill kd --logit_stand --kd_T 2 -r 0.1 -a 9 -b 0 --trial 1
+    run train_student.py --model_t resnet32x4 --path_t $CK/resnet32x4_vanilla/ckpt_epoch_240.pth --model_s resnet8x4 --distill kd --logit_stand --kd_T 2 -r 0.1 -a 9 -b 0 --trial 1
+    run train_student.py --model_t wrn_40_2 --path_t $CK/wrn_40_2_vanilla/ckpt_epoch_240.pth --model_s wrn_16_2 --distill kd --logit_stand --kd_T 2 -r 0.1 -a 9 -b 0 --trial 1
+    run train_student.py --model_t wrn_40_2 --path_t $CK/wrn_40_2_vanilla/ckpt_epoch_240.pth --model_s wrn_40_1 --distill kd --logit_stand --kd_T 2 -r 0.1 -a 9 -b 0 --trial 1
+    run train_student.py --model_t vgg13 --path_t $CK/vgg13_vanilla/ckpt_epoch_240.pth --model_s vgg8 --distill kd --logit_stand --kd_T 3 -r 0.1 -a 9 -b 0 --trial 1
+    # resnet32x4 -> ShuffleV1: none published
+    run train_student.py --model_t resnet32x4 --path_t $CK/resnet32x4_vanilla/ckpt_epoch_240.pth --model_s ShuffleV2 --distill kd --logit_stand --kd_T 2 -r 0.1 -a 9 -b 0 --trial 1
+    run train_student.py --model_t ResNet50 --path_t $CK/ResNet50_vanilla/ckpt_epoch_240.pth --model_s MobileNetV2 --distill kd --logit_stand --kd_T 3 -r 0.1 -a 1 -b 0 --trial 1
+    run train_student.py --model_t vgg13 --path_t $CK/vgg13_vanilla/ckpt_epoch_240.pth --model_s MobileNetV2 --distill kd --logit_stand --kd_T 3 -r 0.1 -a 9 -b 0 --trial 1
+    # wrn_40_2 -> ShuffleV1: none published
+    ;;
+dkd_ls)   # DKD + logit standardization: the authors' kd weight multiplies DKD's alpha and beta, which is
+          # -b here; base temperature (--kd_T) and beta from their logs per pair; CE 1, warm-up 20
+    CK=./checkpoints/cifar100
+    run train_student.py --model_t resnet56 --path_t $CK/resnet56_vanilla/ckpt_epoch_240.pth --model_s resnet20 --distill dkd --logit_stand --kd_T 3 -b 18 --dkd_beta 2 --trial 1
+    run train_student.py --model_t resnet110 --path_t $CK/resnet110_vanilla/ckpt_epoch_240.pth --model_s resnet20 --distill dkd --logit_stand --kd_T 2 -b 15 --dkd_beta 2 --trial 1
+    run train_student.py --model_t resnet110 --path_t $CK/resnet110_vanilla/ckpt_epoch_240.pth --model_s resnet32 --distill dkd --logit_stand --kd_T 2 -b 15 --dkd_beta 2 --trial 1
+    run train_student.py --model_t resnet32x4 --path_t $CK/resnet32x4_vanilla/ckpt_epoch_240.pth --model_s resnet8x4 --distill dkd --logit_stand --kd_T 2 -b 9 --dkd_beta 8 --trial 1
+    run train_student.py --model_t wrn_40_2 --path_t $CK/wrn_40_2_vanilla/ckpt_epoch_240.pth --model_s wrn_16_2 --distill dkd --logit_stand --kd_T 2 -b 12 --dkd_beta 2 --trial 1
+    run train_student.py --model_t wrn_40_2 --path_t $CK/wrn_40_2_vanilla/ckpt_epoch_240.pth --model_s wrn_40_1 --distill dkd --logit_stand --kd_T 2 -b 12 --dkd_beta 2 --trial 1
+    run train_student.py --model_t vgg13 --path_t $CK/vgg13_vanilla/ckpt_epoch_240.pth --model_s vgg8 --distill dkd --logit_stand --kd_T 2 -b 15 --dkd_beta 2 --trial 1
+    # resnet32x4 -> ShuffleV1: none published
+    run train_student.py --model_t resnet32x4 --path_t $CK/resnet32x4_vanilla/ckpt_epoch_240.pth --model_s ShuffleV2 --distill dkd --logit_stand --kd_T 2 -b 9 --dkd_beta 8 --trial 1
+    run train_student.py --model_t ResNet50 --path_t $CK/ResNet50_vanilla/ckpt_epoch_240.pth --model_s MobileNetV2 --distill dkd --logit_stand --kd_T 2 -b 15 --dkd_beta 2 --trial 1
+    run train_student.py --model_t vgg13 --path_t $CK/vgg13_vanilla/ckpt_epoch_240.pth --model_s MobileNetV2 --distill dkd --logit_stand --kd_T 3 -b 9 --dkd_beta 2 --trial 1
+    # wrn_40_2 -> ShuffleV1: none published
+    ;;
+dkd_mc)   # DKD + milestone checking on the BCS composition 3,7,2 (the seed README's MC form)
+    run train_student.py --model_t resnet110 --path_t $T --distill dkd --mc 1 --mc_weight 0.001 --model_s myresnet20 --block_depth 3,7,2 --trial 1 ;;
+dist_mc)  # DIST + milestone checking, same form
+    run train_student.py --model_t resnet110 --path_t $T --distill dist --mc 1 --mc_weight 0.001 --model_s myresnet20 --block_depth 3,7,2 --trial 1 ;;
+# ---- end of the logit-method recipes ----
 # ---- groups ----
 all)
     for name in $PUBLISHED; do bash "$0" "$name"; done ;;

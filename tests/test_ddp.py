@@ -35,17 +35,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORLD, BATCH, N_DATA, NCE_K, SIZE = 2, 64, 200, 32, 16  # small images: the models pool adaptively
 # Methods whose loss is a mean of per-sample terms: one process on the whole batch and two on the
 # halves must agree. The others (rkd, similarity, correlation, pkt, kdsvd) relate the samples of
-# a batch to each other, which under DDP means the samples of one rank's batch.
-PER_SAMPLE = ('kd', 'crd', 'abound', 'fsp', 'hint', 'attention', 'nst', 'vid', 'factor')
+# a batch to each other, which under DDP means the samples of one rank's batch; so does DIST's
+# intra-class relation (each class's probabilities correlated over the rank's batch).
+PER_SAMPLE = ('kd', 'crd', 'abound', 'fsp', 'hint', 'attention', 'nst', 'vid', 'factor', 'dkd', 'dkd+ls')
 INIT_STAGE = ('abound', 'factor', 'fsp')
 
 
 def method_opt(distill):
+    """'NAME+ls': the method with --logit_stand (standardizes per sample, in its loss and the KD term)."""
+    distill, _, ls = distill.partition('+')
     cls = METHODS[distill]
     return argparse.Namespace(kd_T=4.0, hint_layer=2, feat_dim=16, nce_k=NCE_K, nce_t=0.07, nce_m=0.5,
                               mode='exact', model_s='resnet8', learning_rate=0.05, gamma=cls.gamma,
                               alpha=max(cls.alpha, 0.5), beta=cls.beta, mc_weight=0.0, distill=distill,
-                              init_epochs=1, momentum=0.9, weight_decay=5e-4)
+                              init_epochs=1, momentum=0.9, weight_decay=5e-4, dkd_alpha=1.0, dkd_beta=8.0,
+                              dkd_T=4.0, dkd_warmup=20.0, dist_beta=1.0, dist_gamma=1.0, dist_tau=4.0,
+                              logit_stand=ls == 'ls')
 
 
 def fixed_batch():
@@ -67,8 +72,9 @@ def build(distill, dtype=torch.float32):
     torch.manual_seed(0)
     student = models.build_model('resnet8', num_classes=10)
     teacher = models.build_model('resnet14', num_classes=10).eval()
-    preact = METHODS[distill].preact
-    method = build_distiller(distill, method_opt(distill), feature_shapes(student, preact, SIZE),
+    opt = method_opt(distill)
+    preact = METHODS[opt.distill].preact
+    method = build_distiller(opt.distill, opt, feature_shapes(student, preact, SIZE),
                              feature_shapes(teacher, preact, SIZE), N_DATA)
     return student.to(dtype), teacher.to(dtype), method.to(dtype)
 

@@ -22,16 +22,19 @@ CROSS_FAMILY = [('resnet32x4', 'ShuffleV2'), ('vgg13', 'MobileNetV2'), ('ResNet5
 SAME_CHANNELS_ONLY = {'fsp', 'kdsvd'}
 MAIN_STAGE_ZERO = {'kd', 'abound', 'fsp'}
 
-# published -r/-a/-b (RepDistiller scripts/run_cifar_distill.sh; kdsvd has none there)
+# published -r/-a/-b (RepDistiller scripts/run_cifar_distill.sh; kdsvd has none there; dkd: mdistiller
+# CE weight 1 and its own alpha/beta; dist: CE 1, kd_loss_weight 2 in dist_cifar.yaml)
 PUBLISHED = {'kd': (0.1, 0.9, 0), 'hint': (1, 0, 100), 'attention': (1, 0, 1000),
              'similarity': (1, 0, 3000), 'correlation': (1, 0, 0.02), 'vid': (1, 0, 1),
              'rkd': (1, 0, 1), 'pkt': (1, 0, 30000), 'abound': (1, 0, 1), 'factor': (1, 0, 200),
-             'fsp': (1, 0, 50), 'nst': (1, 0, 50), 'crd': (1, 0, 0.8), 'kdsvd': (1, 0, 1)}
+             'fsp': (1, 0, 50), 'nst': (1, 0, 50), 'crd': (1, 0, 0.8), 'kdsvd': (1, 0, 1),
+             'dkd': (1, 0, 1), 'dist': (1, 0, 2)}
 
 
 def make_opt(model_s='resnet20', **kw):
     opt = dict(kd_T=4.0, hint_layer=2, feat_dim=32, nce_k=NCE_K, nce_t=0.07, nce_m=0.5,
-               mode='exact', model_s=model_s, learning_rate=0.05)
+               mode='exact', model_s=model_s, learning_rate=0.05, dkd_alpha=1.0, dkd_beta=8.0, dkd_T=4.0,
+               dkd_warmup=20.0, dist_beta=1.0, dist_gamma=1.0, dist_tau=4.0, logit_stand=False)
     opt.update(kw)
     return argparse.Namespace(**opt)
 

@@ -256,7 +256,9 @@ def nets():
 
 def method_opt(model_s):
     return argparse.Namespace(kd_T=4.0, hint_layer=2, feat_dim=16, nce_k=NCE_K, nce_t=0.07,
-                              nce_m=0.5, mode='exact', model_s=model_s, learning_rate=0.01)
+                              nce_m=0.5, mode='exact', model_s=model_s, learning_rate=0.01, dkd_alpha=1.0,
+                              dkd_beta=8.0, dkd_T=4.0, dkd_warmup=20.0, dist_beta=1.0, dist_gamma=1.0,
+                              dist_tau=4.0, logit_stand=False)
 
 
 @pytest.mark.parametrize('pair', PAIRS, ids='->'.join)
@@ -416,7 +418,11 @@ PUBLISHED_RECIPES = {
     ('resnet34_imagenet', 'resnet18_imagenet', 'crd'): (256, 0.1, (1.0, 0.0, 0.8), 4.0),
     ('resnet50_imagenet', 'mobilenetv1_imagenet', 'kd'): (512, 0.2, (0.5, 0.5, 0.0), 1.0),
     ('resnet50_imagenet', 'mobilenetv1_imagenet', 'crd'): (256, 0.1, (1.0, 0.0, 0.8), 4.0),
+    ('resnet34_imagenet', 'resnet18_imagenet', 'dkd'): (512, 0.2, (1.0, 0.0, 1.0), 4.0),
+    ('resnet50_imagenet', 'mobilenetv1_imagenet', 'dkd'): (512, 0.2, (1.0, 0.0, 1.0), 4.0),
 }
+# mdistiller configs/imagenet/*/dkd.yaml over its cfg.py defaults (ALPHA 1.0)
+PUBLISHED_DKD = {'resnet18_imagenet': (1.0, 0.5, 1.0, 1), 'mobilenetv1_imagenet': (1.0, 2.0, 1.0, 1)}
 
 
 def test_train_sh_imagenet_recipes_are_the_published_settings_on_8_gpus():
@@ -440,3 +446,5 @@ def test_train_sh_imagenet_recipes_are_the_published_settings_on_8_gpus():
         assert opt.dataset == 'imagenet' and opt.data_on_device
         if opt.distill == 'crd':
             assert (opt.nce_k, opt.feat_dim, opt.nce_t, opt.nce_m) == (16384, 128, 0.07, 0.5)
+        if opt.distill == 'dkd':
+            assert (opt.dkd_alpha, opt.dkd_beta, opt.dkd_T, opt.dkd_warmup) == PUBLISHED_DKD[opt.model_s]

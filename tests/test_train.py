@@ -27,12 +27,13 @@ from train_teacher import train_teacher
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
 LOG_HEADER = ['epoch', 'train_acc', 'train_loss', 'test_acc', 'test_loss', 'test_acc_top5', 'lr',
               'loss_ce', 'loss_kd', 'loss_method', 'loss_mc']
-# -r/-a/-b of RepDistiller's and CRD-EMKD's published scripts (kdsvd has none published: 1, 0, 1)
+# -r/-a/-b of RepDistiller's and CRD-EMKD's published scripts (kdsvd has none published: 1, 0, 1);
+# dkd: mdistiller's CE weight 1 with DKD's own alpha/beta; dist: dist_cifar.yaml's CE 1, DIST weight 2
 PUBLISHED_WEIGHTS = {
     'kd': (0.1, 0.9, 0), 'hint': (1, 0, 100), 'attention': (1, 0, 1000), 'similarity': (1, 0, 3000),
     'correlation': (1, 0, 0.02), 'vid': (1, 0, 1), 'rkd': (1, 0, 1), 'pkt': (1, 0, 30000),
     'abound': (1, 0, 1), 'factor': (1, 0, 200), 'fsp': (1, 0, 50), 'nst': (1, 0, 50), 'crd': (1, 0, 0.8),
-    'kdsvd': (1, 0, 1),
+    'kdsvd': (1, 0, 1), 'dkd': (1, 0, 1), 'dist': (1, 0, 2),
 }
 
 
