@@ -169,7 +169,8 @@ class SlurmBackend:
         path = ROOT + (os.pathsep + os.environ['PYTHONPATH'] if os.environ.get('PYTHONPATH') else '')
         python = f'env PYTHONPATH={shlex.quote(path)} {shlex.quote(sys.executable)}'
         ex = submitit.AutoExecutor(folder=self.folder, cluster=self.cluster, slurm_python=python,
-                                   local_python=python, slurm_max_num_timeout=MAX_TIMEOUTS)
+                                   local_python=python, slurm_max_num_timeout=MAX_TIMEOUTS,
+                                   local_max_num_timeout=MAX_TIMEOUTS)
         per_node = o.slurm_gpus_per_job // o.slurm_nodes
         params = {'name': job_name, 'timeout_min': slurm_minutes(o.slurm_time), 'nodes': o.slurm_nodes,
                   'tasks_per_node': max(1, per_node), 'cpus_per_task': o.slurm_cpus_per_task,

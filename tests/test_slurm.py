@@ -237,7 +237,7 @@ def test_requeued_job_continues_its_run_with_resume(data, teacher, tmp_path, mon
     assert epochs_of(run_dir) == list(range(1, epochs + 1))  # every epoch once: continued, not restarted
     out = job.paths.stdout.read_text()
     err = job.paths.stderr.read_text()
-    assert 'stopped by signal' in out and 'Requeued job' in err
+    assert 'stopped by signal' in out and 'Requeued job' in out + err
     commands = [line for line in out.splitlines() if line.startswith('running: ')]
     assert len(commands) == 2 and not commands[0].endswith('--resume') and commands[1].endswith('--resume')
 
