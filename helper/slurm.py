@@ -198,6 +198,8 @@ class SlurmBackend:
             return {}
         attached, todo = {}, []
         for i, r in enumerate(runs):
+            if _summary(r.run_dir).get('status') == 'finished':
+                continue
             rec = self.jobs.get(r.run_dir)
             if rec:
                 job = self._job(rec)
@@ -209,7 +211,7 @@ class SlurmBackend:
             todo.append(i)
         if todo:
             attached.update(zip(todo, self.submit([runs[i] for i in todo], job_name)))
-        return self._wait(runs, attached)
+        return self._wait(runs, attached) if attached else {}
 
     def submit(self, runs, job_name='crd'):
         """Submit runs as one job array and record their job ids; returns the submitit jobs."""

@@ -113,21 +113,31 @@ def test_sbatch_script_carries_the_requested_resources(data, tmp_path, monkeypat
 
 
 def test_rerun_reattaches_to_running_jobs_and_resubmits_ended_ones(data, tmp_path, monkeypatch):
-    calls = fake_slurm(tmp_path, monkeypatch, sacct='4242_0|RUNNING|n1\\n4242_1|FAILED|n2\\n')
-    runs = runs_in(tmp_path)
-    for r in runs:  # both runs finish as soon as they are waited on
-        os.makedirs(r.run_dir)
+    calls = fake_slurm(tmp_path, monkeypatch, sacct='4242_0|RUNNING|n1\\n4242_1|FAILED|n2\\n4242_2|RUNNING|n3\\n')
+    runs = runs_in(tmp_path, 3)
+
+    def finish(r):
+        os.makedirs(r.run_dir, exist_ok=True)
         with open(os.path.join(r.run_dir, 'summary.json'), 'w') as f:
             json.dump({'status': 'finished'}, f)
+    finish(runs[2])  # finished already: neither waited on nor submitted
     folder = str(tmp_path / 'slurm')
     jobs = {r.run_dir: {'job_id': f'4242_{i}', 'executor': 'slurm', 'folder': folder} for i, r in enumerate(runs)}
     argv = search_argv(data, tmp_path, 'teacher.pth', '--launcher', 'slurm', '--slurm_poll', '0.01')
     log = []
-    assert backend_for(parse(argv), jobs, log).run(runs) == {}
+
+    def record(msg):
+        log.append(msg)
+        if msg.startswith('[slurm] submitted'):  # the runs end once everything is out
+            for r in runs[:2]:
+                finish(r)
+    from helper.slurm import SlurmBackend
+    assert SlurmBackend(parse(argv), jobs, lambda: None, log=record).run(runs) == {}
     assert '[slurm] reattached to job 4242_0 (RUNNING): run0' in log
+    assert not any('4242_2' in line for line in log)
     with open(calls) as f:
         assert len(f.read().splitlines()) == 1  # only the failed one went out again
-    assert jobs[runs[0].run_dir]['job_id'] == '4242_0' and jobs[runs[1].run_dir]['job_id'] == '4242'
+    assert [jobs[r.run_dir]['job_id'] for r in runs] == ['4242_0', '4242', '4242_2']
 
 
 def test_launcher_flags_are_checked_before_anything_is_written(data, teacher, tmp_path, capsys, monkeypatch):
@@ -294,3 +304,58 @@ def test_search_on_slurm_killed_driver_reattaches_and_preempted_job_resumes(data
         assert epochs_of(c['run_dir']) == list(range(1, 7))
     log_a = (tmp_path / 'slurm' / f'{job_a}_0_log.out').read_text()
     assert 'stopped by signal' in log_a and log_a.rstrip().count('--resume') >= 1
+
+
+DRIVER = '''
+import json, sys
+from helper.options import Parser
+from helper.scheduler import Run, add_launcher_args, train_runs
+p = Parser()
+add_launcher_args(p)
+p.add_argument('--save_root')
+opt = p.parse_args(sys.argv[3:])
+with open(sys.argv[1]) as f:
+    runs = [Run(**r) for r in json.load(f)]
+print('failed:', train_runs(runs, opt, sys.argv[2], job_name='table'), flush=True)
+'''
+
+
+@pytest.mark.slow
+def test_generic_driver_runs_killed_and_rerun(data, teacher, tmp_path):
+    """What a table-reproduction driver does: hand over runs, keep job ids in its state file."""
+    from helper.options import finalize, student_parser
+    runs = []
+    for trial in ('1', '2'):
+        argv = student_args(data, str(tmp_path), teacher, 'kd', 'myresnet14', '--trial', trial)
+        argv[argv.index('--epochs') + 1] = '6'
+        run_dir = search.run_dir_of(finalize(student_parser().parse_args(argv), 'student'), 'student')
+        runs.append({'name': f'trial {trial}', 'argv': [search.TRAIN_STUDENT, *argv], 'run_dir': run_dir,
+                     'resume_from': os.path.join(run_dir, 'myresnet14_last.pth')})
+    (tmp_path / 'runs.json').write_text(json.dumps(runs))
+    (tmp_path / 'driver.py').write_text(DRIVER)
+    state = tmp_path / 'state.json'
+    state.write_text(json.dumps({'table': 'kept'}))
+    cmd = [sys.executable, str(tmp_path / 'driver.py'), str(tmp_path / 'runs.json'), str(state),
+           '--launcher', 'slurm', '--slurm_executor', 'local', '--slurm_poll', '0.2', '--save_root', str(tmp_path)]
+
+    def jobs_recorded():
+        jobs = json.loads(state.read_text()).get('jobs', {})
+        return jobs if len(jobs) == 2 else None
+    first = subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL)
+    jobs = wait_for(jobs_recorded, what='job ids in the state file')
+    first.kill()  # SIGKILL: no goodbye
+    first.wait()
+    job_1 = jobs[runs[0]['run_dir']]['job_id']
+    wait_for(lambda: summary_of(runs[0]['run_dir']).get('epochs_done', 0) >= 1, what='epoch 1 of trial 1')
+    os.kill(int(job_1), signal.SIGTERM)  # preempted while no driver watches
+
+    second = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert 'failed: {}' in second.stdout and '[slurm] submitted' not in second.stdout
+    assert second.stdout.count('[slurm] reattached to job') == 2
+    saved = json.loads(state.read_text())
+    assert saved['table'] == 'kept' and saved['jobs'] == jobs
+    for r in runs:
+        assert summary_of(r['run_dir'])['status'] == 'finished'
+        assert epochs_of(r['run_dir']) == list(range(1, 7))
+    assert '--resume' in (tmp_path / 'slurm' / f'{job_1}_0_log.out').read_text()
