@@ -218,15 +218,17 @@ def epochs_of(run_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('how', ['preempted', 'time_limit'])
+@pytest.mark.parametrize('how', ['preempted', 'time_limit', 'preempted_2_processes'])
 def test_requeued_job_continues_its_run_with_resume(data, teacher, tmp_path, monkeypatch, how):
     """Preempted: SIGTERM to the job. Time limit: submitit's USR2 to it. Either way the run writes its
-    checkpoint, submitit's checkpointing hook requeues the job and the run continues with --resume."""
+    checkpoint, submitit's checkpointing hook requeues the job and the run continues with --resume.
+    With 2 processes (2 "GPUs", gloo on the CPU) the job is one DDP run, as under torchrun."""
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv('OMP_NUM_THREADS', '1')
     epochs = 6
+    gpus = '2' if how.endswith('2_processes') else '1'
     argv = search_argv(data, tmp_path, teacher, '--launcher', 'slurm', '--slurm_executor', 'local',
-                       '--slurm_poll', '0.2', epochs=epochs)
+                       '--slurm_poll', '0.2', '--slurm_gpus_per_job', gpus, epochs=epochs)
     opt = parse(argv, final=True)
     c = search.candidate_options(opt, (2, 2, 2), short=False)
     run_dir = search.run_dir_of(c, 'student')
@@ -236,7 +238,7 @@ def test_requeued_job_continues_its_run_with_resume(data, teacher, tmp_path, mon
     backend = backend_for(opt, jobs, log)
     (job,) = backend.submit([run])
     wait_for(lambda: summary_of(run_dir).get('epochs_done', 0) >= 1, what='epoch 1')
-    if how == 'preempted':
+    if how.startswith('preempted'):
         os.kill(int(job.job_id), signal.SIGTERM)  # the controller passes it on, as SLURM signals the job
     else:
         os.kill(worker_pid(job.job_id), signal.SIGUSR2)
@@ -250,6 +252,10 @@ def test_requeued_job_continues_its_run_with_resume(data, teacher, tmp_path, mon
     assert 'stopped by signal' in out and 'Requeued job' in out + err
     commands = [line for line in out.splitlines() if line.startswith('running: ')]
     assert len(commands) == 2 and not commands[0].endswith('--resume') and commands[1].endswith('--resume')
+    if gpus == '2':
+        assert out.count('world size 2') == 2  # rank 0 prints, once per start
+        rank1 = job.paths.stdout.with_name(job.paths.stdout.name.replace('_0_', '_1_')).read_text()
+        assert rank1.count('running: ') == 2 and 'epoch ' not in rank1
 
 
 def start_driver(argv, out_path):
