@@ -112,7 +112,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         if code == 0:
             return {'exit_code': 0}
         if code in STOP_CODES:
-            print(f'run stopped by a signal (exit code {code}), its checkpoint written', flush=True)
+            print(f'run stopped by a signal (exit code {code})', flush=True)
             if job.global_rank == 0 and _may_requeue(job):
                 try:  # submitit's handler calls checkpoint(), requeues the job and exits this process
                     signal.raise_signal(sig)
