@@ -4,7 +4,8 @@ Takes every train_student.py flag, e.g.
     python search.py --path_t ./save/models/resnet110_vanilla/ckpt_epoch_240.pth --distill crd \
         --mc 1 --mc_weight 0.001 --model_s myresnet20 --block_depth 3,3,3 -a 0 -b 0.8 --trial 1
 The search rule is documented in helper/bcs.py and the README. Rerunning the same command skips
-finished candidates and resumes an interrupted one.
+finished candidates and resumes an interrupted one. With --launcher slurm every candidate is a
+SLURM job (helper/slurm.py), and a rerun reattaches to the jobs still queued or running.
 """
 import copy
 import os
@@ -185,6 +186,8 @@ class Search:
 
     def _train_slurm(self, todo, phase):
         """The phase's candidates as one job array; this process only waits on it."""
+        if not todo:
+            return
         for i, c in enumerate(todo):
             self._announce(c, phase, len(self.records) + 1 + i)
         failed = self.backend.run([self._slurm_run(c) for c in todo], job_name=self.name)

@@ -140,6 +140,50 @@ def test_rerun_reattaches_to_running_jobs_and_resubmits_ended_ones(data, tmp_pat
     assert [jobs[r.run_dir]['job_id'] for r in runs] == ['4242_0', '4242', '4242_2']
 
 
+class FakeBackend:
+    """Stands in for the cluster: each job is its run's summary.json, written at once with the
+    accuracy the test chose, from train_student's own parse of the job's command line."""
+
+    def __init__(self, opt, jobs, save, scores, batches):
+        self.jobs, self.save, self.scores, self.batches = jobs, save, scores, batches
+
+    def run(self, runs, job_name):
+        from helper.options import finalize, student_parser
+        batch = []
+        for i, r in enumerate(runs):
+            assert r.argv[0] == search.TRAIN_STUDENT and '--resume' not in r.argv  # the job decides that
+            opt = finalize(student_parser().parse_args(r.argv[1:]), 'student')
+            assert search.run_dir_of(opt, 'student') == r.run_dir
+            batch.append((tuple(opt.block_depth), opt.epochs, opt.trial))
+            self.jobs[r.run_dir] = {'job_id': f'{len(self.batches) + 1}_{i}', 'executor': 'slurm', 'folder': 'f'}
+            os.makedirs(r.run_dir)
+            with open(os.path.join(r.run_dir, 'summary.json'), 'w') as f:
+                json.dump({'status': 'finished', 'params': 1, 'best_acc': self.scores[tuple(opt.block_depth)],
+                           'last_acc': 1.0, 'run_dir': r.run_dir, 'wall_time_s': 360.0,
+                           'options': {}}, f)
+        self.save()
+        self.batches.append(batch)
+        return {}
+
+
+def test_search_sends_each_phase_as_one_batch_and_the_final_run_as_a_job(data, teacher, tmp_path,
+                                                                         monkeypatch):
+    batches = []
+    monkeypatch.setattr(search, 'slurm_backend',
+                        lambda opt, jobs, save: FakeBackend(opt, jobs, save, {(2, 2, 2): 50.0, (2, 6, 1): 60.0},
+                                                            batches))
+    argv = search_argv(data, tmp_path, teacher, '--launcher', 'slurm', '--slurm_gpus_per_job', '2',
+                       '--search_epochs', '1', epochs=2)
+    assert search.main(argv) == 0
+    assert batches == [[((2, 2, 2), 1, '1-bcs1'), ((2, 6, 1), 1, '1-bcs1')], [((2, 6, 1), 2, '1')]]
+    with open(glob.glob(os.path.join(str(tmp_path), 'search', 'BCS_*', 'search.json'))[0]) as f:
+        result = json.load(f)
+    assert [c['job_id'] for c in result['candidates']] == ['1_0', '1_1']
+    assert result['final']['job_id'] == '2_0' and result['winner']['block_depth'] == [2, 6, 1]
+    assert result['final']['device_hours'] == pytest.approx(0.2)  # 360 s on 2 GPUs
+    assert len(result['jobs']) == 3
+
+
 def test_launcher_flags_are_checked_before_anything_is_written(data, teacher, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv('PATH', str(tmp_path / 'no_slurm_here'))
     bad = [(['--gpus', '0,1'], '--slurm_gpus_per_job'),
