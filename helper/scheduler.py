@@ -165,8 +165,19 @@ def train_runs(runs, opt, state_path, slots=(None,), job_name='crd'):
             write_json(state, state_path)
         return slurm_backend(opt, jobs, save).run(runs, job_name)
 
-    def command(run, slot):
+    def command(i, slot):
         env = dict(os.environ) if slot is None else dict(os.environ, CUDA_VISIBLE_DEVICES=slot)
-        resume = ['--resume'] if os.path.exists(run.resume_from) else []
-        return [sys.executable, *run.argv, *resume], env
-    return {i: f'exit code {code}' for i, code in run_parallel(runs, list(slots), command).items()}
+        resume = ['--resume'] if os.path.exists(runs[i].resume_from) else []
+        return [sys.executable, *runs[i].argv, *resume], env
+    todo = [i for i, r in enumerate(runs) if not finished(r.run_dir)]
+    failed = run_parallel(todo, list(slots), command)
+    return {todo[j]: f'exit code {code}' for j, code in failed.items()}
+
+
+def finished(run_dir):
+    """The run in run_dir has finished (its summary.json says so)."""
+    from helper.checkpoint import read_json
+    try:
+        return read_json(os.path.join(run_dir, 'summary.json')).get('status') == 'finished'
+    except (OSError, ValueError):
+        return False

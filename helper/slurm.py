@@ -25,7 +25,7 @@ import time
 import submitit
 
 from helper.errors import UsageError
-from helper.scheduler import slurm_extra, slurm_minutes
+from helper.scheduler import finished, slurm_extra, slurm_minutes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIGNAL_DELAY_S = 120  # submitit's signal comes this long before the time limit...
@@ -198,7 +198,7 @@ class SlurmBackend:
             return {}
         attached, todo = {}, []
         for i, r in enumerate(runs):
-            if _summary(r.run_dir).get('status') == 'finished':
+            if finished(r.run_dir):
                 continue
             rec = self.jobs.get(r.run_dir)
             if rec:

@@ -409,3 +409,19 @@ def test_generic_driver_runs_killed_and_rerun(data, teacher, tmp_path):
         assert summary_of(r['run_dir'])['status'] == 'finished'
         assert epochs_of(r['run_dir']) == list(range(1, 7))
     assert '--resume' in (tmp_path / 'slurm' / f'{job_1}_0_log.out').read_text()
+
+
+def test_train_runs_local_launcher_skips_finished_runs_and_reports_failures(tmp_path):
+    from helper.scheduler import train_runs
+    marker = tmp_path / 'ran'
+    code = 'import sys; open(sys.argv[1], "a").write(sys.argv[2] + " ".join(sys.argv[3:]) + "\\n"); sys.exit(int(sys.argv[2]))'
+    runs = [Run(f'r{i}', ['-c', code, str(marker), str(exit_code)], str(tmp_path / f'r{i}'), str(tmp_path / f'r{i}.pth'))
+            for i, exit_code in enumerate((0, 3, 0))]
+    os.makedirs(runs[2].run_dir)
+    with open(os.path.join(runs[2].run_dir, 'summary.json'), 'w') as f:
+        json.dump({'status': 'finished'}, f)
+    (tmp_path / 'r1.pth').write_text('')  # its checkpoint exists: it resumes
+    opt = search.search_parser().parse_args(['--path_t', 'x.pth'])
+    assert train_runs(runs, opt, str(tmp_path / 'state.json'), slots=('0', '1')) == {1: 'exit code 3'}
+    assert sorted(marker.read_text().splitlines()) == ['0', '3--resume']
+    assert not (tmp_path / 'state.json').exists()  # the local launcher keeps no job ids
