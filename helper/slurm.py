@@ -31,7 +31,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIGNAL_DELAY_S = 120  # submitit's signal comes this long before the time limit...
 GRACE_S = 100  # ...and the run gets this long to write its checkpoint
 MAX_TIMEOUTS = 50
-HEARTBEAT_S = 300  # requeues after a time limit (preemptions do not count)
+HEARTBEAT_S = 300
+PREEMPTED_WAIT_S = 1800  # a job still PREEMPTED this long after was not requeued (sacct answers late)  # requeues after a time limit (preemptions do not count)
 STOP_CODES = {128 + signal.SIGTERM, 128 + signal.SIGINT, -signal.SIGTERM, -signal.SIGINT}
 QUEUED = {'PENDING', 'REQUEUED', 'REQUEUE_HOLD', 'REQUEUE_FED', 'CONFIGURING', 'UNKNOWN', 'READY', 'SUBMITTED'}
 ACTIVE = QUEUED | {'RUNNING', 'COMPLETING', 'SUSPENDED', 'RESIZING', 'SIGNALING', 'STAGE_OUT', 'PREEMPTED'}
@@ -228,7 +229,7 @@ class SlurmBackend:
     def _wait(self, runs, jobs):
         from helper.loops import Preempted
         from helper.run import StopFlag
-        shown, shown_at, failed = None, 0.0, {}
+        shown, shown_at, failed, preempted = None, 0.0, {}, {}
         with StopFlag() as stop:
             while True:
                 states, notes = {}, {}
@@ -240,6 +241,10 @@ class SlurmBackend:
                         states[i] = self.state(job)
                         if s.get('epochs_done') is not None and states[i] == 'RUNNING':
                             notes[i] = f' epoch {s["epochs_done"]}/{s.get("epochs", "?")}'
+                    if states[i] != 'PREEMPTED':
+                        preempted.pop(i, None)
+                    elif time.time() - preempted.setdefault(i, time.time()) > PREEMPTED_WAIT_S:
+                        states[i] = 'PREEMPTED, not requeued'
                 done = sum(s == 'DONE' for s in states.values())
                 running = sum(s in ACTIVE - QUEUED for s in states.values())
                 queued = sum(s in QUEUED for s in states.values())

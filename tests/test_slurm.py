@@ -184,6 +184,19 @@ def test_search_sends_each_phase_as_one_batch_and_the_final_run_as_a_job(data, t
     assert len(result['jobs']) == 3
 
 
+def test_a_job_left_preempted_ends_the_wait_with_its_id(data, tmp_path, monkeypatch):
+    import helper.slurm
+    fake_slurm(tmp_path, monkeypatch, sacct='4242_0|PREEMPTED|n1\\n')
+    monkeypatch.setattr(helper.slurm, 'PREEMPTED_WAIT_S', 0.3)
+    (run,) = runs_in(tmp_path, 1)
+    jobs = {run.run_dir: {'job_id': '4242_0', 'executor': 'slurm', 'folder': str(tmp_path / 'slurm')}}
+    argv = search_argv(data, tmp_path, 'teacher.pth', '--launcher', 'slurm', '--slurm_poll', '0.05')
+    log = []
+    failed = backend_for(parse(argv), jobs, log).run([run])
+    assert '[slurm] reattached to job 4242_0 (PREEMPTED): run0' in log  # SLURM may still requeue it
+    assert failed[0].startswith('job 4242_0 ended (PREEMPTED, not requeued); see ') and '4242_0_0_log.out' in failed[0]
+
+
 def test_launcher_flags_are_checked_before_anything_is_written(data, teacher, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv('PATH', str(tmp_path / 'no_slurm_here'))
     bad = [(['--gpus', '0,1'], '--slurm_gpus_per_job'),
