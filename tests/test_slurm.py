@@ -438,3 +438,18 @@ def test_train_runs_local_launcher_skips_finished_runs_and_reports_failures(tmp_
     assert train_runs(runs, opt, str(tmp_path / 'state.json'), slots=('0', '1')) == {1: 'exit code 3'}
     assert sorted(marker.read_text().splitlines()) == ['0', '3--resume']
     assert not (tmp_path / 'state.json').exists()  # the local launcher keeps no job ids
+
+
+@pytest.mark.slow
+def test_a_failed_run_is_reported_with_its_job_and_log(tmp_path):
+    argv = ['--path_t', 'x.pth', '--launcher', 'slurm', '--slurm_executor', 'local', '--slurm_poll', '0.2',
+            '--save_root', str(tmp_path)]
+    run = Run('broken', [search.TRAIN_STUDENT, '--path_t', str(tmp_path / 'missing.pth')], str(tmp_path / 'r'),
+              str(tmp_path / 'r' / 'last.pth'))
+    jobs, log = {}, []
+    failed = backend_for(parse(argv), jobs, log).run([run])
+    job_id = jobs[run.run_dir]['job_id']
+    assert list(failed) == [0] and failed[0].startswith(f'job {job_id} ended (ENDED); see ')
+    out = open(failed[0].split('see ')[1]).read()
+    err = open(failed[0].split('see ')[1].replace('.out', '.err')).read()
+    assert 'teacher checkpoint not found' in err and 'exited with code 2' in out + err
