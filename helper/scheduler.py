@@ -1,5 +1,6 @@
 """Where a driver's runs train: parallel processes over this machine's GPU slots (--gpus,
 --runs_per_gpu), or SLURM jobs through submitit (--launcher slurm, helper/slurm.py)."""
+import argparse
 import os
 import re
 import subprocess
@@ -117,6 +118,11 @@ def slurm_extra(items):
 def check_launcher_args(opt):
     """Reject launcher flags that cannot work, before anything is submitted."""
     if opt.launcher == 'local':
+        defaults = argparse.ArgumentParser()
+        add_launcher_args(defaults)
+        given = [f for f in sorted(LAUNCHER_FLAGS) if getattr(opt, f[2:]) != defaults.get_default(f[2:])]
+        if given:
+            raise UsageError(f'{given[0]} is for SLURM jobs; add --launcher slurm')
         return
     slurm_minutes(opt.slurm_time)
     slurm_extra(opt.slurm_extra)

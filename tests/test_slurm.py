@@ -211,6 +211,8 @@ def test_launcher_flags_are_checked_before_anything_is_written(data, teacher, tm
         err = capsys.readouterr().err
         assert err.startswith('error: ') and message in err and err.count('\n') == 1, (extra, err)
     assert not os.path.exists(os.path.join(str(tmp_path), 'search'))
+    assert search.main(search_argv(data, tmp_path, teacher, '--slurm_partition', 'gpu')) == 2
+    assert capsys.readouterr().err == 'error: --slurm_partition is for SLURM jobs; add --launcher slurm\n'
 
 
 def test_submitit_is_imported_only_for_the_slurm_launcher():
