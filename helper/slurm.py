@@ -189,8 +189,11 @@ class SlurmBackend:
         return submitit.SlurmJob(rec['folder'], rec['job_id'])
 
     def state(self, job):
-        if isinstance(job, submitit.LocalJob):  # by pid: also for jobs a previous driver started
-            return 'RUNNING' if _local_alive(job.job_id) else 'ENDED'
+        if isinstance(job, submitit.LocalJob):
+            state = job.get_info().get('jobState', '')
+            if state.startswith('NO PROCESS'):  # a job a previous driver started: by its pid
+                return 'RUNNING' if _local_alive(job.job_id) else 'ENDED'
+            return 'RUNNING' if state == 'RUNNING' else 'ENDED'
         return (job.state or 'UNKNOWN').split()[0].upper()
 
     def run(self, runs, job_name='crd'):
