@@ -4,7 +4,8 @@ Takes every train_student.py flag, e.g.
     python search.py --path_t ./save/models/resnet110_vanilla/ckpt_epoch_240.pth --distill crd \
         --mc 1 --mc_weight 0.001 --model_s myresnet20 --block_depth 3,3,3 -a 0 -b 0.8 --trial 1
 The search rule is documented in helper/bcs.py and the README. Rerunning the same command skips
-finished candidates and resumes an interrupted one.
+finished candidates and resumes an interrupted one. With --launcher slurm every candidate is a
+SLURM job (helper/slurm.py), and a rerun reattaches to the jobs still queued or running.
 """
 import copy
 import os
@@ -19,7 +20,8 @@ from helper.loops import NonFiniteLoss, Preempted
 from helper.options import Parser, add_student_args, differing_option, finalize, options_dict, run_name
 from helper.run import WRITE_ERROR_EXIT, run_dir_of
 from helper.runlock import RunLock
-from helper.scheduler import run_parallel, slots_for
+from helper.scheduler import LAUNCHER_FLAGS, Run, add_launcher_args, check_launcher_args, run_parallel, slots_for
+from helper.scheduler import slurm_backend
 from train_student import train_student
 
 TRAIN_STUDENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train_student.py')
@@ -35,11 +37,12 @@ def search_parser():
     g.add_argument('--gpus', default=None, help='e.g. 0,1,2,3: train a phase\'s candidates in parallel')
     g.add_argument('--runs_per_gpu', type=int, default=1, help='candidates sharing one GPU')
     g.add_argument('--nproc_per_node', type=int, default=1, help='GPUs per candidate, through torchrun')
+    add_launcher_args(p)
     return p
 
 
 SEARCH_FLAGS = {'--search_epochs', '--gpus', '--runs_per_gpu', '--nproc_per_node', '--block_depth',
-                '--epochs', '--lr_decay_epochs', '--trial', '--resume', '--seed'}
+                '--epochs', '--lr_decay_epochs', '--trial', '--resume', '--seed'} | LAUNCHER_FLAGS
 
 
 def candidate_options(opt, comp, short):
@@ -118,7 +121,15 @@ class Search:
                          if models.is_variable_depth(opt.model_t) else None)
         self.limits = bcs.teacher_limits(opt.model_t, len(opt.block_depth), teacher_depth)
         self.planned = bcs.planned_count(opt.block_depth, self.rates, self.limits)
-        self.gpus_per_run = max(1, opt.nproc_per_node)
+        self.gpus_per_run = max(1, opt.slurm_gpus_per_job if opt.launcher == 'slurm' else opt.nproc_per_node)
+        # job ids by run folder: a rerun of the search reattaches to the jobs still queued or running
+        self.jobs, self.backend = {}, None
+        if opt.launcher == 'slurm':
+            try:
+                self.jobs = read_json(os.path.join(self.dir, 'search.json')).get('jobs', {})
+            except (OSError, ValueError):
+                pass
+            self.backend = slurm_backend(opt, self.jobs, self.save)
 
     def score_phase(self, comps, phase):
         cands = [candidate_options(self.opt, comp, self.opt.search_epochs is not None) for comp in comps]
@@ -130,7 +141,9 @@ class Search:
                 self._record(c, phase, summary, skipped=True)
             else:
                 todo.append(c)
-        if self.opt.gpus:
+        if self.backend is not None:
+            self._train_slurm(todo, phase)
+        elif self.opt.gpus:
             self._train_parallel(todo, phase)
         else:
             for c in todo:
@@ -163,11 +176,35 @@ class Search:
                                  f'above, then rerun this command to continue')
             self._record(c, phase, read_json(os.path.join(run_dir_of(c, 'student'), 'summary.json')))
 
+    def _slurm_run(self, c):
+        """A candidate (or the final run) as a job: the job adds --resume itself when it finds the
+        checkpoint, so a requeued or resubmitted job continues the run."""
+        fresh = copy.copy(c)
+        fresh.resume = False
+        run_dir = run_dir_of(c, 'student')
+        return Run(','.join(map(str, c.block_depth)), [TRAIN_STUDENT] + candidate_argv(self.argv, fresh), run_dir,
+                   os.path.join(run_dir, f'{c.model_s}_last.pth'))
+
+    def _train_slurm(self, todo, phase):
+        """The phase's candidates as one job array; this process only waits on it."""
+        if not todo:
+            return
+        for i, c in enumerate(todo):
+            self._announce(c, phase, len(self.records) + 1 + i)
+        failed = self.backend.run([self._slurm_run(c) for c in todo], job_name=self.name)
+        for i, c in enumerate(todo):
+            if i in failed:
+                raise UsageError(f'candidate {c.block_depth} failed: {failed[i]}; rerun this command to continue')
+            self._record(c, phase, read_json(os.path.join(run_dir_of(c, 'student'), 'summary.json')))
+
     def _record(self, c, phase, summary, skipped=False):
         rec = {'block_depth': list(c.block_depth), 'phase': phase, 'params': summary['params'],
                'best_acc': summary['best_acc'], 'last_acc': summary['last_acc'], 'run_dir': summary['run_dir'],
                'status': summary['status'], 'wall_time_s': summary['wall_time_s'],
                'device_hours': summary['wall_time_s'] * self.gpus_per_run / 3600.0}
+        job = self.jobs.get(summary['run_dir'])
+        if job:
+            rec['job_id'] = job['job_id']
         self.records.append(rec)
         line = (f'phase {phase} candidate {len(self.records)}: block_depth '
                 f'{",".join(map(str, c.block_depth))} params {rec["params"]} '
@@ -182,12 +219,14 @@ class Search:
 
     def save(self, winner=None, final=None, status='running'):
         o = self.opt
-        write_json({'status': status, 'model_s': o.model_s, 'model_t': o.model_t, 'distill': o.distill,
-                    'mc': o.mc, 'dataset': o.dataset, 'trial': o.trial, 'exchange_rates': self.rates,
-                    'search_epochs': o.search_epochs, 'candidates': self.records, 'winner': winner,
-                    'final': final, 'device_hours': sum(r['device_hours'] for r in self.records)
-                    + (final or {}).get('device_hours', 0.0), 'options': options_dict(o)},
-                   os.path.join(self.dir, 'search.json'))
+        out = {'status': status, 'model_s': o.model_s, 'model_t': o.model_t, 'distill': o.distill,
+               'mc': o.mc, 'dataset': o.dataset, 'trial': o.trial, 'exchange_rates': self.rates,
+               'search_epochs': o.search_epochs, 'candidates': self.records, 'winner': winner,
+               'final': final, 'device_hours': sum(r['device_hours'] for r in self.records)
+               + (final or {}).get('device_hours', 0.0), 'options': options_dict(o)}
+        if self.jobs:
+            out['jobs'] = self.jobs
+        write_json(out, os.path.join(self.dir, 'search.json'))
 
     def run(self):
         with RunLock(self.dir, 'search'):  # a second search on this folder stops here, before any candidate
@@ -205,12 +244,19 @@ class Search:
             c = copy.copy(self.opt)
             c.block_depth = list(best)
             state, summary = previous_result(c)
-            if state != 'done':
+            if state != 'done' and self.backend is not None:
+                failed = self.backend.run([self._slurm_run(c)], job_name=self.name + '_final')
+                if failed:
+                    raise UsageError(f'the final run failed: {failed[0]}; rerun this command to continue')
+                summary = read_json(os.path.join(run_dir_of(c, 'student'), 'summary.json'))
+            elif state != 'done':
                 c.resume = state == 'resume'
                 summary = train_student(c)
             final = {'block_depth': list(best), 'best_acc': summary['best_acc'], 'last_acc': summary['last_acc'],
                      'run_dir': summary['run_dir'],
                      'device_hours': summary['wall_time_s'] * self.gpus_per_run / 3600.0}
+            if summary['run_dir'] in self.jobs:
+                final['job_id'] = self.jobs[summary['run_dir']]['job_id']
         line = (f'winner: block_depth {",".join(map(str, best))} params {winner["params"]} '
                 f'best_acc {winner["best_acc"]:.2f} last_acc {winner["last_acc"]:.2f}')
         result_path = os.path.join(self.dir, 'search-result.txt')
@@ -241,6 +287,10 @@ def run_search(opt, argv):
         value = getattr(opt, flag)
         if value is not None and value <= 0:
             raise UsageError(f'--{flag} must be positive, got {value}')
+    check_launcher_args(opt)
+    if opt.launcher == 'slurm' and (opt.runs_per_gpu != 1 or opt.nproc_per_node != 1):
+        raise UsageError('--runs_per_gpu and --nproc_per_node share out --gpus; with --launcher slurm '
+                         'give each candidate its GPUs with --slurm_gpus_per_job')
     if not opt.gpus and (opt.runs_per_gpu != 1 or opt.nproc_per_node != 1):
         raise UsageError('--runs_per_gpu and --nproc_per_node schedule candidates over --gpus; '
                          'add --gpus (e.g. --gpus 0,1,2,3)')

@@ -213,7 +213,8 @@ def test_gpus_path_candidate_command_lines_parse_to_the_same_runs(data, deep_tea
 
 
 def test_gpus_path_torchrun_command_and_failed_candidate(data, deep_teacher, tmp_path, monkeypatch, capsys):
-    seen = fake_scheduler(monkeypatch, {(2, 2, 2): 50.0}, fail={(2, 2, 2)})
+    # phase 1 (the start and its moves) is one batch: 2,6,1 trains although 2,2,2 failed
+    seen = fake_scheduler(monkeypatch, {(2, 2, 2): 50.0, (2, 6, 1): 60.0}, fail={(2, 2, 2)})
     argv = search_argv(data, tmp_path, deep_teacher, '--gpus', '2,3', '--nproc_per_node', '2')
     assert search.main(argv) == 2
     assert seen[0][1] == '2,3'
