@@ -13,11 +13,11 @@ import sys
 import models
 from models.loader import read_state_dict, saved_block_depth
 from helper import bcs
-from helper.checkpoint import append_line, read_json, write_json
+from helper.checkpoint import append_line, write_json
 from helper.errors import UsageError
 from helper.loops import NonFiniteLoss, Preempted
 from helper.options import Parser, add_student_args, differing_option, finalize, options_dict, run_name
-from helper.run import run_dir_of
+from helper.run import run_folder_of
 from helper.scheduler import run_parallel, slots_for
 from train_student import train_student
 
@@ -57,20 +57,15 @@ def candidate_options(opt, comp, short):
 
 def previous_result(c):
     """'done' with its summary, 'resume', or None (fresh) for a candidate's run folder."""
-    run_dir = run_dir_of(c, 'student')
-    summary_path = os.path.join(run_dir, 'summary.json')
-    if os.path.exists(summary_path):
-        try:
-            s = read_json(summary_path)
-        except (OSError, ValueError):
-            s = {}
+    folder = run_folder_of(c, 'student')
+    if folder.verdict()[0] == 'finished':
+        s = folder.read_summary()
         ignore = ('seed',) if c.seed_auto else ()
-        if s.get('status') == 'finished':
-            key = differing_option(s.get('options', {}), options_dict(c), ignore)
-            if key:
-                raise UsageError(f'{run_dir} finished with a different --{key}; use another --trial')
-            return 'done', s
-    if os.path.exists(os.path.join(run_dir, f'{c.model_s}_last.pth')):
+        key = differing_option(s.get('options', {}), options_dict(c), ignore)
+        if key:
+            raise UsageError(f'{folder.path} finished with a different --{key}; use another --trial')
+        return 'done', s
+    if folder.has_resumable():
         return 'resume', None
     return None, None
 
@@ -160,7 +155,7 @@ class Search:
             if i in failed:
                 raise UsageError(f'candidate {c.block_depth} failed (exit code {failed[i]}); see its output '
                                  f'above, then rerun this command to continue')
-            self._record(c, phase, read_json(os.path.join(run_dir_of(c, 'student'), 'summary.json')))
+            self._record(c, phase, run_folder_of(c, 'student').read_summary())
 
     def _record(self, c, phase, summary, skipped=False):
         rec = {'block_depth': list(c.block_depth), 'phase': phase, 'params': summary['params'],

@@ -4,15 +4,15 @@ import difflib
 
 from distiller_zoo.abound import AB, ABLoss
 from distiller_zoo.attention import AT, Attention
-from distiller_zoo.base import Distiller, feature_shapes
+from distiller_zoo.base import DistillKL, Distiller, Method, Vanilla, feature_shapes
 from distiller_zoo.correlation import CC, Correlation
 from distiller_zoo.crd import CRD
 from distiller_zoo.factor import FT, FactorTransfer
 from distiller_zoo.fsp import FSP, FSPDistiller
 from distiller_zoo.hint import FitNet, HintLoss
-from distiller_zoo.kd import KD, DistillKL
+from distiller_zoo.kd import KD
 from distiller_zoo.kdsvd import KDSVD, SVD
-from distiller_zoo.mc import MilestoneChecking, check_mc_shapes, mc_stage_count, mc_weights
+from distiller_zoo.mc import MilestoneChecking, WithMilestones, check_mc_shapes, mc_stage_count, mc_weights
 from distiller_zoo.nst import NST, NSTLoss
 from distiller_zoo.pkt import PKT, PKTDistiller
 from distiller_zoo.rkd import RKD, RKDLoss
@@ -35,5 +35,5 @@ def build_distiller(name, opt, s_shapes, t_shapes, n_data):
 
 __all__ = ['DistillKL', 'HintLoss', 'Attention', 'Similarity', 'Correlation', 'VIDLoss', 'RKDLoss',
            'PKT', 'ABLoss', 'FactorTransfer', 'FSP', 'NSTLoss', 'KDSVD',
-           'Distiller', 'METHODS', 'build_distiller', 'feature_shapes',
-           'MilestoneChecking', 'mc_weights', 'check_mc_shapes', 'mc_stage_count']
+           'Method', 'Vanilla', 'Distiller', 'METHODS', 'build_distiller', 'feature_shapes',
+           'MilestoneChecking', 'WithMilestones', 'mc_weights', 'check_mc_shapes', 'mc_stage_count']

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 import models
-from distiller_zoo.kd import DistillKL
+from distiller_zoo.base import DistillKL, Method
 from helper.errors import UsageError
 
 
@@ -21,6 +21,27 @@ class MilestoneChecking(nn.Module):
         terms = [w * self.kl(s_feats[i], t_feats[i].detach())
                  for i, w in enumerate(self.weights, start=1)]
         return torch.stack(terms).sum()
+
+
+class WithMilestones(Method):
+    """Any method plus the term 'mc': milestone checking, weighted by -b times --mc_weight
+    (published: r*CE + a*KD + b*(method + mc_weight*MC))."""
+
+    def __init__(self, method, checker, mc_weight):
+        super().__init__({**method.weights, 'mc': method.weights.get('method', 0.0) * mc_weight})
+        self.method = method
+        self.checker = checker
+        self.name, self.preact = method.name, method.preact
+        self.needs_teacher, self.needs_contrast = True, method.needs_contrast
+
+    @property
+    def core(self):
+        return self.method.core
+
+    def loss_terms(self, s_feats, s_logit, t_feats, t_logit, batch, epoch=1):
+        terms = self.method.loss_terms(s_feats, s_logit, t_feats, t_logit, batch, epoch)
+        terms['mc'] = self.checker(s_feats, t_feats).reshape(())
+        return terms
 
 
 def mc_stage_count(model_s):

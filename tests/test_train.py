@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 import models
 from distiller_zoo import METHODS
-from helper import run as run_module
+from helper import experiment as experiment_module
+from helper import trainer as trainer_module
 from helper.loops import NonFiniteLoss, Preempted
 from helper.options import finalize, student_parser, teacher_parser
 from helpers_data import data, teacher  # noqa: F401 (shared fixtures)
@@ -167,17 +168,17 @@ def test_kdsvd_survives_dead_channels(tmp_path, teacher):
 
 def stop_in_epoch(monkeypatch, epoch_to_stop, mid_epoch, signum):
     """A signal to ourselves at the start (mid_epoch) or the end of an epoch of the next run."""
-    original = run_module.train_one_epoch
+    original = trainer_module.Trainer.train_epoch
 
-    def train_one_epoch(ctx, epoch, state):
+    def train_epoch(self, epoch, state):
         if epoch == epoch_to_stop and mid_epoch:
             signal.raise_signal(signum)  # the loop finishes one step, then stops
-        done = original(ctx, epoch, state)
+        done = original(self, epoch, state)
         if epoch == epoch_to_stop and not mid_epoch:
             signal.raise_signal(signum)
         return done
 
-    monkeypatch.setattr(run_module, 'train_one_epoch', train_one_epoch)
+    monkeypatch.setattr(trainer_module.Trainer, 'train_epoch', train_epoch)
 
 
 @pytest.mark.parametrize('distill, mid_epoch, flags', [
@@ -296,14 +297,14 @@ def test_learning_rate_defaults_as_published():
 def test_teacher_stays_frozen(data, teacher, tmp_path, monkeypatch):
     """The teacher is never optimised and stays in eval mode (its BN statistics never move)."""
     seen = {}
-    original = run_module.load_teacher
+    original = experiment_module.load_teacher
 
     def load_teacher(opt, num_classes):
         model, meta = original(opt, num_classes)
         seen['model'] = model
         return model, meta
 
-    monkeypatch.setattr(run_module, 'load_teacher', load_teacher)
+    monkeypatch.setattr(experiment_module, 'load_teacher', load_teacher)
     student(data, tmp_path, teacher, 'hint')
     weights = load_weights_only(teacher)['model']
     state = seen['model'].state_dict()
@@ -323,12 +324,12 @@ def test_generated_set_has_the_cifar100_layout(data):
 
 def test_a_first_epoch_at_zero_accuracy_still_writes_best(data, teacher, tmp_path, monkeypatch):
     """100 classes and one epoch can mean 0% test accuracy: --test 1 must still find a model."""
-    original = run_module.validate
+    original = trainer_module.validate
 
     def hopeless(*args, **kwargs):
         return dict(original(*args, **kwargs), acc=0.0)
 
-    monkeypatch.setattr(run_module, 'validate', hopeless)
+    monkeypatch.setattr(trainer_module, 'validate', hopeless)
     summary = student(data, tmp_path, teacher)
     assert (summary['best_acc'], summary['best_epoch']) == (0.0, 1)
     best = load_weights_only(os.path.join(summary['run_dir'], 'resnet8_best.pth'))
