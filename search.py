@@ -6,7 +6,6 @@ Takes every train_student.py flag, e.g.
 The search rule is documented in helper/bcs.py and the README. Rerunning the same command skips
 finished candidates and resumes an interrupted one.
 """
-import copy
 import os
 import sys
 
@@ -16,8 +15,9 @@ from helper import bcs
 from helper.checkpoint import append_line, write_json
 from helper.errors import UsageError
 from helper.loops import NonFiniteLoss, Preempted
-from helper.options import Parser, add_student_args, differing_option, finalize, options_dict, run_name
-from helper.run import run_folder_of
+from helper.options import (Parser, add_student_args, differing_option, finalize, options_argv, options_dict,
+                            run_name, student_parser)
+from helper.run import exit_code, run_folder_of
 from helper.scheduler import run_parallel, slots_for
 from train_student import train_student
 
@@ -37,21 +37,14 @@ def search_parser():
     return p
 
 
-SEARCH_FLAGS = {'--search_epochs', '--gpus', '--runs_per_gpu', '--nproc_per_node', '--block_depth',
-                '--epochs', '--lr_decay_epochs', '--trial', '--resume', '--seed'}
-
-
 def candidate_options(opt, comp, short):
     """Options of one candidate run: its composition and, when short, the shortened schedule."""
-    c = copy.copy(opt)
-    c.block_depth = list(comp)
-    c.resume = False
+    c = opt.replace(block_depth=list(comp), resume=False)
     if short:
         scale = opt.search_epochs / opt.epochs
-        c.epochs = opt.search_epochs
-        c.lr_decay_epochs = sorted({max(1, round(m * scale)) for m in opt.lr_decay_epochs
-                                    if round(m * scale) < opt.search_epochs} or set())
-        c.trial = f'{opt.trial}-bcs{opt.search_epochs}'
+        c = c.replace(epochs=opt.search_epochs, trial=f'{opt.trial}-bcs{opt.search_epochs}',
+                      lr_decay_epochs=sorted({max(1, round(m * scale)) for m in opt.lr_decay_epochs
+                                              if round(m * scale) < opt.search_epochs} or set()))
     return c
 
 
@@ -70,37 +63,14 @@ def previous_result(c):
     return None, None
 
 
-def _search_flag(arg):
-    """The SEARCH_FLAGS entry arg names, also as an abbreviation argparse accepts (--gpu), else None."""
-    flag = arg.split('=')[0]
-    if flag in SEARCH_FLAGS:
-        return flag
-    matches = [f for f in SEARCH_FLAGS if f.startswith(flag)] if flag.startswith('--') and len(flag) > 2 else []
-    return matches[0] if len(matches) == 1 else None
-
-
-def candidate_argv(argv, c):
-    """train_student.py arguments for a candidate: the user's flags plus the candidate's."""
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        flag = _search_flag(arg)
-        if flag:
-            skip = '=' not in arg and flag != '--resume'
-            continue
-        out.append(arg)
-    # '--lr_decay_epochs=' with nothing after it parses to [] (no decay), exactly the candidate's
-    out += ['--block_depth', ','.join(map(str, c.block_depth)), '--epochs', str(c.epochs),
-            '--lr_decay_epochs=' + ','.join(map(str, c.lr_decay_epochs)),
-            '--trial', c.trial, '--seed', str(c.seed)]
-    return out + (['--resume'] if c.resume else [])
+def candidate_argv(c):
+    """train_student.py arguments for a candidate, from its options."""
+    return options_argv(c, student_parser())
 
 
 class Search:
-    def __init__(self, opt, argv):
-        self.opt, self.argv = opt, argv
+    def __init__(self, opt):
+        self.opt = opt
         # a shortened search scores other runs: it keeps its own record
         short = f'_bcs{opt.search_epochs}' if opt.search_epochs is not None else ''
         self.name = 'BCS_' + run_name(opt, 'student') + short
@@ -119,7 +89,7 @@ class Search:
         todo = []
         for c in cands:
             state, summary = previous_result(c)
-            c.resume = state == 'resume'
+            c = c.replace(resume=state == 'resume')
             if state == 'done':
                 self._record(c, phase, summary, skipped=True)
             else:
@@ -148,7 +118,7 @@ class Search:
                 script = [sys.executable, '-m', 'torch.distributed.run', '--standalone',
                           f'--nproc_per_node={self.opt.nproc_per_node}', TRAIN_STUDENT]
             env = dict(os.environ, CUDA_VISIBLE_DEVICES=slot)
-            return script + candidate_argv(self.argv, c), env
+            return script + candidate_argv(c), env
 
         failed = run_parallel(todo, slots, command)
         for i, c in enumerate(todo):
@@ -193,12 +163,10 @@ class Search:
         if self.opt.search_epochs is not None:
             print(f'[BCS] retraining the winner {list(best)} on the full {self.opt.epochs}-epoch schedule',
                   flush=True)
-            c = copy.copy(self.opt)
-            c.block_depth = list(best)
+            c = self.opt.replace(block_depth=list(best))
             state, summary = previous_result(c)
             if state != 'done':
-                c.resume = state == 'resume'
-                summary = train_student(c)
+                summary = train_student(c.replace(resume=state == 'resume'))
             final = {'block_depth': list(best), 'best_acc': summary['best_acc'], 'last_acc': summary['last_acc'],
                      'run_dir': summary['run_dir'],
                      'device_hours': summary['wall_time_s'] * self.gpus_per_run / 3600.0}
@@ -222,12 +190,12 @@ def _lines(path):
         return []
 
 
-def run_search(opt, argv):
-    finalize(opt, 'student')
+def run_search(opt):
+    opt = finalize(opt, 'student')
     if not models.is_variable_depth(opt.model_s):
         raise UsageError(f'search.py needs a variable-depth student (a my* name), got {opt.model_s!r}')
     if opt.block_depth is None:
-        opt.block_depth = models.base_depth(opt.model_s)
+        opt = opt.replace(block_depth=models.base_depth(opt.model_s))
     for flag in ('search_epochs', 'runs_per_gpu', 'nproc_per_node'):
         value = getattr(opt, flag)
         if value is not None and value <= 0:
@@ -238,22 +206,19 @@ def run_search(opt, argv):
     if opt.dry_run:
         print(f'options OK: BCS over {opt.model_s} from {opt.block_depth}')
         return None
-    return Search(opt, argv).run()
+    return Search(opt).run()
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     try:
-        run_search(search_parser().parse_args(argv), argv)
-    except UsageError as e:
+        run_search(search_parser().parse_args(argv))
+    except (UsageError, NonFiniteLoss) as e:
         print(f'error: {e}', file=sys.stderr)
-        return 2
-    except Preempted:
+        return exit_code(e)
+    except Preempted as e:
         print('search stopped; rerun the same command to continue', file=sys.stderr)
-        return 143
-    except NonFiniteLoss as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 3
+        return exit_code(e)
     return 0
 
 

@@ -1,6 +1,6 @@
 """Datasets and loaders: `get_loaders(opt, device) -> (train_loader, test_loader, info)`.
 
-Train batches are dicts {'input', 'target', 'index'} plus, under --distill crd, 'contrast_idx'
+Train batches are dicts {'input', 'target', 'index'} plus, with contrast=True, 'contrast_idx'
 (batch, nce_k + 1): the positive first, then the negatives. Test batches: {'input', 'target',
 'index'}. Ordinary loaders yield CPU tensors (pinned on CUDA); --data_on_device loaders yield
 tensors already on the device. Call `loader_set_epoch(loader, epoch)` before each epoch: it
@@ -73,28 +73,29 @@ def _distributed():
     return 0, 1
 
 
-def get_loaders(opt, device):
-    name = getattr(opt, 'dataset', 'cifar100')
+def get_loaders(opt, device, contrast=False):
+    """contrast: train batches carry CRD's 'contrast_idx' (opt.nce_k negatives, opt.mode)."""
+    name = opt.dataset
     if name not in DATASETS:
         raise UsageError(f"unknown --dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    on_device = bool(getattr(opt, 'data_on_device', False))
+    on_device = bool(opt.data_on_device)
     if on_device and name not in DEVICE_DATASETS:
         raise UsageError(f"--data_on_device supports {', '.join(DEVICE_DATASETS)}, not {name}")
     device = torch.device(device)
-    source = _LOADERS[name](getattr(opt, 'data_folder', './data'))
+    source = _LOADERS[name](opt.data_folder)
     rank, world_size = _distributed()
-    seed = getattr(opt, 'seed', None)
+    seed = opt.seed
     if seed is None:  # DDP ranks must agree on the shuffle: DistributedSampler's default, 0
         seed = 0 if world_size > 1 else int(torch.randint(2 ** 62, ()).item())
     batch_size = int(opt.batch_size)
     # Static batch shapes for torch.compile: --compile implies dropping the last partial batch.
-    drop_last = bool(getattr(opt, 'drop_last', False) or getattr(opt, 'compile', False))
+    drop_last = bool(opt.compile)
 
-    contrast = None
-    if getattr(opt, 'distill', None) == 'crd':
-        contrast = ContrastSampler(source.train_targets, opt.nce_k, getattr(opt, 'mode', 'exact'),
-                                   getattr(opt, 'percent', 1.0) or 1.0, seed=derive_seed(seed, 3),
+    if contrast:
+        contrast = ContrastSampler(source.train_targets, opt.nce_k, opt.mode, seed=derive_seed(seed, 3),
                                    stream=rank)
+    else:
+        contrast = None
     info = dict(n_data=len(source.train), num_classes=source.num_classes,
                 image_size=source.image_size, mean=tuple(source.mean), std=tuple(source.std))
 
@@ -109,8 +110,7 @@ def get_loaders(opt, device):
                                    test_batch_size(batch_size), train=False, **common)
         return train_loader, test_loader, info
 
-    workers = getattr(opt, 'num_workers', None)
-    workers = default_num_workers() if workers is None else int(workers)
+    workers = default_num_workers() if opt.num_workers is None else int(opt.num_workers)
     if contrast is not None:
         # Before the workers fork. The device path compiles at first use on a CPU, never on a GPU.
         contrast.compile()

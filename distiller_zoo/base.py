@@ -88,8 +88,13 @@ class Distiller(Method):
 
     name = None          # the --distill name
     paper = ''           # short citation for the README
+    label = None         # the paper's short name (class XMethod: X)
     gamma, alpha, beta = 1.0, 0.0, 1.0   # published -r/-a/-b
     needs_teacher = True
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        cls.label = cls.__name__.removesuffix('Method')
 
     def __init__(self, opt, s_shapes, t_shapes, n_data):
         super().__init__({'ce': opt.gamma, 'kd': opt.alpha, 'method': opt.beta})

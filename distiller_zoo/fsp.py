@@ -27,7 +27,7 @@ class FSP(nn.Module):
         return out
 
 
-class FSPDistiller(Distiller):
+class FSPMethod(Distiller):
     """Stem and stages (feats[:-1]); needs equal channels in student and teacher. Everything
     happens in the init stage (student feature modules trained on the FSP loss); the main stage
     adds nothing, as published."""

@@ -1,9 +1,9 @@
 from distiller_zoo.base import DistillKL, Distiller
 
-__all__ = ['DistillKL', 'KD']
+__all__ = ['DistillKL', 'KDMethod']
 
 
-class KD(Distiller):
+class KDMethod(Distiller):
     """Logit KD alone: the CE and KD terms every distiller has, and no term of its own."""
 
     name = 'kd'

@@ -46,7 +46,7 @@ class WithMilestones(Method):
 
 def mc_stage_count(model_s):
     """Stages checked, as published: 4 for the ResNet18-152 family (plain or my*), else 3."""
-    name = model_s[2:] if model_s.startswith('my') else model_s
+    name = models.base_name(model_s)
     return 4 if name.startswith('ResNet') else 3
 
 

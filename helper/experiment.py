@@ -24,19 +24,18 @@ class Experiment:
 
 
 def resolve_speed_flags(opt, device):
-    """--fast turns on what pays off on this device: autocast only on CUDA (bf16 is slower on a
-    CPU without native support), compile everywhere. Returns the autocast dtype (None: off)."""
+    """(options with what --fast turns on for this device, the autocast dtype or None).
+
+    --fast: autocast only on CUDA (bf16 is slower on a CPU without native support), compile and
+    the device-side data path everywhere."""
     if opt.fast:
-        opt.data_on_device = True
-        opt.channels_last = True
-        opt.compile = True
-        if device.type == 'cuda':
-            opt.amp = True
+        opt = opt.replace(data_on_device=True, channels_last=True, compile=True,
+                          amp=opt.amp or device.type == 'cuda')
     if not opt.amp:
-        return None
+        return opt, None
     if device.type == 'cuda':
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if device.type == 'cpu' else torch.float16
+        return opt, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return opt, torch.bfloat16 if device.type == 'cpu' else torch.float16
 
 
 def make_autocast(device, dtype):
@@ -88,7 +87,8 @@ def load_teacher(opt, num_classes):
 
 
 def build_experiment(opt, kind, device):
-    train_loader, test_loader, info = get_loaders(opt, device)
+    contrast = kind == 'student' and METHODS[opt.distill].needs_contrast
+    train_loader, test_loader, info = get_loaders(opt, device, contrast)
     student = models.build_model(trained_model_name(opt, kind), num_classes=info['num_classes'],
                                  block_depth=opt.block_depth)
     teacher = None

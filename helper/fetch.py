@@ -10,7 +10,6 @@ Exit codes: 0 all teachers valid, 1 a teacher could not be downloaded, 2 bad usa
 3 a teacher was downloaded but does not load into its architecture.
 """
 import argparse
-import difflib
 import os
 import shutil
 import socket
@@ -22,7 +21,7 @@ import urllib.request
 from http.client import HTTPException
 
 from helper.checkpoint import fsync_parent
-from helper.errors import UsageError
+from helper.errors import UsageError, close_names
 
 TEACHERS = ('resnet56', 'resnet110', 'resnet32x4', 'wrn_40_2', 'vgg13', 'ResNet50')
 PRIMARY_URL = 'http://shape2prog.csail.mit.edu/repo/{name}_vanilla/ckpt_epoch_240.pth'
@@ -218,7 +217,7 @@ def parse_names(names):
     chosen = []
     for name in names or TEACHERS:
         if name not in TEACHERS:
-            close = difflib.get_close_matches(name, TEACHERS, n=1, cutoff=0.5)
+            close = close_names(name, TEACHERS, n=1, cutoff=0.5)
             hint = f" (did you mean '{close[0]}'?)" if close else ''
             raise UsageError(f"unknown teacher '{name}'{hint}; choose from {', '.join(TEACHERS)}")
         if name not in chosen:

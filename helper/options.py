@@ -4,11 +4,10 @@ Flag names and defaults are the published ones (RepDistiller, CRD-EMKD); new fla
 Choices are checked against the registries (models, distiller_zoo, dataset), never a hand list.
 """
 import argparse
-import difflib
 import os
 import random
 
-from helper.errors import UsageError
+from helper.errors import UsageError, unknown_name
 
 MOBILE_STUDENTS = ('MobileNetV2', 'ShuffleV1', 'ShuffleV2')  # published lr 0.01
 
@@ -105,13 +104,39 @@ def parse_int_list(text, flag):
 
 def _check_name(kind, value, names, flag):
     if value not in names:
-        close = difflib.get_close_matches(str(value), list(names), n=3)
-        hint = f'; did you mean {", ".join(close)}?' if close else f'; choose from {", ".join(sorted(names))}'
-        raise UsageError(f'unknown {flag} {value!r}{hint}')
+        raise unknown_name(flag, value, sorted(names))
+
+
+class Options(argparse.Namespace):
+    """Options after finalize: checked, completed and read-only; replace() makes a changed copy."""
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f'options are read-only after finalize; use replace({name}=...)')
+
+    def __delattr__(self, name):
+        raise AttributeError('options are read-only after finalize')
+
+    @classmethod
+    def frozen(cls, values):
+        out = cls.__new__(cls)
+        out.__dict__.update(values)
+        return out
+
+    def replace(self, **changes):
+        return Options.frozen({**vars(self), **changes})
 
 
 def finalize(opt, kind):
-    """Validate and complete parsed options in place. kind is 'teacher' or 'student'. Idempotent."""
+    """Checked and completed options (a read-only Options); opt itself is not changed. kind is
+    'teacher' or 'student'."""
+    if isinstance(opt, Options):
+        return opt
+    opt = argparse.Namespace(**vars(opt))
+    _complete(opt, kind)
+    return Options.frozen(vars(opt))
+
+
+def _complete(opt, kind):
     import models
     import dataset
     from distiller_zoo import METHODS
@@ -140,12 +165,11 @@ def finalize(opt, kind):
         # recorded so that --resume replays the same data order; a resume adopts the run's seed
         opt.seed = random.SystemRandom().randrange(2**31)
         opt.seed_auto = True
-    elif not hasattr(opt, 'seed_auto'):
+    else:
         opt.seed_auto = False
     opt.trial = str(opt.trial)
     if kind == 'student':
         _finalize_student(opt, models, METHODS)
-    return opt
 
 
 def _finalize_student(opt, models, METHODS):
@@ -166,10 +190,29 @@ def _finalize_student(opt, models, METHODS):
     if opt.init_epochs < 0:
         raise UsageError(f'--init_epochs must be >= 0, got {opt.init_epochs}')
     method = METHODS[opt.distill]
-    # omitted weights take the method's published values (the original crashed on None here)
+    # omitted weights take the method's published values
     for name in ('gamma', 'alpha', 'beta'):
         if getattr(opt, name) is None:
             setattr(opt, name, float(getattr(method, name)))
+
+
+def options_argv(opt, parser):
+    """A command line that parser reads back as opt: every flag whose value is not the default."""
+    argv = []
+    for action in parser._actions:
+        if not action.option_strings or action.dest == 'help' or not hasattr(opt, action.dest):
+            continue
+        value = getattr(opt, action.dest)
+        if value == action.default or value is None:
+            continue
+        flag = max(action.option_strings, key=len)
+        if isinstance(action, argparse._StoreTrueAction):
+            argv.append(flag)
+        elif isinstance(value, (list, tuple)):  # '=' keeps an empty list a value
+            argv.append(f'{flag}=' + ','.join(map(str, value)))
+        else:
+            argv.append(f'{flag}={value}')
+    return argv
 
 
 def options_dict(opt):

@@ -1,14 +1,4 @@
-"""Progress reporting for training loops: a tqdm bar on a terminal, sparse plain lines otherwise.
-
-    bar = Progress(len(loader), desc=f'epoch {epoch}', print_freq=opt.print_freq)
-    for batch in loader:
-        ...
-        bar.update(loss=losses.avg, acc=top1.avg)
-    bar.close()
-
-The same class serves the epoch level (``Progress(opt.epochs, 'train', print_freq=1)``)
-and the search level (``Progress(n_candidates, 'search')``).
-"""
+"""Progress of long loops: a tqdm bar on a terminal, a plain line every print_freq steps otherwise."""
 import sys
 
 from tqdm import tqdm

@@ -46,17 +46,20 @@ def _run(opt, kind):
         print(f'options OK: {run_name(opt, kind)}')
         return {'status': 'dry_run', 'run_dir': run_dir_of(opt, kind)}
     device = pick_device(opt.device)
-    amp_dtype = resolve_speed_flags(opt, device)
+    opt, amp_dtype = resolve_speed_flags(opt, device)
     dist.init(device)
     if opt.sync_bn and dist.world_size() > 1 and device.type != 'cuda':
         raise UsageError('--sync_bn needs CUDA GPUs (SyncBatchNorm does not run on the CPU); drop it')
     if opt.seed_auto:  # each rank drew its own; the shards and the shuffle need one shared seed
-        opt.seed = dist.broadcast_object(opt.seed)
-    if opt.scale_lr and not getattr(opt, 'lr_scaled', False):
-        opt.learning_rate *= dist.world_size()
-        opt.lr_scaled = True
+        opt = opt.replace(seed=dist.broadcast_object(opt.seed))
+    if opt.scale_lr:
+        opt = opt.replace(learning_rate=opt.learning_rate * dist.world_size())
     folder = run_folder_of(opt, kind)
-    ckpt = None if opt.test else checked_start(opt, folder)  # before anything is written
+    ckpt = None
+    if not opt.test:
+        ckpt = checked_start(opt, folder)  # before anything is written
+        if ckpt is not None and opt.seed_auto:  # a resume replays the run's own seed
+            opt = opt.replace(seed=ckpt['opt']['seed'])
     set_seed(opt.seed)
     exp = build_experiment(opt, kind, device)
     if opt.test:
@@ -82,17 +85,14 @@ def checked_start(opt, folder):
     problem = dist.broadcast_object(problem)
     if problem:
         raise UsageError(problem)
-    ckpt = dist.broadcast_object(ckpt)
-    if ckpt is not None and opt.seed_auto:
-        opt.seed = ckpt['opt']['seed']
-    return ckpt
+    return dist.broadcast_object(ckpt)
 
 
 def resume_checkpoint(opt, folder):
     ckpt = folder.load_resume()
     saved = ckpt.get('opt', {})
     if opt.seed_auto and 'seed' in saved:
-        opt.seed = saved['seed']
+        opt = opt.replace(seed=saved['seed'])
     mine = options_dict(opt)
     key = differing_option(saved, mine)
     if key:

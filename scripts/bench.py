@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import models  # noqa: E402
 from dataset import get_loaders, loader_set_epoch  # noqa: E402
-from distiller_zoo import build_distiller  # noqa: E402
+from distiller_zoo import METHODS, build_distiller  # noqa: E402
 from distiller_zoo.base import feature_shapes  # noqa: E402
 from helper.loops import StudentWithLoss, teacher_forward, to_device  # noqa: E402
 from helper.options import finalize, student_parser  # noqa: E402
@@ -57,7 +57,6 @@ def options(teacher, student, method, data_folder, device_name, fast, batch_size
             '--data_folder', data_folder, '--batch_size', str(batch_size), '--device', device_name,
             '--seed', '0']
     opt = finalize(student_parser().parse_args(argv + (['--fast'] if fast else [])), 'student')
-    opt.drop_last = True
     return opt
 
 
@@ -145,8 +144,8 @@ def measure_pair(pair, root, args, device, steps, warmup):
     for label, fast in (('published', False), ('fast', True)):
         torch.manual_seed(0)
         opt = options(teacher, student, method, root, args.device, fast, args.batch_size)
-        amp_dtype = resolve_speed_flags(opt, device)  # what --fast turns on for this device
-        train_loader, _, info = get_loaders(opt, device)
+        opt, amp_dtype = resolve_speed_flags(opt, device)  # what --fast turns on for this device
+        train_loader, _, info = get_loaders(opt, device, METHODS[opt.distill].needs_contrast)
         row[f'{label}_load_img_s'] = time_loading(train_loader, device, steps)
         setups[label] = Setup(opt, device, train_loader, info, amp_dtype, published=not fast)
         setups[label].images_per_second(warmup)  # compilation happens here

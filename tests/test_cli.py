@@ -10,7 +10,7 @@ import shlex
 
 import pytest
 
-from helper.options import student_parser, teacher_parser
+from helper.options import finalize, student_parser, teacher_parser
 from helper.run import run
 from helpers_data import ROOT
 from search import run_search, search_parser
@@ -59,13 +59,14 @@ def check(script, argv, capsys):
     """Parse and validate one command as its script would, without touching files."""
     if script == 'search':
         opt = search_parser().parse_args(argv + ['--dry_run'])
-        run_search(opt, argv)
+        run_search(opt)
+        kind = 'student'
     else:
         kind = 'teacher' if script == 'train_teacher' else 'student'
         opt = (teacher_parser() if kind == 'teacher' else student_parser()).parse_args(argv + ['--dry_run'])
         assert run(opt, kind)['status'] == 'dry_run'
     assert 'options OK' in capsys.readouterr().out
-    return opt
+    return finalize(opt, kind)
 
 
 @pytest.mark.parametrize('source', sorted(SOURCES))
@@ -100,8 +101,8 @@ def test_seed_readme_mc_example_means_what_it_says(capsys, tmp_path, monkeypatch
     assert (opt.mc, opt.mc_weight, opt.gamma, opt.alpha, opt.beta, opt.trial) == (1, 0.001, 1.0, 0.0, 0.8, '1')
     search = [argv for script, argv in found if script == 'search']
     assert len(search) == 1
-    opt = search_parser().parse_args(search[0] + ['--dry_run'])
-    run_search(opt, search[0])
+    opt = finalize(search_parser().parse_args(search[0] + ['--dry_run']), 'student')
+    run_search(opt)
     assert opt.block_depth == [3, 3, 3] and opt.model_s == 'myresnet20'
 
 

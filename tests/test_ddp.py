@@ -1,4 +1,4 @@
-"""Multi-process training (issue 9) on the CPU with gloo.
+"""Multi-process training on the CPU with gloo.
 
 Two processes, each fed half of a fixed 64-sample batch, must take the same steps as one process
 fed the whole batch (BatchNorm in eval mode, so batch statistics do not depend on the split);
@@ -31,6 +31,8 @@ from helper.loops import StudentWithLoss, teacher_forward, validate
 from helper.options import teacher_parser
 from helper.run import run
 from helper.trainer import run_init_stage
+
+pytestmark = pytest.mark.slow  # trains epochs or starts processes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORLD, BATCH, N_DATA, NCE_K, SIZE = 2, 64, 200, 32, 16  # small images: the models pool adaptively
@@ -129,7 +131,7 @@ def init_stage(distill, batch):
 
 def digits_opt(on_device):
     return argparse.Namespace(dataset='digits', data_folder='./data', batch_size=64, num_workers=0,
-                              distill='kd', nce_k=NCE_K, mode='exact', data_on_device=on_device, seed=3)
+                              distill='kd', nce_k=NCE_K, mode='exact', data_on_device=on_device, seed=3, compile=False)
 
 
 def metrics_and_orders():

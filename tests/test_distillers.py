@@ -9,11 +9,13 @@ import torch
 import torch.nn.functional as F
 
 import models
-from crd import (ConvReg, Connector, ContrastMemory, CRDLoss, Embed, LinearEmbed, Normalize,
-                 Paraphraser, Translator)
+from crd import ContrastMemory, CRDLoss, Embed, LinearEmbed, Normalize
 from distiller_zoo import (METHODS, ABLoss, Correlation, DistillKL, MilestoneChecking, Vanilla, VIDLoss,
                            WithMilestones, build_distiller, check_mc_shapes, feature_shapes, mc_stage_count,
                            mc_weights)
+from distiller_zoo.abound import Connector
+from distiller_zoo.factor import Paraphraser, Translator
+from distiller_zoo.hint import ConvReg
 from helper.errors import UsageError
 
 BATCH, NCE_K, N_DATA = 4, 64, 100

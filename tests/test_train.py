@@ -1,4 +1,4 @@
-"""train_teacher.py and train_student.py end to end on a tiny CIFAR-100-layout set (issue 5).
+"""train_teacher.py and train_student.py end to end on a tiny CIFAR-100-layout set.
 
 Every run is a real run through helper.run.run on the CPU: 1 epoch of 100 images, resnet8 models.
 """
@@ -20,7 +20,6 @@ from helper import experiment as experiment_module
 from helper import trainer as trainer_module
 from helper.loops import NonFiniteLoss, Preempted
 from helper.options import finalize, student_parser, teacher_parser
-from helpers_data import data, teacher  # noqa: F401 (shared fixtures)
 from helpers_data import load_weights_only, parse_student, student_args, tree, write_tiny_cifar100
 from train_student import train_student
 from train_teacher import train_teacher
@@ -122,6 +121,7 @@ def test_teacher_with_block_depth_names_its_folder(data, tmp_path):
 
 # ---------------------------------------------------------------- train_student: every method
 
+@pytest.mark.slow
 @pytest.mark.parametrize('mc', [0, 1])
 @pytest.mark.parametrize('distill', sorted(METHODS))
 def test_every_method_trains_one_epoch(data, teacher, tmp_path, capsys, distill, mc):
@@ -181,6 +181,7 @@ def stop_in_epoch(monkeypatch, epoch_to_stop, mid_epoch, signum):
     monkeypatch.setattr(trainer_module.Trainer, 'train_epoch', train_epoch)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('distill, mid_epoch, flags', [
     ('kd', False, ()), ('vid', True, ()),
     ('crd', True, ()), ('kd', False, ('--data_on_device',)), ('crd', True, ('--data_on_device',)),
@@ -236,6 +237,7 @@ def test_resume_of_a_finished_run_changes_nothing(data, teacher, tmp_path):
 
 # ---------------------------------------------------------------- seed, test mode, weights
 
+@pytest.mark.slow
 def test_seed_gives_identical_first_epoch(data, teacher, tmp_path):
     runs = [student(data, tmp_path, teacher, 'crd', 'resnet8', '--seed', seed, '--trial', trial)
             for seed, trial in (('7', 'a'), ('7', 'b'), ('8', 'c'))]
