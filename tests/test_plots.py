@@ -83,7 +83,6 @@ def test_plot_methods_draws_bars_with_error_bars(tmp_path):
         plots.plot_methods({'kd': []}, str(tmp_path / 'empty.png'))
 
 
-@pytest.mark.slow
 def test_figure_script_writes_the_illustrative_example(tmp_path):
     out = tmp_path / 'figure.png'
     result = subprocess.run([sys.executable, os.path.join(ROOT, 'fig', 'draw_illustrative_example.py'),
