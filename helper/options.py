@@ -108,7 +108,12 @@ def _check_name(kind, value, names, flag):
 
 
 class Options(argparse.Namespace):
-    """Options after finalize: checked, completed and read-only; replace() makes a changed copy."""
+    """Options after finalize: checked, completed and read-only; replace() makes a changed copy.
+
+    vars() holds the options (what the user asked for, defaults resolved); seed_auto, whether
+    finalize drew the seed, is run state kept beside them (a resume adopts the run's seed)."""
+
+    __slots__ = ('seed_auto',)
 
     def __setattr__(self, name, value):
         raise AttributeError(f'options are read-only after finalize; use replace({name}=...)')
@@ -117,13 +122,17 @@ class Options(argparse.Namespace):
         raise AttributeError('options are read-only after finalize')
 
     @classmethod
-    def frozen(cls, values):
+    def frozen(cls, values, seed_auto=False):
         out = cls.__new__(cls)
         out.__dict__.update(values)
+        object.__setattr__(out, 'seed_auto', seed_auto)
         return out
 
     def replace(self, **changes):
-        return Options.frozen({**vars(self), **changes})
+        return Options.frozen({**vars(self), **changes}, self.seed_auto)
+
+    def __reduce__(self):  # pickle and copy without __setattr__
+        return Options.frozen, (dict(vars(self)), self.seed_auto)
 
 
 def finalize(opt, kind):
@@ -132,8 +141,9 @@ def finalize(opt, kind):
     if isinstance(opt, Options):
         return opt
     opt = argparse.Namespace(**vars(opt))
+    seed_auto = opt.seed is None
     _complete(opt, kind)
-    return Options.frozen(vars(opt))
+    return Options.frozen(vars(opt), seed_auto)
 
 
 def _complete(opt, kind):
@@ -164,9 +174,6 @@ def _complete(opt, kind):
     if opt.seed is None:
         # recorded so that --resume replays the same data order; a resume adopts the run's seed
         opt.seed = random.SystemRandom().randrange(2**31)
-        opt.seed_auto = True
-    else:
-        opt.seed_auto = False
     opt.trial = str(opt.trial)
     if kind == 'student':
         _finalize_student(opt, models, METHODS)
