@@ -15,14 +15,16 @@ import os
 import statistics
 import sys
 
+from distiller_zoo import METHODS
 from helper.errors import UsageError
+from helper.run_folder import LOG, SUMMARY, RunFolder
 
-# The published table's method order; other --distill names follow alphabetically.
-METHOD_ORDER = ['kd', 'hint', 'attention', 'similarity', 'correlation', 'vid', 'rkd', 'pkt',
-                'abound', 'factor', 'fsp', 'nst', 'crd']
-PAPER_NAMES = {'kd': 'KD', 'hint': 'FitNet', 'attention': 'AT', 'similarity': 'SP',
-               'correlation': 'CC', 'vid': 'VID', 'rkd': 'RKD', 'pkt': 'PKT', 'abound': 'AB',
-               'factor': 'FT', 'fsp': 'FSP', 'nst': 'NST', 'crd': 'CRD'}
+# Rows in the published table's order (RepDistiller, CRD-EMKD), then the other registered methods;
+# unknown --distill names follow alphabetically.
+PUBLISHED_ORDER = ['kd', 'hint', 'attention', 'similarity', 'correlation', 'vid', 'rkd', 'pkt',
+                   'abound', 'factor', 'fsp', 'nst', 'crd']
+METHOD_ORDER = PUBLISHED_ORDER + [name for name in METHODS if name not in PUBLISHED_ORDER]
+PAPER_NAMES = {name: METHODS[name].label for name in METHOD_ORDER}
 REQUIRED = ['model_s', 'dataset', 'best_acc', 'last_acc']
 CSV_FIELDS = ['run', 'status', 'row', 'kind', 'dataset', 'model_t', 'model_s', 'block_depth',
               'distill', 'alpha', 'beta', 'mc', 'mc_weight', 'trial', 'search', 'search_role',
@@ -52,28 +54,24 @@ def collect(roots):
             shown = os.path.normpath(folder)
             if 'search.json' in files:
                 searches.append(_read_search(folder, shown, real))
-            if 'summary.json' in files:
+            if SUMMARY in files:
                 run, problem = _read_summary(folder)
                 run.update(path=shown, real=real)
                 if problem:
                     incomplete.append(dict(run, note=problem))
                 else:
                     runs.append(run)
-            elif 'log.csv' in files or any(f.endswith('.pth') for f in files):
-                incomplete.append(_from_log(folder, shown, real, has_log='log.csv' in files))
+            elif LOG in files or any(f.endswith('.pth') for f in files):
+                incomplete.append(_from_log(folder, shown, real, has_log=LOG in files))
     return runs, incomplete, searches
 
 
 def _read_summary(folder):
     """(summary dict, problem or None)."""
-    path = os.path.join(folder, 'summary.json')
     try:
-        with open(path) as f:
-            summary = json.load(f)
+        summary = RunFolder(folder).read_summary()
     except (OSError, ValueError) as e:
-        return {'status': 'unreadable'}, f'summary.json unreadable: {e}'
-    if not isinstance(summary, dict):
-        return {'status': 'unreadable'}, 'summary.json is not an object'
+        return {'status': 'unreadable'}, f'{SUMMARY} unreadable: {e}'
     status = summary.get('status', 'unknown')
     if status != 'finished':
         return summary, f'status {status}'
@@ -89,10 +87,9 @@ def _from_log(folder, shown, real, has_log):
         run['note'] = 'checkpoints only (no log.csv, no summary.json)'
         return run
     try:
-        with open(os.path.join(folder, 'log.csv'), newline='') as f:
-            rows = list(csv.DictReader(f))
+        rows = RunFolder(folder).read_log()
     except (OSError, csv.Error) as e:
-        run['note'] = f'log.csv unreadable: {e}'
+        run['note'] = f'{LOG} unreadable: {e}'
         return run
     run['epochs_done'] = len(rows)
     if rows:

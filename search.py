@@ -7,21 +7,20 @@ The search rule is documented in helper/bcs.py and the README. Rerunning the sam
 finished candidates and resumes an interrupted one. With --launcher slurm every candidate is a
 SLURM job (helper/slurm.py), and a rerun reattaches to the jobs still queued or running.
 """
-import copy
 import os
 import sys
 
 import models
 from models.loader import read_state_dict, saved_block_depth
 from helper import bcs
-from helper.checkpoint import WriteError, append_line, read_json, resumable_paths, write_json
+from helper.checkpoint import WriteError, append_line, read_json, write_json
 from helper.errors import UsageError
 from helper.loops import NonFiniteLoss, Preempted
-from helper.options import Parser, add_student_args, differing_option, finalize, options_dict, run_name
-from helper.run import WRITE_ERROR_EXIT, run_dir_of
+from helper.options import (Parser, add_student_args, differing_option, finalize, options_argv, options_dict,
+                            run_name, student_parser)
+from helper.run import exit_code, run_folder_of
 from helper.runlock import RunLock
-from helper.scheduler import LAUNCHER_FLAGS, Run, add_launcher_args, check_launcher_args, run_parallel, slots_for
-from helper.scheduler import slurm_backend
+from helper.scheduler import Run, add_launcher_args, check_launcher_args, run_parallel, slots_for, slurm_backend
 from train_student import train_student
 
 TRAIN_STUDENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train_student.py')
@@ -41,75 +40,40 @@ def search_parser():
     return p
 
 
-SEARCH_FLAGS = {'--search_epochs', '--gpus', '--runs_per_gpu', '--nproc_per_node', '--block_depth',
-                '--epochs', '--lr_decay_epochs', '--trial', '--resume', '--seed'} | LAUNCHER_FLAGS
-
-
 def candidate_options(opt, comp, short):
     """Options of one candidate run: its composition and, when short, the shortened schedule."""
-    c = copy.copy(opt)
-    c.block_depth = list(comp)
-    c.resume = False
+    c = opt.replace(block_depth=list(comp), resume=False)
     if short:
         scale = opt.search_epochs / opt.epochs
-        c.epochs = opt.search_epochs
-        c.lr_decay_epochs = sorted({max(1, round(m * scale)) for m in opt.lr_decay_epochs
-                                    if round(m * scale) < opt.search_epochs} or set())
-        c.trial = f'{opt.trial}-bcs{opt.search_epochs}'
+        c = c.replace(epochs=opt.search_epochs, trial=f'{opt.trial}-bcs{opt.search_epochs}',
+                      lr_decay_epochs=sorted({max(1, round(m * scale)) for m in opt.lr_decay_epochs
+                                              if round(m * scale) < opt.search_epochs} or set()))
     return c
 
 
 def previous_result(c):
     """'done' with its summary, 'resume', or None (fresh) for a candidate's run folder."""
-    run_dir = run_dir_of(c, 'student')
-    summary_path = os.path.join(run_dir, 'summary.json')
-    if os.path.exists(summary_path):
-        try:
-            s = read_json(summary_path)
-        except (OSError, ValueError):
-            s = {}
+    folder = run_folder_of(c, 'student')
+    if folder.verdict()[0] == 'finished':
+        s = folder.read_summary()
         ignore = ('seed',) if c.seed_auto else ()
-        if s.get('status') == 'finished':
-            key = differing_option(s.get('options', {}), options_dict(c), ignore)
-            if key:
-                raise UsageError(f'{run_dir} finished with a different --{key}; use another --trial')
-            return 'done', s
-    if any(os.path.exists(p) for p in resumable_paths(os.path.join(run_dir, f'{c.model_s}_last.pth'))):
+        key = differing_option(s.get('options', {}), options_dict(c), ignore)
+        if key:
+            raise UsageError(f'{folder.path} finished with a different --{key}; use another --trial')
+        return 'done', s
+    if folder.has_resumable():
         return 'resume', None
     return None, None
 
 
-def _search_flag(arg):
-    """The SEARCH_FLAGS entry arg names, also as an abbreviation argparse accepts (--gpu), else None."""
-    flag = arg.split('=')[0]
-    if flag in SEARCH_FLAGS:
-        return flag
-    matches = [f for f in SEARCH_FLAGS if f.startswith(flag)] if flag.startswith('--') and len(flag) > 2 else []
-    return matches[0] if len(matches) == 1 else None
-
-
-def candidate_argv(argv, c):
-    """train_student.py arguments for a candidate: the user's flags plus the candidate's."""
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        flag = _search_flag(arg)
-        if flag:
-            skip = '=' not in arg and flag != '--resume'
-            continue
-        out.append(arg)
-    # '--lr_decay_epochs=' with nothing after it parses to [] (no decay), exactly the candidate's
-    out += ['--block_depth', ','.join(map(str, c.block_depth)), '--epochs', str(c.epochs),
-            '--lr_decay_epochs=' + ','.join(map(str, c.lr_decay_epochs)),
-            '--trial', c.trial, '--seed', str(c.seed)]
-    return out + (['--resume'] if c.resume else [])
+def candidate_argv(c):
+    """train_student.py arguments for a candidate, from its options."""
+    return options_argv(c, student_parser())
 
 
 class Search:
-    def __init__(self, opt, argv):
-        self.opt, self.argv = opt, argv
+    def __init__(self, opt):
+        self.opt = opt
         # a shortened search scores other runs: it keeps its own record
         short = f'_bcs{opt.search_epochs}' if opt.search_epochs is not None else ''
         self.name = 'BCS_' + run_name(opt, 'student') + short
@@ -136,7 +100,7 @@ class Search:
         todo = []
         for c in cands:
             state, summary = previous_result(c)
-            c.resume = state == 'resume'
+            c = c.replace(resume=state == 'resume')
             if state == 'done':
                 self._record(c, phase, summary, skipped=True)
             else:
@@ -167,23 +131,21 @@ class Search:
                 script = [sys.executable, '-m', 'torch.distributed.run', '--standalone',
                           f'--nproc_per_node={self.opt.nproc_per_node}', TRAIN_STUDENT]
             env = dict(os.environ, CUDA_VISIBLE_DEVICES=slot)
-            return script + candidate_argv(self.argv, c), env
+            return script + candidate_argv(c), env
 
         failed = run_parallel(todo, slots, command)
         for i, c in enumerate(todo):
             if i in failed:
                 raise UsageError(f'candidate {c.block_depth} failed (exit code {failed[i]}); see its output '
                                  f'above, then rerun this command to continue')
-            self._record(c, phase, read_json(os.path.join(run_dir_of(c, 'student'), 'summary.json')))
+            self._record(c, phase, run_folder_of(c, 'student').read_summary())
 
     def _slurm_run(self, c):
         """A candidate (or the final run) as a job: the job adds --resume itself when it finds the
         checkpoint, so a requeued or resubmitted job continues the run."""
-        fresh = copy.copy(c)
-        fresh.resume = False
-        run_dir = run_dir_of(c, 'student')
-        return Run(','.join(map(str, c.block_depth)), [TRAIN_STUDENT] + candidate_argv(self.argv, fresh), run_dir,
-                   os.path.join(run_dir, f'{c.model_s}_last.pth'))
+        folder = run_folder_of(c, 'student')
+        return Run(','.join(map(str, c.block_depth)), [TRAIN_STUDENT] + candidate_argv(c.replace(resume=False)),
+                   folder.path, folder.last_path)
 
     def _train_slurm(self, todo, phase):
         """The phase's candidates as one job array; this process only waits on it."""
@@ -195,7 +157,7 @@ class Search:
         for i, c in enumerate(todo):
             if i in failed:
                 raise UsageError(f'candidate {c.block_depth} failed: {failed[i]}; rerun this command to continue')
-            self._record(c, phase, read_json(os.path.join(run_dir_of(c, 'student'), 'summary.json')))
+            self._record(c, phase, run_folder_of(c, 'student').read_summary())
 
     def _record(self, c, phase, summary, skipped=False):
         rec = {'block_depth': list(c.block_depth), 'phase': phase, 'params': summary['params'],
@@ -241,17 +203,15 @@ class Search:
         if self.opt.search_epochs is not None:
             print(f'[BCS] retraining the winner {list(best)} on the full {self.opt.epochs}-epoch schedule',
                   flush=True)
-            c = copy.copy(self.opt)
-            c.block_depth = list(best)
+            c = self.opt.replace(block_depth=list(best))
             state, summary = previous_result(c)
             if state != 'done' and self.backend is not None:
                 failed = self.backend.run([self._slurm_run(c)], job_name=self.name + '_final')
                 if failed:
                     raise UsageError(f'the final run failed: {failed[0]}; rerun this command to continue')
-                summary = read_json(os.path.join(run_dir_of(c, 'student'), 'summary.json'))
+                summary = run_folder_of(c, 'student').read_summary()
             elif state != 'done':
-                c.resume = state == 'resume'
-                summary = train_student(c)
+                summary = train_student(c.replace(resume=state == 'resume'))
             final = {'block_depth': list(best), 'best_acc': summary['best_acc'], 'last_acc': summary['last_acc'],
                      'run_dir': summary['run_dir'],
                      'device_hours': summary['wall_time_s'] * self.gpus_per_run / 3600.0}
@@ -277,12 +237,12 @@ def _lines(path):
         return []
 
 
-def run_search(opt, argv):
-    finalize(opt, 'student')
+def run_search(opt):
+    opt = finalize(opt, 'student')
     if not models.is_variable_depth(opt.model_s):
         raise UsageError(f'search.py needs a variable-depth student (a my* name), got {opt.model_s!r}')
     if opt.block_depth is None:
-        opt.block_depth = models.base_depth(opt.model_s)
+        opt = opt.replace(block_depth=models.base_depth(opt.model_s))
     for flag in ('search_epochs', 'runs_per_gpu', 'nproc_per_node'):
         value = getattr(opt, flag)
         if value is not None and value <= 0:
@@ -297,25 +257,22 @@ def run_search(opt, argv):
     if opt.dry_run:
         print(f'options OK: BCS over {opt.model_s} from {opt.block_depth}')
         return None
-    return Search(opt, argv).run()
+    return Search(opt).run()
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     try:
-        run_search(search_parser().parse_args(argv), argv)
-    except UsageError as e:
+        run_search(search_parser().parse_args(argv))
+    except (UsageError, NonFiniteLoss) as e:
         print(f'error: {e}', file=sys.stderr)
-        return 2
-    except Preempted:
+        return exit_code(e)
+    except Preempted as e:
         print('search stopped; rerun the same command to continue', file=sys.stderr)
-        return 143
-    except NonFiniteLoss as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 3
+        return exit_code(e)
     except WriteError as e:
         print(f'error: {e}; free space (or fix the permissions), then rerun this command', file=sys.stderr)
-        return WRITE_ERROR_EXIT
+        return exit_code(e)
     return 0
 
 

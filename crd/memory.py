@@ -29,8 +29,7 @@ class ContrastMemory(nn.Module):
         self.register_buffer('memory_v1', torch.rand(outputSize, inputSize) * (2 * stdv) - stdv)
         self.register_buffer('memory_v2', torch.rand(outputSize, inputSize) * (2 * stdv) - stdv)
         # When K is a large share of the bank (CIFAR: 16385 of 50,000), scoring every row with one
-        # matmul reads the bank once, where gathering first reads K + 1 rows per sample (on an
-        # H200 the gather and its copy took 40% of a CRD step).
+        # matmul reads the bank once, where gathering first reads K + 1 rows per sample.
         self.score_all_rows = outputSize <= 4 * (K + 1)
         self.register_buffer('z_v1', torch.tensor(-1.0))
         self.register_buffer('z_v2', torch.tensor(-1.0))

@@ -1,6 +1,6 @@
 """Datasets and loaders: `get_loaders(opt, device) -> (train_loader, test_loader, info)`.
 
-Train batches are dicts {'input', 'target', 'index'} plus, under --distill crd, 'contrast_idx'
+Train batches are dicts {'input', 'target', 'index'} plus, with contrast=True, 'contrast_idx'
 (batch, nce_k + 1): the positive first, then the negatives. Test batches: {'input', 'target',
 'index'}. Ordinary loaders yield CPU tensors (pinned on CUDA); --data_on_device loaders yield
 tensors already on the device. Call `loader_set_epoch(loader, epoch)` before each epoch: it
@@ -25,8 +25,8 @@ _LOADERS = {
     'cifar100': lambda root, opt: cifar.load('cifar100', root),
     'cifar10': lambda root, opt: cifar.load('cifar10', root),
     'tiny_imagenet': lambda root, opt: tiny_imagenet.load(
-        root, getattr(opt, 'tiny_imagenet_transform', None) or 'emkd'),
-    'imagenet': lambda root, opt: imagenet.load(root, getattr(opt, 'imagenet_transform', None) or 'standard'),
+        root, opt.tiny_imagenet_transform),
+    'imagenet': lambda root, opt: imagenet.load(root, opt.imagenet_transform),
     'digits': lambda root, opt: digits.load(root),
 }
 
@@ -75,39 +75,40 @@ def _distributed():
     return 0, 1
 
 
-def get_loaders(opt, device):
-    name = getattr(opt, 'dataset', 'cifar100')
+def get_loaders(opt, device, contrast=False):
+    """contrast: train batches carry CRD's 'contrast_idx' (opt.nce_k negatives, opt.mode)."""
+    name = opt.dataset
     if name not in DATASETS:
         raise UsageError(f"unknown --dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    on_device = bool(getattr(opt, 'data_on_device', False))
+    on_device = bool(opt.data_on_device)
     jpeg_on_device = on_device and name in JPEG_DATASETS
     if on_device and not jpeg_on_device and name not in DEVICE_DATASETS:
         raise UsageError(f"--data_on_device supports {', '.join(DEVICE_DATASETS + JPEG_DATASETS)}, "
                          f"not {name}")
     device = torch.device(device)
     if jpeg_on_device:
-        if (getattr(opt, 'imagenet_transform', None) or 'standard') != 'standard':
+        if opt.imagenet_transform != 'standard':
             raise UsageError('--data_on_device on imagenet decodes and augments with the standard '
                              'pipeline only; drop --data_on_device or use --imagenet_transform standard')
         from dataset import imagenet_gpu
-        source = imagenet_gpu.load(getattr(opt, 'data_folder', './data'))
+        source = imagenet_gpu.load(opt.data_folder)
         collate = imagenet_gpu.CollateBytes
     else:
-        source = _LOADERS[name](getattr(opt, 'data_folder', './data'), opt)
+        source = _LOADERS[name](opt.data_folder, opt)
         collate = CollateBatch
     rank, world_size = _distributed()
-    seed = getattr(opt, 'seed', None)
+    seed = opt.seed
     if seed is None:  # DDP ranks must agree on the shuffle: DistributedSampler's default, 0
         seed = 0 if world_size > 1 else int(torch.randint(2 ** 62, ()).item())
     batch_size = int(opt.batch_size)
     # Static batch shapes for torch.compile: --compile implies dropping the last partial batch.
-    drop_last = bool(getattr(opt, 'drop_last', False) or getattr(opt, 'compile', False))
+    drop_last = bool(opt.compile)
 
-    contrast = None
-    if getattr(opt, 'distill', None) == 'crd':
-        contrast = ContrastSampler(source.train_targets, opt.nce_k, getattr(opt, 'mode', 'exact'),
-                                   getattr(opt, 'percent', 1.0) or 1.0, seed=derive_seed(seed, 3),
+    if contrast:
+        contrast = ContrastSampler(source.train_targets, opt.nce_k, opt.mode, seed=derive_seed(seed, 3),
                                    stream=rank)
+    else:
+        contrast = None
     info = dict(n_data=len(source.train), num_classes=source.num_classes,
                 image_size=source.image_size, mean=tuple(source.mean), std=tuple(source.std))
 
@@ -122,8 +123,7 @@ def get_loaders(opt, device):
                                    test_batch_size(batch_size), train=False, **common)
         return train_loader, test_loader, info
 
-    workers = getattr(opt, 'num_workers', None)
-    workers = default_num_workers() if workers is None else int(workers)
+    workers = default_num_workers() if opt.num_workers is None else int(opt.num_workers)
     if contrast is not None:
         # Before the workers fork. The device path compiles at first use on a CPU, never on a GPU.
         contrast.compile()

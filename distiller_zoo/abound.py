@@ -1,8 +1,27 @@
 import torch
 from torch import nn
 
-from crd.modules import Connector
-from distiller_zoo.base import Distiller, stages, zero_loss
+from distiller_zoo.base import Distiller, stages
+from distiller_zoo.hint import ConvReg
+from helper.errors import UsageError
+
+
+class Connector(nn.Module):
+    """AB's per-stage connectors: identity where channels and size already match, else a ConvReg
+    without ReLU (the AB loss needs the sign of the pre-activation)."""
+
+    def __init__(self, s_shapes, t_shapes):
+        super().__init__()
+        if len(s_shapes) != len(t_shapes):
+            raise UsageError(f'AB needs as many student stages as teacher stages, got '
+                             f'{len(s_shapes)} and {len(t_shapes)}')
+        self.s_shapes, self.t_shapes = s_shapes, t_shapes
+        self.connectors = nn.ModuleList(
+            nn.Identity() if s[1] == t[1] and s[2] == t[2] else ConvReg(s, t, use_relu=False)
+            for s, t in zip(s_shapes, t_shapes))
+
+    def forward(self, g_s):
+        return [conn(f) for conn, f in zip(self.connectors, g_s)]
 
 
 class ABLoss(nn.Module):
@@ -29,7 +48,7 @@ class ABLoss(nn.Module):
         return loss.abs().sum()
 
 
-class AB(Distiller):
+class ABMethod(Distiller):
     """Pre-activation stages 1..n. Everything happens in the init stage (student feature modules
     and a connector trained on the AB loss); the main stage adds nothing, as published, and the
     connector is not used there."""
@@ -46,8 +65,8 @@ class AB(Distiller):
         self.frozen['connector'] = Connector(stages(s_shapes), stages(t_shapes))
         self.criterion = ABLoss(len(stages(s_shapes)))
 
-    def method_loss(self, s_feats, s_logit, t_feats, t_logit, batch):
-        return zero_loss(s_logit)
+    def method_terms(self, s_feats, s_logit, t_feats, t_logit, batch, epoch):
+        return {}  # the main stage adds nothing, as published
 
     def init_modules(self, student):
         return nn.ModuleDict({'connector': self.frozen['connector'],

@@ -24,7 +24,7 @@ class Attention(nn.Module):
         return F.normalize(f.pow(self.p).mean(1).flatten(1))
 
 
-class AT(Distiller):
+class ATMethod(Distiller):
     name = 'attention'
     paper = ('Zagoruyko & Komodakis, 2017, Paying More Attention to Attention: Improving the '
              'Performance of Convolutional Neural Networks via Attention Transfer')

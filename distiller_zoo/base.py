@@ -3,22 +3,91 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distiller_zoo.logit_stand import standardize
 from helper.errors import UsageError
 
 
-class Distiller(nn.Module):
+class DistillKL(nn.Module):
+    """KL(teacher || student) of temperature-T softmaxes over dim 1, summed, times T^2, per sample:
+    Hinton's KD, the one implementation. Works on logits (N, C) and on stage maps (N, C, H, W),
+    where the softmax runs over channels at each position (milestone checking).
+
+    standardize: z-score both inputs over dim 1 before the temperature (logit standardization)."""
+
+    def __init__(self, T, standardize=False):
+        super().__init__()
+        self.T = T
+        self.standardize = standardize
+
+    def forward(self, y_s, y_t):
+        if self.standardize:
+            y_s, y_t = standardize(y_s, dim=1), standardize(y_t, dim=1)
+        log_p_s = F.log_softmax(y_s / self.T, dim=1)
+        p_t = F.softmax(y_t / self.T, dim=1)
+        return F.kl_div(log_p_s, p_t, reduction='sum') * self.T ** 2 / y_s.shape[0]
+
+
+class Method(nn.Module):
+    """What a training run optimises, as named terms: forward returns {term: weighted loss}, and
+    the loss is their sum. `weights` maps each term to its weight; `loss_terms` gives the terms
+    unweighted (log.csv records those)."""
+
+    name = None
+    needs_teacher = False     # run the teacher and pass its features and logit
+    needs_contrast = False    # train batches carry 'contrast_idx' (CRD's negatives)
+    preact = False            # wants pre-activation features
+    has_init_stage = False
+
+    def __init__(self, weights):
+        super().__init__()
+        self.weights = dict(weights)
+        self.trainable = nn.ModuleDict()   # optimised together with the student
+        self.frozen = nn.ModuleDict()      # eval mode and not optimised in the main stage
+
+    def train(self, mode=True):
+        super().train(mode)
+        self.frozen.eval()
+        return self
+
+    @property
+    def core(self):
+        """The method itself, under any wrapper that adds terms (milestone checking): what owns
+        the trainable modules, the checkpointed state and the init stage."""
+        return self
+
+    def forward(self, s_feats, s_logit, t_feats, t_logit, batch, epoch=1):
+        """{term: weight * unweighted loss}; epoch counts from 1 (for warm-up schedules)."""
+        raw = self.loss_terms(s_feats, s_logit, t_feats, t_logit, batch, epoch)
+        return {k: self.weights[k] * v for k, v in raw.items()}
+
+    def loss_terms(self, s_feats, s_logit, t_feats, t_logit, batch, epoch=1):
+        """{term: unweighted 0-dim loss}, every key in self.weights."""
+        return {'ce': F.cross_entropy(s_logit, batch['target'])}
+
+
+class Vanilla(Method):
+    """Cross-entropy alone: a teacher, or a student trained from scratch."""
+
+    name = 'vanilla'
+
+    def __init__(self, gamma=1.0):
+        super().__init__({'ce': gamma})
+
+
+class Distiller(Method):
     """One distillation method: which features it uses, its auxiliary modules, its loss.
 
-    Subclasses set the class attributes and implement method_loss (and, with an init stage,
-    init_modules/init_loss). The teacher's features are detached here, so no method can send a
-    gradient into the teacher.
+    The base class adds the CE and KD terms (weights -r and -a); a subclass sets the class
+    attributes and implements method_loss, its 'method' term (weight -b), or method_terms for
+    several or no terms of its own (and, with an init stage, init_modules/init_loss). The
+    teacher's features are detached here, so no method can send a gradient into the teacher.
     """
 
     name = None          # the --distill name
     paper = ''           # short citation for the README
+    label = None         # the paper's short name (class XMethod: X)
     gamma, alpha, beta = 1.0, 0.0, 1.0   # published -r/-a/-b
-    preact = False       # wants pre-activation features
-    has_init_stage = False
+    needs_teacher = True
     supports_logit_stand = False   # --logit_stand allowed (the methods it was published for)
     flag_defaults = {}   # the method's own flags (e.g. dkd_beta) and their published values
 
@@ -37,27 +106,30 @@ class Distiller(nn.Module):
             if getattr(opt, name, None) is None:
                 setattr(opt, name, value)
 
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        cls.label = cls.__name__.removesuffix('Method')
+
     def __init__(self, opt, s_shapes, t_shapes, n_data):
-        super().__init__()
-        self.trainable = nn.ModuleDict()   # optimised together with the student
-        self.frozen = nn.ModuleDict()      # eval mode and not optimised in the main stage
+        super().__init__({'ce': opt.gamma, 'kd': opt.alpha, 'method': opt.beta})
+        self.kd = DistillKL(opt.kd_T, standardize=opt.logit_stand)
 
-    def train(self, mode=True):
-        super().train(mode)
-        self.frozen.eval()
-        return self
-
-    def forward(self, s_feats, s_logit, t_feats, t_logit, batch):
-        """Method loss, unweighted by beta, as a 0-dim tensor."""
+    def loss_terms(self, s_feats, s_logit, t_feats, t_logit, batch, epoch=1):
         t_feats = [f.detach() for f in t_feats]
         t_logit = t_logit.detach()
-        return self.method_loss(s_feats, s_logit, t_feats, t_logit, batch).reshape(())
+        terms = super().loss_terms(s_feats, s_logit, t_feats, t_logit, batch, epoch)
+        terms['kd'] = self.kd(s_logit, t_logit)
+        own = self.method_terms(s_feats, s_logit, t_feats, t_logit, batch, epoch)
+        terms.update((k, v.reshape(())) for k, v in own.items())
+        return terms
+
+    def method_terms(self, s_feats, s_logit, t_feats, t_logit, batch, epoch):
+        """The method's own unweighted terms; a method with several names them and sets their
+        weights in self.weights."""
+        return {'method': self.method_loss(s_feats, s_logit, t_feats, t_logit, batch)}
 
     def method_loss(self, s_feats, s_logit, t_feats, t_logit, batch):
         raise NotImplementedError
-
-    def set_epoch(self, epoch):
-        """Called before each training epoch (counting from 1), for methods with a schedule."""
 
     def init_modules(self, student):
         """What the init stage optimises (only methods with has_init_stage)."""
@@ -68,11 +140,6 @@ class Distiller(nn.Module):
 
     def init_lr(self, opt):
         return opt.learning_rate
-
-
-def zero_loss(like):
-    """The published main-stage loss of methods that only act in the init stage (or KD)."""
-    return like.new_zeros(())
 
 
 def match_size(f_s, f_t):

@@ -13,7 +13,7 @@ class Correlation(nn.Module):
         return (delta[:-1] * delta[1:]).sum(1).mean()
 
 
-class CC(Distiller):
+class CCMethod(Distiller):
     """Pooled vectors, each through a trainable linear embedding to opt.feat_dim."""
 
     name = 'correlation'

@@ -4,7 +4,7 @@ from crd.criterion import CRDLoss
 from distiller_zoo.base import Distiller
 
 
-class CRD(Distiller):
+class CRDMethod(Distiller):
     """Pooled vectors through trainable embeddings into a two-sided contrastive memory.
 
     Set `gather` (tensor -> tensor, e.g. a DDP all-gather) so the memory update sees the whole
@@ -13,6 +13,7 @@ class CRD(Distiller):
     name = 'crd'
     paper = 'Tian et al., 2020, Contrastive Representation Distillation'
     beta = 0.8
+    needs_contrast = True
 
     def __init__(self, opt, s_shapes, t_shapes, n_data):
         super().__init__(opt, s_shapes, t_shapes, n_data)

@@ -29,7 +29,7 @@ def dist_loss(s_logit, t_logit, beta, gamma, tau):
     return tau ** 2 * (beta * inter_class_relation(y_s, y_t) + gamma * intra_class_relation(y_s, y_t))
 
 
-class DIST(Distiller):
+class DISTMethod(Distiller):
     """Logits only. Published CIFAR setting: DIST(1, 1, tau=4) at loss weight 2 (-b 2), CE weight 1."""
 
     name = 'dist'

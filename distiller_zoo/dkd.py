@@ -29,13 +29,16 @@ def dkd_loss(s_logit, t_logit, target, alpha, beta, T):
 
 
 def warmup_factor(epoch, warmup):
-    """The published linear warm-up of the DKD loss: min(epoch / warmup, 1), epochs from 1."""
+    """The published linear warm-up of the DKD loss: min(epoch / warmup, 1), epochs from 1.
+    epoch may be a tensor (the compiled step's): then the factor is one, with no host value."""
+    if torch.is_tensor(epoch):
+        return (epoch / warmup).clamp(max=1.0)
     return min(epoch / warmup, 1.0)
 
 
-class DKD(Distiller):
-    """Logits only. The warm-up factor lives in a buffer, updated in place by set_epoch, so a
-    compiled step does not recompile each epoch and the step needs no host value."""
+class DKDMethod(Distiller):
+    """Logits only. The warm-up follows the step's epoch argument, which the trainer passes as a
+    tensor: a compiled step sees a new value each epoch, not a new constant (no recompiles)."""
 
     name = 'dkd'
     paper = 'Zhao et al., 2022, Decoupled Knowledge Distillation'
@@ -49,13 +52,12 @@ class DKD(Distiller):
         self.dkd_alpha, self.dkd_beta = opt.dkd_alpha, opt.dkd_beta
         self.T = opt.dkd_T
         self.warmup = opt.dkd_warmup
-        self.logit_stand = bool(getattr(opt, 'logit_stand', False))
-        self.register_buffer('warmup_scale', torch.tensor(warmup_factor(1, self.warmup)), persistent=False)
+        self.logit_stand = opt.logit_stand
 
     @classmethod
     def published_weights(cls, opt):
         # --logit_stand: LS multiplies DKD's alpha and beta by its kd weight (default 9), which is -b here
-        return cls.gamma, cls.alpha, KD_WEIGHT if getattr(opt, 'logit_stand', False) else cls.beta
+        return cls.gamma, cls.alpha, KD_WEIGHT if opt.logit_stand else cls.beta
 
     @classmethod
     def complete_options(cls, opt):
@@ -63,11 +65,12 @@ class DKD(Distiller):
         if opt.dkd_T is None:
             opt.dkd_T = opt.kd_T
 
-    def set_epoch(self, epoch):
-        self.warmup_scale.fill_(warmup_factor(epoch, self.warmup))
+    def warmup_scale(self, epoch):
+        return warmup_factor(epoch, self.warmup)
 
-    def method_loss(self, s_feats, s_logit, t_feats, t_logit, batch):
+    def method_terms(self, s_feats, s_logit, t_feats, t_logit, batch, epoch):
         if self.logit_stand:
             s_logit, t_logit = standardize(s_logit), standardize(t_logit)
         loss = dkd_loss(s_logit, t_logit, batch['target'], self.dkd_alpha, self.dkd_beta, self.T)
-        return self.warmup_scale.to(loss.dtype) * loss
+        scale = self.warmup_scale(epoch)
+        return {'method': (scale.to(loss) if torch.is_tensor(scale) else scale) * loss}

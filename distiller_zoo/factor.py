@@ -2,7 +2,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from crd.modules import Paraphraser, Translator
 from distiller_zoo.base import Distiller, match_size
 
 # students whose paraphraser trains at lr 0.01: the published list, by exact name (my* students,
@@ -10,6 +9,44 @@ from distiller_zoo.base import Distiller, match_size
 INIT_LR_001 = ('resnet8', 'resnet14', 'resnet20', 'resnet32', 'resnet44', 'resnet56',
                'resnet110', 'resnet8x4', 'resnet32x4', 'wrn_16_1', 'wrn_16_2', 'wrn_40_1',
                'wrn_40_2')
+
+
+def _conv_stack(conv, in_c, mid_c, out_c, use_bn):
+    layers = []
+    for c_in, c_out in ((in_c, mid_c), (mid_c, out_c), (out_c, out_c)):
+        layers += [conv(c_in, c_out, 3, 1, 1), nn.BatchNorm2d(c_out) if use_bn else nn.Identity(),
+                   nn.LeakyReLU(0.1, inplace=True)]
+    return nn.Sequential(*layers)
+
+
+class Paraphraser(nn.Module):
+    """FT's paraphraser: a conv autoencoder on the teacher's last map; the encoder output (k * C
+    channels) is the teacher factor."""
+
+    def __init__(self, t_shape, k=0.5, use_bn=False):
+        super().__init__()
+        c = t_shape[1]
+        f = int(c * k)
+        self.encoder = _conv_stack(nn.Conv2d, c, c, f, use_bn)
+        self.decoder = _conv_stack(nn.ConvTranspose2d, f, f, c, use_bn)
+
+    def forward(self, f_s, is_factor=False):
+        factor = self.encoder(f_s)
+        if is_factor:
+            return factor
+        return factor, self.decoder(factor)
+
+
+class Translator(nn.Module):
+    """FT's translator: maps the student's last map to a factor shaped like the teacher's."""
+
+    def __init__(self, s_shape, t_shape, k=0.5, use_bn=True):
+        super().__init__()
+        c = s_shape[1]
+        self.encoder = _conv_stack(nn.Conv2d, c, c, int(t_shape[1] * k), use_bn)
+
+    def forward(self, f_s):
+        return self.encoder(f_s)
 
 
 class FactorTransfer(nn.Module):
@@ -33,7 +70,7 @@ class FactorTransfer(nn.Module):
         return F.normalize(f.pow(self.p1).mean(1).flatten(1))
 
 
-class FT(Distiller):
+class FTMethod(Distiller):
     """Last stage map. Init stage: the paraphraser learns to reconstruct the teacher map (MSE).
     Main stage: a trainable translator's student factor is matched to the frozen paraphraser's
     teacher factor."""

@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from distiller_zoo.base import Distiller, match_size, require_equal_channels, zero_loss
+from distiller_zoo.base import Distiller, match_size, require_equal_channels
 
 
 class FSP(nn.Module):
@@ -27,7 +27,7 @@ class FSP(nn.Module):
         return out
 
 
-class FSPDistiller(Distiller):
+class FSPMethod(Distiller):
     """Stem and stages (feats[:-1]); needs equal channels in student and teacher. Everything
     happens in the init stage (student feature modules trained on the FSP loss); the main stage
     adds nothing, as published."""
@@ -42,8 +42,8 @@ class FSPDistiller(Distiller):
         super().__init__(opt, s_shapes, t_shapes, n_data)
         self.criterion = FSP(s_shapes[:-1], t_shapes[:-1])
 
-    def method_loss(self, s_feats, s_logit, t_feats, t_logit, batch):
-        return zero_loss(s_logit)
+    def method_terms(self, s_feats, s_logit, t_feats, t_logit, batch, epoch):
+        return {}  # the main stage adds nothing, as published
 
     def init_modules(self, student):
         return nn.ModuleDict({'student': student.get_feat_modules()})

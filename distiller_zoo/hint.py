@@ -1,9 +1,37 @@
 import torch.nn.functional as F
 from torch import nn
 
-from crd.modules import ConvReg
 from distiller_zoo.base import Distiller
 from helper.errors import UsageError
+
+
+class ConvReg(nn.Module):
+    """FitNet's regressor: maps a student map (N, C, H, W) onto the teacher's shape.
+
+    Halves the size with a stride-2 conv, doubles it with a transposed conv, or shrinks it with
+    a valid conv of kernel (1 + sH - tH, 1 + sW - tW); then BatchNorm and optionally ReLU.
+    """
+
+    def __init__(self, s_shape, t_shape, use_relu=True):
+        super().__init__()
+        self.use_relu = use_relu
+        _, s_c, s_h, s_w = s_shape
+        _, t_c, t_h, t_w = t_shape
+        if s_h == 2 * t_h:
+            self.conv = nn.Conv2d(s_c, t_c, kernel_size=3, stride=2, padding=1)
+        elif 2 * s_h == t_h:
+            self.conv = nn.ConvTranspose2d(s_c, t_c, kernel_size=4, stride=2, padding=1)
+        elif s_h >= t_h and s_w >= t_w:
+            self.conv = nn.Conv2d(s_c, t_c, kernel_size=(1 + s_h - t_h, 1 + s_w - t_w))
+        else:
+            raise UsageError(f'cannot regress a student map of {s_h}x{s_w} onto a teacher map of '
+                             f'{t_h}x{t_w} (needs half, double or smaller teacher size)')
+        self.bn = nn.BatchNorm2d(t_c)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        x = self.bn(self.conv(x))
+        return self.relu(x) if self.use_relu else x
 
 
 class HintLoss(nn.Module):
@@ -13,7 +41,7 @@ class HintLoss(nn.Module):
         return F.mse_loss(f_s, f_t)
 
 
-class FitNet(Distiller):
+class FitNetMethod(Distiller):
     """Stage opt.hint_layer of the student, through a trainable ConvReg, regressed onto the
     teacher's same stage."""
 

@@ -62,7 +62,7 @@ class KDSVD(nn.Module):
         return a @ mask
 
 
-class SVD(Distiller):
+class KDSVDMethod(Distiller):
     """Stages 1..n; needs the same channels per stage."""
 
     name = 'kdsvd'

@@ -6,10 +6,10 @@ ones it was published for). The temperature (--kd_T, or --dkd_T) is then the bas
 """
 
 
-def standardize(logits, eps=1e-7):
+def standardize(logits, eps=1e-7, dim=-1):
     """(z - mean) / (eps + std) over the classes of each sample; std unbiased, as published."""
-    mean = logits.mean(dim=-1, keepdim=True)
-    std = logits.std(dim=-1, keepdim=True)
+    mean = logits.mean(dim=dim, keepdim=True)
+    std = logits.std(dim=dim, keepdim=True)
     return (logits - mean) / (eps + std)
 
 

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 import models
-from distiller_zoo.kd import DistillKL
+from distiller_zoo.base import DistillKL, Method
 from helper.errors import UsageError
 
 
@@ -23,10 +23,31 @@ class MilestoneChecking(nn.Module):
         return torch.stack(terms).sum()
 
 
+class WithMilestones(Method):
+    """Any method plus the term 'mc': milestone checking, weighted by -b times --mc_weight
+    (published: r*CE + a*KD + b*(method + mc_weight*MC))."""
+
+    def __init__(self, method, checker, mc_weight):
+        super().__init__({**method.weights, 'mc': method.weights.get('method', 0.0) * mc_weight})
+        self.method = method
+        self.checker = checker
+        self.name, self.preact = method.name, method.preact
+        self.needs_teacher, self.needs_contrast = True, method.needs_contrast
+
+    @property
+    def core(self):
+        return self.method.core
+
+    def loss_terms(self, s_feats, s_logit, t_feats, t_logit, batch, epoch=1):
+        terms = self.method.loss_terms(s_feats, s_logit, t_feats, t_logit, batch, epoch)
+        terms['mc'] = self.checker(s_feats, t_feats).reshape(())
+        return terms
+
+
 def mc_stage_count(model_s):
     """Stages checked, as published: 4 for the ResNet18-152 family (plain or my*) and the
     4-stage ImageNet networks (*_imagenet), else 3."""
-    name = model_s[2:] if model_s.startswith('my') else model_s
+    name = models.base_name(model_s)
     return 4 if name.startswith('ResNet') or name.endswith('_imagenet') else 3
 
 
@@ -63,7 +84,7 @@ B_WEIGHT_FLAGS = ('B1_weight', 'B2_weight', 'B3_weight', 'B4_weight')
 def stage_weight_flags(opt):
     """--B1_weight ... --B4_weight; a my* student takes its weights from its block_depth instead
     (the published code overwrote these flags there), so setting them for one is an error."""
-    weights = [float(getattr(opt, f, 1.0)) for f in B_WEIGHT_FLAGS]
+    weights = [float(getattr(opt, f)) for f in B_WEIGHT_FLAGS]
     if models.is_variable_depth(opt.model_s) and any(w != 1.0 for w in weights):
         given = ', '.join(f'--{f}' for f, w in zip(B_WEIGHT_FLAGS, weights) if w != 1.0)
         raise UsageError(f'{given}: {opt.model_s} takes its MC stage weights from --block_depth '

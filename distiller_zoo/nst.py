@@ -26,7 +26,7 @@ class NSTLoss(nn.Module):
         return torch.bmm(b, a.transpose(1, 2)).pow(2)
 
 
-class NST(Distiller):
+class NSTMethod(Distiller):
     """Stages 1..n."""
 
     name = 'nst'

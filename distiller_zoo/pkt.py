@@ -23,7 +23,7 @@ class PKT(nn.Module):
         return torch.mean(p_t * torch.log((p_t + eps) / (p_s + eps)))
 
 
-class PKTDistiller(Distiller):
+class PKTMethod(Distiller):
     """Pooled vectors."""
 
     name = 'pkt'

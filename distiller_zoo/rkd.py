@@ -46,7 +46,7 @@ class RKDLoss(nn.Module):
         return d * off_diagonal
 
 
-class RKD(Distiller):
+class RKDMethod(Distiller):
     """Pooled vectors."""
 
     name = 'rkd'

@@ -21,7 +21,7 @@ class Similarity(nn.Module):
         return (g_t - g_s).pow(2).sum().reshape(1) / (bsz * bsz)
 
 
-class SP(Distiller):
+class SPMethod(Distiller):
     """Uses the last stage map."""
 
     name = 'similarity'

@@ -36,7 +36,7 @@ class VIDLoss(nn.Module):
         return (0.5 * ((mean - target) ** 2 / var + torch.log(var))).mean()
 
 
-class VID(Distiller):
+class VIDMethod(Distiller):
     """Stages 1..n, one trainable VIDLoss (regressor + variance) per stage."""
 
     name = 'vid'

@@ -80,7 +80,7 @@ def wrap(step_module, device, sync_bn=False):
     teacher stays outside). Without torchrun the module comes back unchanged."""
     if not active():
         return step_module
-    method = getattr(step_module, 'method', None)
+    method = getattr(getattr(step_module, 'method', None), 'core', None)
     if hasattr(method, 'gather'):
         method.gather = all_gather_cat  # every rank's CRD memory sees the global batch
     if sync_bn:

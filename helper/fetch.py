@@ -10,19 +10,18 @@ Exit codes: 0 all teachers valid, 1 a teacher could not be downloaded, 2 bad usa
 3 a teacher was downloaded but does not load into its architecture.
 """
 import argparse
-import difflib
 import os
 import shutil
 import socket
 import sys
 import tarfile
-import time
 import urllib.error
 import urllib.request
 from http.client import HTTPException
 
 from helper.checkpoint import fsync_parent
-from helper.errors import UsageError
+from helper.errors import UsageError, close_names
+from helper.progress import Progress
 
 TEACHERS = ('resnet56', 'resnet110', 'resnet32x4', 'wrn_40_2', 'vgg13', 'ResNet50')
 PRIMARY_URL = 'http://shape2prog.csail.mit.edu/repo/{name}_vanilla/ckpt_epoch_240.pth'
@@ -30,6 +29,7 @@ MIRROR_URL = ('https://github.com/megvii-research/mdistiller/releases/download/'
               'checkpoints/cifar_teachers.tar')
 CKPT_FILE = 'ckpt_epoch_240.pth'
 CHUNK = 1 << 16
+PRINT_BYTES = 1 << 24  # without a terminal, a progress line every 16 MiB
 
 
 class FetchError(Exception):
@@ -43,29 +43,6 @@ def ckpt_dir(save_root, name):
 def _publish(part_path, final_path):
     os.replace(part_path, final_path)
     fsync_parent(final_path)
-
-
-class Progress:
-    """Bytes and percent on one redrawn line on a terminal, a line every 10 s otherwise."""
-
-    def __init__(self, label, stream=None):
-        self.label, self.stream = label, stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self.last = 0.0
-
-    def update(self, done, total, final=False):
-        now = time.monotonic()
-        if not final and now - self.last < (0.1 if self.tty else 10.0):
-            return
-        self.last = now
-        size = f'{done / 1e6:.1f}/{total / 1e6:.1f} MB ({100 * done / total:.0f}%)' if total \
-            else f'{done / 1e6:.1f} MB'
-        line = f'  {self.label}: {size}'
-        if self.tty:
-            self.stream.write('\r' + line + ('\n' if final else ''))
-        else:
-            self.stream.write(line + '\n')
-        self.stream.flush()
 
 
 def _content_range(value):
@@ -113,7 +90,7 @@ def _download_once(url, part_path, label, timeout):
             have = 0
             length = response.headers.get('Content-Length')
             total = int(length) if length and length.isdigit() else None
-        progress = Progress(label)
+        progress = Progress(total, desc=label, print_freq=PRINT_BYTES, unit='B', initial=have)
         with open(part_path, 'ab' if have else 'wb') as out:
             done = have
             while True:
@@ -122,10 +99,10 @@ def _download_once(url, part_path, label, timeout):
                     break
                 out.write(block)
                 done += len(block)
-                progress.update(done, total)
+                progress.update(len(block))
             out.flush()
             os.fsync(out.fileno())
-        progress.update(done, total, final=True)
+        progress.close(final_line=True)
     if total is not None and done != total:
         raise FetchError(f'connection closed after {done} of {total} bytes')
 
@@ -218,7 +195,7 @@ def parse_names(names):
     chosen = []
     for name in names or TEACHERS:
         if name not in TEACHERS:
-            close = difflib.get_close_matches(name, TEACHERS, n=1, cutoff=0.5)
+            close = close_names(name, TEACHERS, n=1, cutoff=0.5)
             hint = f" (did you mean '{close[0]}'?)" if close else ''
             raise UsageError(f"unknown teacher '{name}'{hint}; choose from {', '.join(TEACHERS)}")
         if name not in chosen:

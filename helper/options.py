@@ -4,11 +4,10 @@ Flag names and defaults are the published ones (RepDistiller, CRD-EMKD); new fla
 Choices are checked against the registries (models, distiller_zoo, dataset), never a hand list.
 """
 import argparse
-import difflib
 import os
 import random
 
-from helper.errors import UsageError
+from helper.errors import UsageError, unknown_name
 
 MOBILE_STUDENTS = ('MobileNetV2', 'ShuffleV1', 'ShuffleV2')  # published lr 0.01
 
@@ -132,13 +131,49 @@ def parse_int_list(text, flag):
 
 def _check_name(kind, value, names, flag):
     if value not in names:
-        close = difflib.get_close_matches(str(value), list(names), n=3)
-        hint = f'; did you mean {", ".join(close)}?' if close else f'; choose from {", ".join(sorted(names))}'
-        raise UsageError(f'unknown {flag} {value!r}{hint}')
+        raise unknown_name(flag, value, sorted(names))
+
+
+class Options(argparse.Namespace):
+    """Options after finalize: checked, completed and read-only; replace() makes a changed copy.
+
+    vars() holds the options (what the user asked for, defaults resolved); seed_auto, whether
+    finalize drew the seed, is run state kept beside them (a resume adopts the run's seed)."""
+
+    __slots__ = ('seed_auto',)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f'options are read-only after finalize; use replace({name}=...)')
+
+    def __delattr__(self, name):
+        raise AttributeError('options are read-only after finalize')
+
+    @classmethod
+    def frozen(cls, values, seed_auto=False):
+        out = cls.__new__(cls)
+        out.__dict__.update(values)
+        object.__setattr__(out, 'seed_auto', seed_auto)
+        return out
+
+    def replace(self, **changes):
+        return Options.frozen({**vars(self), **changes}, self.seed_auto)
+
+    def __reduce__(self):  # pickle and copy without __setattr__
+        return Options.frozen, (dict(vars(self)), self.seed_auto)
 
 
 def finalize(opt, kind):
-    """Validate and complete parsed options in place. kind is 'teacher' or 'student'. Idempotent."""
+    """Checked and completed options (a read-only Options); opt itself is not changed. kind is
+    'teacher' or 'student'."""
+    if isinstance(opt, Options):
+        return opt
+    opt = argparse.Namespace(**vars(opt))
+    seed_auto = opt.seed is None
+    _complete(opt, kind)
+    return Options.frozen(vars(opt), seed_auto)
+
+
+def _complete(opt, kind):
     import models
     import dataset
     from distiller_zoo import METHODS
@@ -166,13 +201,9 @@ def finalize(opt, kind):
     if opt.seed is None:
         # recorded so that --resume replays the same data order; a resume adopts the run's seed
         opt.seed = random.SystemRandom().randrange(2**31)
-        opt.seed_auto = True
-    elif not hasattr(opt, 'seed_auto'):
-        opt.seed_auto = False
     opt.trial = str(opt.trial)
     if kind == 'student':
         _finalize_student(opt, models, METHODS)
-    return opt
 
 
 def _finalize_student(opt, models, METHODS):
@@ -225,9 +256,28 @@ def _check_method_flags(opt, method, METHODS):
         raise UsageError(f'--logit_stand works with --distill {ok} (the methods it was published for), '
                          f'not {opt.distill}')
     for other in METHODS.values():
-        given = [f for f in other.flag_defaults if getattr(opt, f, None) is not None]
+        given = [f for f in other.flag_defaults if getattr(opt, f) is not None]
         if other is not method and given:
             raise UsageError(f'--{given[0]} is a flag of --distill {other.name}, not {opt.distill}')
+
+
+def options_argv(opt, parser):
+    """A command line that parser reads back as opt: every flag whose value is not the default."""
+    argv = []
+    for action in parser._actions:
+        if not action.option_strings or action.dest == 'help' or not hasattr(opt, action.dest):
+            continue
+        value = getattr(opt, action.dest)
+        if value == action.default or value is None:
+            continue
+        flag = max(action.option_strings, key=len)
+        if isinstance(action, argparse._StoreTrueAction):
+            argv.append(flag)
+        elif isinstance(value, (list, tuple)):  # '=' keeps an empty list a value
+            argv.append(f'{flag}=' + ','.join(map(str, value)))
+        else:
+            argv.append(f'{flag}={value}')
+    return argv
 
 
 def options_dict(opt):
@@ -252,7 +302,7 @@ def run_name(opt, kind):
         return f'{model}_{opt.dataset}_lr_{_fmt(opt.learning_rate)}_decay_{_fmt(opt.weight_decay)}_trial_{opt.trial}'
     student = opt.model_s + (('-' + '-'.join(map(str, opt.block_depth))) if opt.block_depth else '')
     mc = f'_mc-{_fmt(opt.mc_weight)}' if opt.mc else ''
-    b_weights = [getattr(opt, f'B{i}_weight', 1.0) for i in range(1, 5)]
+    b_weights = [getattr(opt, f'B{i}_weight') for i in range(1, 5)]
     if opt.mc and any(w != 1.0 for w in b_weights):  # only non-default stage weights change the name
         mc += '_B-' + '-'.join(_fmt(float(w)) for w in b_weights)
     return (f'S-{student}_T-{opt.model_t}_{opt.dataset}_{opt.distill}{method_tag(opt)}{mc}'
@@ -263,8 +313,8 @@ def method_tag(opt):
     """The method's own flags (e.g. -b8-T4 for DKD) and -ls for --logit_stand, for the folder name."""
     from distiller_zoo import METHODS
     tag = ''.join(f'-{f.split("_", 1)[1][0]}{_fmt(getattr(opt, f))}' for f in METHODS[opt.distill].flag_defaults
-                  if getattr(opt, f, None) is not None)
-    return tag + ('-ls' if getattr(opt, 'logit_stand', False) else '')
+                  if getattr(opt, f) is not None)
+    return tag + ('-ls' if opt.logit_stand else '')
 
 
 # Options whose change makes a checkpoint belong to a different experiment (checked on --resume).

@@ -63,9 +63,8 @@ def plot_run(run_dir, out=None):
                         textcoords='offset points', xytext=(0, -14), ha='center', fontsize=8)
     ax_acc.set(xlabel='epoch', ylabel='accuracy (%)', title='accuracy')
 
-    for key, label, style in [('train_loss', 'train (total)', '-'), ('test_loss', 'test CE', '-'),
-                              ('loss_ce', 'train CE', '--'), ('loss_kd', 'train KD', '--'),
-                              ('loss_method', 'train method', '--'), ('loss_mc', 'train MC', '--')]:
+    terms = [(key, f'train {key[len("loss_"):]}', '--') for key in log if key.startswith('loss_')]
+    for key, label, style in [('train_loss', 'train (total)', '-'), ('test_loss', 'test CE', '-')] + terms:
         values = log.get(key)
         if values and not all(math.isnan(v) for v in values):
             ax_loss.plot(epochs, values, style, label=label, linewidth=1.2)

@@ -1,14 +1,4 @@
-"""Progress reporting for training loops: a tqdm bar on a terminal, sparse plain lines otherwise.
-
-    bar = Progress(len(loader), desc=f'epoch {epoch}', print_freq=opt.print_freq)
-    for batch in loader:
-        ...
-        bar.update(loss=losses.avg, acc=top1.avg)
-    bar.close()
-
-The same class serves the epoch level (``Progress(opt.epochs, 'train', print_freq=1)``)
-and the search level (``Progress(n_candidates, 'search')``).
-"""
+"""Progress of long loops: a tqdm bar on a terminal, a plain line every print_freq steps otherwise."""
 import sys
 
 from tqdm import tqdm
@@ -49,12 +39,14 @@ class Progress:
         enable: False prints nothing at all (e.g. on DDP ranks other than 0).
         leave: keep the finished bar on screen (False for inner per-iteration bars).
         mininterval: seconds between bar redraws, so fast loops do not flood the output.
+        unit: 'B' counts bytes (shown in MB with a percentage), else iterations.
+        initial: the count to start from (a resumed download).
 
     Line format: ``[epoch 3] 100/782 loss 2.31 acc 41.2``.
     """
 
     def __init__(self, total, desc='', print_freq=100, file=None, enable_bar=None,
-                 enable=True, leave=True, mininterval=1.0):
+                 enable=True, leave=True, mininterval=1.0, unit=None, initial=0):
         if print_freq < 1:
             raise ValueError(f'print_freq must be >= 1, got {print_freq}')
         self.total = total
@@ -62,13 +54,15 @@ class Progress:
         self.print_freq = print_freq
         self.file = sys.stderr if file is None else file
         self.enable = enable
-        self.n = 0
+        self.unit = unit
+        self.n = self._shown = initial
         self.metrics = {}
         use_bar = _is_terminal(self.file) if enable_bar is None else enable_bar
         self._bar = None
         if use_bar and enable:
-            self._bar = tqdm(total=total, desc=desc, file=self.file, leave=leave,
-                             mininterval=mininterval, dynamic_ncols=True)
+            units = dict(unit='B', unit_scale=True, unit_divisor=1000) if unit == 'B' else {}
+            self._bar = tqdm(total=total, desc=desc, file=self.file, leave=leave, initial=initial,
+                             mininterval=mininterval, dynamic_ncols=True, **units)
 
     def update(self, n=1, **metrics):
         """Advance by n iterations; keyword arguments replace the shown metrics."""
@@ -83,12 +77,19 @@ class Progress:
             self._bar.update(n)
         elif self.n // self.print_freq > before // self.print_freq:
             print(self.line(), file=self.file, flush=True)
+            self._shown = self.n
 
     def line(self):
         """The plain-text status line for the current count and metrics."""
-        count = f'{self.n}/{self.total}' if self.total is not None else str(self.n)
-        parts = [f'[{self.desc}]' if self.desc else '', count, format_metrics(self.metrics)]
+        parts = [f'[{self.desc}]' if self.desc else '', self._count(), format_metrics(self.metrics)]
         return ' '.join(p for p in parts if p)
+
+    def _count(self):
+        if self.unit == 'B':
+            done = f'{self.n / 1e6:.1f}'
+            return f'{done}/{self.total / 1e6:.1f} MB ({100 * self.n / self.total:.0f}%)' if self.total \
+                else f'{done} MB'
+        return f'{self.n}/{self.total}' if self.total is not None else str(self.n)
 
     def write(self, message):
         """Print a message without breaking the bar."""
@@ -99,10 +100,13 @@ class Progress:
         else:
             print(message, file=self.file, flush=True)
 
-    def close(self):
+    def close(self, final_line=False):
+        """final_line: without a bar, print the closing count unless a line just showed it."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        elif final_line and self.enable and self.n != self._shown:
+            print(self.line(), file=self.file, flush=True)
 
     def __enter__(self):
         return self

@@ -231,7 +231,7 @@ class SlurmBackend:
 
     def _wait(self, runs, jobs):
         from helper.loops import Preempted
-        from helper.run import StopFlag
+        from helper.trainer import StopFlag
         shown, shown_at, failed, preempted = None, 0.0, {}, {}
         with StopFlag() as stop:
             while True:

@@ -1,7 +1,6 @@
 """The model zoo: every architecture name the scripts accept, its constructor and its depth."""
-import difflib
 
-from helper.errors import UsageError
+from helper.errors import UsageError, unknown_name
 
 from . import resnet, resnet_imagenet, resnetv2, wrn
 from .ShuffleNetv1 import ShuffleV1
@@ -63,9 +62,7 @@ _BASE_DEPTH = {**resnet.BASE_DEPTH, **resnetv2.BASE_DEPTH, **wrn.BASE_DEPTH,
 
 def check_name(name):
     if name not in model_dict:
-        close = difflib.get_close_matches(name, model_dict, n=5, cutoff=0.5)
-        hint = f'did you mean {", ".join(close)}?' if close else 'known: ' + ', '.join(model_dict)
-        raise UsageError(f'unknown model {name!r}; {hint}')
+        raise unknown_name('model', name, model_dict, n=5, cutoff=0.5)
 
 
 def base_name(name):

@@ -7,7 +7,7 @@ Published-equivalent: fp32, DataLoader with per-image PIL transforms in worker p
 host sync every step (the published meters call .item() on the loss and accuracy).
 Fast path: the train set on the device with crop/flip there, channels_last, no per-step syncs,
 plus bf16/fp16 autocast and torch.compile on CUDA (what --fast turns on).
-Both paths run the same DistillStep; the data is a generated CIFAR-100-layout set. Each pair runs
+Both paths run the same StudentWithLoss module; the data is a generated CIFAR-100-layout set. Each pair runs
 in its own process; within it, timed rounds of the two paths alternate and the medians are reported.
 """
 import argparse
@@ -26,11 +26,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import models  # noqa: E402
 from dataset import get_loaders, loader_set_epoch  # noqa: E402
-from distiller_zoo import build_distiller  # noqa: E402
+from distiller_zoo import METHODS, build_distiller  # noqa: E402
 from distiller_zoo.base import feature_shapes  # noqa: E402
-from helper.loops import DistillStep, forward_backward, to_device  # noqa: E402
+from helper.loops import StudentWithLoss, teacher_forward, to_device  # noqa: E402
 from helper.options import finalize, student_parser  # noqa: E402
-from helper.run import compile_modules, make_autocast, make_optimizer, resolve_speed_flags  # noqa: E402
+from helper.experiment import compile_modules, make_autocast, make_optimizer, resolve_speed_flags  # noqa: E402
 from helper.util import pick_device  # noqa: E402
 
 PAIRS = [('resnet56', 'resnet20', 'kd'), ('resnet110', 'resnet20', 'crd'), ('resnet32x4', 'resnet8x4', 'kd')]
@@ -57,7 +57,6 @@ def options(teacher, student, method, data_folder, device_name, fast, batch_size
             '--data_folder', data_folder, '--batch_size', str(batch_size), '--device', device_name,
             '--seed', '0']
     opt = finalize(student_parser().parse_args(argv + (['--fast'] if fast else [])), 'student')
-    opt.drop_last = True
     return opt
 
 
@@ -65,7 +64,7 @@ def build(opt, device, info):
     student = models.build_model(opt.model_s, num_classes=info['num_classes'])
     teacher = models.build_model(opt.model_t, num_classes=info['num_classes'])
     method = build_distiller(opt.distill, opt, feature_shapes(student), feature_shapes(teacher), info['n_data'])
-    step = DistillStep(student, method, None, opt).to(device)
+    step = StudentWithLoss(student, method).to(device)
     teacher.to(device).eval()
     if opt.channels_last:
         step.to(memory_format=torch.channels_last)
@@ -117,8 +116,11 @@ class Setup:
 
     def train_step(self):
         batch = to_device(self.next_batch(), self.device, self.opt.channels_last)
-        logit, terms = forward_backward(self.step, self.teacher, batch, self.step.preact, self.autocast,
-                                        self.optimizer, self.scaler)
+        t_feats, t_logit = teacher_forward(self.teacher, batch['input'], self.step.preact, self.autocast)
+        with self.autocast():
+            logit, terms = self.step(batch, t_feats, t_logit)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(terms[0]).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if self.published:  # the published AverageMeter reads loss and top-1/top-5 every step
@@ -142,8 +144,8 @@ def measure_pair(pair, root, args, device, steps, warmup):
     for label, fast in (('published', False), ('fast', True)):
         torch.manual_seed(0)
         opt = options(teacher, student, method, root, args.device, fast, args.batch_size)
-        amp_dtype = resolve_speed_flags(opt, device)  # what --fast turns on for this device
-        train_loader, _, info = get_loaders(opt, device)
+        opt, amp_dtype = resolve_speed_flags(opt, device)  # what --fast turns on for this device
+        train_loader, _, info = get_loaders(opt, device, METHODS[opt.distill].needs_contrast)
         row[f'{label}_load_img_s'] = time_loading(train_loader, device, steps)
         setups[label] = Setup(opt, device, train_loader, info, amp_dtype, published=not fast)
         setups[label].images_per_second(warmup)  # compilation happens here

@@ -47,7 +47,7 @@ def write_jpegs(root, n_images, n_classes=10, seed=0):
 def throughput(data_folder, device, fast, batch_size, workers, epochs):
     opt = argparse.Namespace(dataset='imagenet', data_folder=data_folder, batch_size=batch_size,
                              num_workers=workers, distill='kd', data_on_device=fast, seed=0,
-                             drop_last=True)
+                             imagenet_transform='standard', compile=True)  # compile: full batches only
     train, _, _ = get_loaders(opt, device)
     rates = []
     for epoch in range(epochs + 1):  # epoch 0 warms up

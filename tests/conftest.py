@@ -9,12 +9,44 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 FIXTURES = os.path.join(ROOT, 'tests', 'fixtures')
 
+from helpers_data import train_tiny_teacher, write_tiny_cifar100  # noqa: E402 (needs ROOT on the path)
+
 
 @pytest.fixture(scope='session', autouse=True)
 def one_thread():
-    """One intra-op thread: the suite's batches are tiny and it shares 2 cores with the
-    subprocesses some tests start; a second OpenMP thread made small forwards up to 100x slower."""
+    """One intra-op thread: the suite's batches are tiny and it shares the cores with the
+    subprocesses some tests start, where a second OpenMP thread slows small forwards a lot."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope='session')
+def shared_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp('shared_train_data'))
+
+
+@pytest.fixture(scope='session')
+def data(shared_dir):
+    """The tiny CIFAR-100-layout --data_folder every training test reads (never writes)."""
+    return write_tiny_cifar100(os.path.join(shared_dir, 'data'))
+
+
+@pytest.fixture(scope='session')
+def teachers(shared_dir, data):
+    """teachers(model='resnet8', block_depth=None): the path of a 1-epoch teacher checkpoint,
+    trained once per session."""
+    cache = {}
+
+    def get(model='resnet8', block_depth=None):
+        if (model, block_depth) not in cache:
+            cache[model, block_depth] = train_tiny_teacher(data, os.path.join(shared_dir, 'teachers'), model,
+                                                           block_depth)
+        return cache[model, block_depth]
+    return get
+
+
+@pytest.fixture(scope='session')
+def teacher(teachers):
+    return teachers()

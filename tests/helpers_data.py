@@ -2,14 +2,13 @@
 
 The CIFAR files are torchvision's python-pickle layout (cifar-100-python/train, test, meta), with
 1 train image and 1 test image per class by default (7 steps of 16 per epoch keep the tests fast).
-The teacher is a real 1-epoch train_teacher run. Both are built once per test session and shared
-(the tests only read them).
+The teacher is a real 1-epoch train_teacher run. conftest.py builds both once per test session
+(fixtures data, teacher, teachers); the tests only read them.
 """
 import os
 import pickle
 
 import numpy as np
-import pytest
 import torch
 
 from helper.options import student_parser, teacher_parser
@@ -19,8 +18,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N_CLASSES = 100
 TRAIN_PER_CLASS = 1
 TEST_PER_CLASS = 1
-
-_cache = {}
 
 
 def write_tiny_cifar100(root, train_per_class=TRAIN_PER_CLASS, test_per_class=TEST_PER_CLASS, seed=0):
@@ -48,46 +45,18 @@ def write_tiny_cifar100(root, train_per_class=TRAIN_PER_CLASS, test_per_class=TE
     return root
 
 
-def shared_dir(tmp_path_factory):
-    if 'dir' not in _cache:
-        _cache['dir'] = str(tmp_path_factory.mktemp('shared_train_data'))
-    return _cache['dir']
-
-
-def tiny_cifar(tmp_path_factory):
-    """The shared --data_folder (read-only for the tests)."""
-    if 'data' not in _cache:
-        _cache['data'] = write_tiny_cifar100(os.path.join(shared_dir(tmp_path_factory), 'data'))
-    return _cache['data']
-
-
-@pytest.fixture(scope='module')
-def data(tmp_path_factory):
-    return tiny_cifar(tmp_path_factory)
-
-
-@pytest.fixture(scope='module')
-def teacher(tmp_path_factory):
-    return tiny_teacher(tmp_path_factory)
-
-
 def teacher_args(data_folder, save_root, model='resnet8', *extra):
     return ['--model', model, '--dataset', 'cifar100', '--data_folder', data_folder,
             '--save_root', save_root, '--epochs', '1', '--batch_size', '16', '--num_workers', '0',
             '--seed', '0', '--device', 'cpu', '--print_freq', '1000', *extra]
 
 
-def tiny_teacher(tmp_path_factory, model='resnet8', block_depth=None):
-    """Path of ckpt_epoch_1.pth of a 1-epoch train_teacher run of `model` (shared), at
-    --block_depth block_depth when given (variable-depth models)."""
-    key = f'teacher_{model}_{block_depth}'
-    if key not in _cache:
-        save_root = os.path.join(shared_dir(tmp_path_factory), 'teachers')
-        extra = ['--block_depth', block_depth] if block_depth else []
-        argv = teacher_args(tiny_cifar(tmp_path_factory), save_root, model, *extra)
-        summary = run(teacher_parser().parse_args(argv), 'teacher')
-        _cache[key] = os.path.join(summary['run_dir'], 'ckpt_epoch_1.pth')
-    return _cache[key]
+def train_tiny_teacher(data_folder, save_root, model='resnet8', block_depth=None):
+    """Path of ckpt_epoch_1.pth of a 1-epoch train_teacher run of `model`, at --block_depth
+    block_depth when given (variable-depth models)."""
+    extra = ['--block_depth', block_depth] if block_depth else []
+    summary = run(teacher_parser().parse_args(teacher_args(data_folder, save_root, model, *extra)), 'teacher')
+    return os.path.join(summary['run_dir'], 'ckpt_epoch_1.pth')
 
 
 def student_args(data_folder, save_root, path_t, distill='kd', model_s='resnet8', *extra):

@@ -73,6 +73,7 @@ def test_slots_group_gpus_and_pack_runs():
         slots_for('a,b')
 
 
+@pytest.mark.slow
 def test_run_parallel_uses_every_slot_and_reports_failures(tmp_path):
     log = tmp_path / 'log.txt'
     script = ('import sys, time, os; time.sleep(0.3); '

@@ -10,7 +10,7 @@ import shlex
 
 import pytest
 
-from helper.options import student_parser, teacher_parser
+from helper.options import finalize, student_parser, teacher_parser
 from helper.run import run
 from helpers_data import ROOT
 from search import run_search, search_parser
@@ -59,13 +59,14 @@ def check(script, argv, capsys):
     """Parse and validate one command as its script would, without touching files."""
     if script == 'search':
         opt = search_parser().parse_args(argv + ['--dry_run'])
-        run_search(opt, argv)
+        run_search(opt)
+        kind = 'student'
     else:
         kind = 'teacher' if script == 'train_teacher' else 'student'
         opt = (teacher_parser() if kind == 'teacher' else student_parser()).parse_args(argv + ['--dry_run'])
         assert run(opt, kind)['status'] == 'dry_run'
     assert 'options OK' in capsys.readouterr().out
-    return opt
+    return finalize(opt, kind)
 
 
 @pytest.mark.parametrize('source', sorted(SOURCES))
@@ -100,8 +101,8 @@ def test_seed_readme_mc_example_means_what_it_says(capsys, tmp_path, monkeypatch
     assert (opt.mc, opt.mc_weight, opt.gamma, opt.alpha, opt.beta, opt.trial) == (1, 0.001, 1.0, 0.0, 0.8, '1')
     search = [argv for script, argv in found if script == 'search']
     assert len(search) == 1
-    opt = search_parser().parse_args(search[0] + ['--dry_run'])
-    run_search(opt, search[0])
+    opt = finalize(search_parser().parse_args(search[0] + ['--dry_run']), 'student')
+    run_search(opt)
     assert opt.block_depth == [3, 3, 3] and opt.model_s == 'myresnet20'
 
 
@@ -125,3 +126,27 @@ def test_command_extraction():
 def test_a_broken_command_is_reported(capsys):
     with pytest.raises(Exception, match='unknown --distill'):
         check('train_student', ['--path_t', 'x/resnet110_vanilla/c.pth', '--distill', 'crd_mc'], capsys)
+
+
+def test_finalized_options_are_read_only_and_leave_the_parsed_ones_alone():
+    parsed = student_parser().parse_args(['--path_t', 'x/resnet110_vanilla/c.pth', '--block_depth', '3,7,2',
+                                          '--model_s', 'myresnet20'])
+    opt = finalize(parsed, 'student')
+    assert parsed.block_depth == '3,7,2' and parsed.learning_rate is None and parsed.seed is None
+    assert opt.block_depth == [3, 7, 2] and opt.learning_rate == 0.05 and opt.model_t == 'resnet110'
+    with pytest.raises(AttributeError, match='read-only'):
+        opt.learning_rate = 0.1
+    changed = opt.replace(learning_rate=0.1)
+    assert changed.learning_rate == 0.1 and opt.learning_rate == 0.05
+    assert finalize(opt, 'student') is opt
+
+
+def test_candidate_command_line_is_built_from_the_options():
+    from helper.options import options_argv
+    opt = finalize(student_parser().parse_args(['--path_t', 'x/resnet110_vanilla/c.pth', '--model_s', 'myresnet20',
+                                                '--lr_decay_epochs', '5', '-b', '0.8', '--seed', '3']), 'student')
+    c = opt.replace(block_depth=[2, 6, 1], lr_decay_epochs=[], resume=True)
+    argv = options_argv(c, student_parser())
+    assert '--lr_decay_epochs=' in argv and '--resume' in argv and '--beta=0.8' in argv
+    again = finalize(student_parser().parse_args(argv), 'student')
+    assert vars(again) == vars(c)

@@ -26,7 +26,8 @@ CIFAR10_MEAN, CIFAR10_STD = CIFAR100_MEAN, CIFAR100_STD
 
 def options(**kw):
     base = dict(dataset='cifar100', data_folder='.', batch_size=16, num_workers=0, distill='kd',
-                nce_k=8, mode='exact', percent=1.0, data_on_device=False, seed=0)
+                nce_k=8, mode='exact', data_on_device=False, seed=0, compile=False,
+                imagenet_transform='standard', tiny_imagenet_transform='emkd')
     base.update(kw)
     return argparse.Namespace(**base)
 
@@ -140,7 +141,7 @@ def test_cifar10_layout_and_published_normalization(tmp_path):
 def test_crd_batches_exact_mode(cifar100_root):
     root, train_labels, _ = cifar100_root
     opt = options(data_folder=root, distill='crd', nce_k=20, mode='exact')
-    train, test, info = dataset.get_loaders(opt, 'cpu')
+    train, test, info = dataset.get_loaders(opt, 'cpu', contrast=True)
     targets = np.sort(train_labels)  # class-sorted train set
     for b in all_batches(train):
         idx = b['contrast_idx']
@@ -332,7 +333,7 @@ def test_tiny_imagenet_layout(tmp_path):
     (base / 'val' / 'val_annotations.txt').write_text('\n'.join(annotations) + '\n')
     opt = options(dataset='tiny_imagenet', data_folder=str(tmp_path), batch_size=4,
                   distill='crd', nce_k=5)
-    train, test, info = dataset.get_loaders(opt, 'cpu')
+    train, test, info = dataset.get_loaders(opt, 'cpu', contrast=True)
     assert info == dict(n_data=9, num_classes=3, image_size=64, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     targets = []
     for b in all_batches(train):
@@ -353,7 +354,7 @@ def test_imagenet_imagefolder_layout(tmp_path):
                 write_jpeg(str(tmp_path / 'imagenet' / split / name / f'{i}.JPEG'), 40, COLOURS[c])
     train, test, info = dataset.get_loaders(
         options(dataset='imagenet', data_folder=str(tmp_path), batch_size=3, distill='crd',
-                nce_k=2), 'cpu')
+                nce_k=2), 'cpu', contrast=True)
     assert info['n_data'] == 6 and info['num_classes'] == 2 and info['image_size'] == 224
     for b in all_batches(train):
         assert b['input'].shape[1:] == (3, 224, 224)
@@ -397,7 +398,7 @@ def test_digits_split_is_deterministic_and_normalized():
 
 def test_digits_loaders(tmp_path):
     train, test, info = dataset.get_loaders(
-        options(dataset='digits', batch_size=64, distill='crd', nce_k=100), 'cpu')
+        options(dataset='digits', batch_size=64, distill='crd', nce_k=100), 'cpu', contrast=True)
     assert info['n_data'] == 1438 and info['num_classes'] == 10 and info['image_size'] == 32
     b = next(iter(train))
     assert b['input'].shape == (64, 3, 32, 32) and b['contrast_idx'].shape == (64, 101)
@@ -436,7 +437,7 @@ def test_distributed_samplers(cifar100_root, monkeypatch):
 def test_workers_draw_different_negatives(cifar100_root):
     root, _, _ = cifar100_root
     train, _, _ = dataset.get_loaders(
-        options(data_folder=root, num_workers=2, distill='crd', nce_k=40, batch_size=60), 'cpu')
+        options(data_folder=root, num_workers=2, distill='crd', nce_k=40, batch_size=60), 'cpu', contrast=True)
     first, second = all_batches(train)  # one batch from each worker
     # Workers sharing one random stream would give row r nearly the same negatives in both.
     same = (first['contrast_idx'][:, 1:] == second['contrast_idx'][:, 1:]).float().mean()

@@ -27,9 +27,12 @@ from dataset import get_loaders, loader_set_epoch
 from distiller_zoo import METHODS, build_distiller, feature_shapes
 from helper import dist
 from helper.errors import UsageError
-from helper.loops import DistillStep, run_init_stage, teacher_forward, validate
+from helper.loops import StudentWithLoss, teacher_forward, validate
 from helper.options import teacher_parser
 from helper.run import run
+from helper.trainer import run_init_stage
+
+pytestmark = pytest.mark.slow  # trains epochs or starts processes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORLD, BATCH, N_DATA, NCE_K, SIZE = 2, 64, 200, 32, 16  # small images: the models pool adaptively
@@ -84,14 +87,13 @@ def snapshot(module):
 
 
 def two_steps(distill, batch, bn_eval=True, dtype=torch.float32):
-    """Two SGD steps through dist.wrap (DDP when a process group exists, as in helper/run.py).
+    """Two SGD steps through dist.wrap (DDP when a process group exists, as in helper/trainer.py).
     bn_eval: BatchNorm in eval mode, so batch statistics do not depend on how the batch is split.
     dtype float64: the large published weights (hint 100, attention 1000) grow the weights to ~100
     in two steps, which in float32 turns the summation order of one CPU into differences of 1e-4."""
     student, teacher, method = build(distill, dtype)
     batch = dict(batch, input=batch['input'].to(dtype))
-    opt = method_opt(distill)
-    module = dist.wrap(DistillStep(student, method, None, opt), torch.device('cpu'))
+    module = dist.wrap(StudentWithLoss(student, method), torch.device('cpu'))
     params = list(student.parameters()) + list(method.trainable.parameters())
     optimizer = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4)
     module.train()
@@ -135,7 +137,8 @@ def init_stage(distill, batch):
 
 def digits_opt(on_device):
     return argparse.Namespace(dataset='digits', data_folder='./data', batch_size=64, num_workers=0,
-                              distill='kd', nce_k=NCE_K, mode='exact', data_on_device=on_device, seed=3)
+                              distill='kd', nce_k=NCE_K, mode='exact', data_on_device=on_device, seed=3, compile=False,
+                              imagenet_transform='standard', tiny_imagenet_transform='emkd')
 
 
 def metrics_and_orders():

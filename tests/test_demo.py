@@ -14,6 +14,8 @@ from PIL import Image
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow  # trains epochs or starts processes
+
 ROWS = ('teacher', 'student from scratch', 'student distilled (CRD+MC)', 'BCS best composition (CRD+MC)')
 
 

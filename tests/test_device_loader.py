@@ -179,13 +179,14 @@ def test_device_contrast_sampling_respects_percent():
 
 def digits_options(**kw):
     base = dict(dataset='digits', data_folder='.', batch_size=64, num_workers=0, distill='kd',
-                nce_k=16, mode='exact', data_on_device=True, seed=0)
+                nce_k=16, mode='exact', data_on_device=True, seed=0, compile=False,
+                imagenet_transform='standard', tiny_imagenet_transform='emkd')
     base.update(kw)
     return argparse.Namespace(**base)
 
 
 def test_get_loaders_on_device_with_crd():
-    train, test, info = dataset.get_loaders(digits_options(distill='crd', nce_k=50), 'cpu')
+    train, test, info = dataset.get_loaders(digits_options(distill='crd', nce_k=50), 'cpu', contrast=True)
     assert isinstance(train, DeviceLoader) and len(train) == 23 and len(test) == 2
     batch = next(iter(train))
     assert set(batch) == {'input', 'target', 'index', 'contrast_idx'}
@@ -245,7 +246,7 @@ def test_digits_teach_a_small_convnet(one_thread):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 def test_cuda_batches_stay_on_the_device():
-    train, test, _ = dataset.get_loaders(digits_options(distill='crd', nce_k=200), 'cuda')
+    train, test, _ = dataset.get_loaders(digits_options(distill='crd', nce_k=200), 'cuda', contrast=True)
     batch = next(iter(train))
     for key in ('input', 'target', 'index', 'contrast_idx'):
         assert batch[key].is_cuda

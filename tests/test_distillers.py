@@ -9,11 +9,13 @@ import torch
 import torch.nn.functional as F
 
 import models
-from crd import (ConvReg, Connector, ContrastMemory, CRDLoss, Embed, LinearEmbed, Normalize,
-                 Paraphraser, Translator)
-from distiller_zoo import (METHODS, ABLoss, Correlation, DistillKL, MilestoneChecking, VIDLoss,
-                           build_distiller, check_mc_shapes, feature_shapes, mc_stage_count,
+from crd import ContrastMemory, CRDLoss, Embed, LinearEmbed, Normalize
+from distiller_zoo import (METHODS, ABLoss, Correlation, DistillKL, MilestoneChecking, Vanilla, VIDLoss,
+                           WithMilestones, build_distiller, check_mc_shapes, feature_shapes, mc_stage_count,
                            mc_weights)
+from distiller_zoo.abound import Connector
+from distiller_zoo.factor import Paraphraser, Translator
+from distiller_zoo.hint import ConvReg
 from helper.errors import UsageError
 
 BATCH, NCE_K, N_DATA = 4, 64, 100
@@ -33,8 +35,9 @@ PUBLISHED = {'kd': (0.1, 0.9, 0), 'hint': (1, 0, 100), 'attention': (1, 0, 1000)
 
 def make_opt(model_s='resnet20', **kw):
     opt = dict(kd_T=4.0, hint_layer=2, feat_dim=32, nce_k=NCE_K, nce_t=0.07, nce_m=0.5,
-               mode='exact', model_s=model_s, learning_rate=0.05, dkd_alpha=1.0, dkd_beta=8.0, dkd_T=4.0,
-               dkd_warmup=20.0, dist_beta=1.0, dist_gamma=1.0, dist_tau=4.0, logit_stand=False)
+               mode='exact', model_s=model_s, learning_rate=0.05, gamma=1.0, alpha=0.0, beta=1.0,
+               dkd_alpha=1.0, dkd_beta=8.0, dkd_T=4.0, dkd_warmup=20.0, dist_beta=1.0, dist_gamma=1.0,
+               dist_tau=4.0, logit_stand=False)
     opt.update(kw)
     return argparse.Namespace(**opt)
 
@@ -126,7 +129,8 @@ def test_method_unit(name, pair, zoo, teacher_out):
     student.train()
     student.zero_grad(set_to_none=True)
     s_feats, s_logit = student(x, is_feat=True, preact=method.preact)
-    loss = method(s_feats, s_logit, t_feats, t_logit, make_batch(x))
+    terms = method.loss_terms(s_feats, s_logit, t_feats, t_logit, make_batch(x))
+    loss = terms.get('method', s_logit.new_zeros(()))  # the method's own term
     assert loss.shape == () and torch.isfinite(loss)
     assert all(not m.training for m in method.frozen.modules())
 
@@ -223,7 +227,7 @@ def test_fitnet_regressor_learns():
     method = build_distiller('hint', make_opt(hint_layer=1), [None, s_shape, None],
                              [None, t_shape, None], N_DATA)
     first, last = descend(method.trainable.parameters(),
-                          lambda: method([f_s] * 3, None, [f_t] * 3, torch.zeros(1), {}), 0.1, 5)
+                          lambda: method.method_loss([f_s] * 3, None, [f_t] * 3, torch.zeros(1), {}), 0.1, 5)
     assert last < first
 
 
@@ -508,3 +512,57 @@ def test_mc_shape_mismatch_names_both_shapes(zoo):
         check_mc_shapes(s_shapes, t_shapes, 3)
     with pytest.raises(UsageError, match='needs 4 stages'):
         check_mc_shapes(s_shapes, s_shapes, 4)
+
+
+# ---- the method interface: named, weighted terms ------------------------------------------
+
+def test_forward_returns_each_named_term_times_its_weight(zoo, teacher_out):
+    torch.manual_seed(0)
+    student = zoo('resnet20')
+    x, (t_feats, t_logit) = teacher_out('resnet56', False)
+    s_feats, s_logit = student(x, is_feat=True)
+    batch = make_batch(x)
+    for name, own in (('kd', set()), ('hint', {'method'})):
+        opt = make_opt(gamma=0.5, alpha=0.25, beta=3.0)
+        method = build_distiller(name, opt, feature_shapes(student), feature_shapes(zoo('resnet56')), N_DATA)
+        weighted = method(s_feats, s_logit, t_feats, t_logit, batch)
+        raw = method.loss_terms(s_feats, s_logit, t_feats, t_logit, batch)
+        assert set(weighted) == set(raw) == {'ce', 'kd'} | own
+        assert method.weights == {'ce': 0.5, 'kd': 0.25, 'method': 3.0}
+        for term, value in weighted.items():
+            assert torch.allclose(value, method.weights[term] * raw[term])
+        assert torch.allclose(raw['ce'], F.cross_entropy(s_logit, batch['target']))
+        assert torch.allclose(raw['kd'], DistillKL(4)(s_logit, t_logit))
+
+
+def test_milestone_checking_wraps_any_method_as_one_more_term(zoo, teacher_out):
+    torch.manual_seed(0)
+    student = zoo('resnet20')
+    x, (t_feats, t_logit) = teacher_out('resnet56', False)
+    s_feats, s_logit = student(x, is_feat=True)
+    inner = build_distiller('hint', make_opt(beta=100.0), feature_shapes(student),
+                            feature_shapes(zoo('resnet56')), N_DATA)
+    checker = MilestoneChecking(4, [1.0, 1.0, 1.0])
+    method = WithMilestones(inner, checker, 0.001)
+    assert method.core is inner and method.preact == inner.preact
+    assert method.weights['mc'] == pytest.approx(100.0 * 0.001)   # -b * --mc_weight, as published
+    terms = method.loss_terms(s_feats, s_logit, t_feats, t_logit, make_batch(x))
+    assert set(terms) == {'ce', 'kd', 'method', 'mc'}
+    assert torch.allclose(terms['mc'], checker(s_feats, t_feats))
+    assert set(method.state_dict()) == {f'method.{k}' for k in inner.state_dict()}
+
+
+def test_vanilla_is_cross_entropy_alone():
+    logit, target = torch.randn(6, 5), torch.randint(0, 5, (6,))
+    method = Vanilla()
+    assert not method.needs_teacher and method.weights == {'ce': 1.0}
+    terms = method(None, logit, None, None, {'target': target})
+    assert set(terms) == {'ce'} and torch.allclose(terms['ce'], F.cross_entropy(logit, target))
+
+
+def test_logit_standardization_makes_kd_blind_to_logit_shift_and_scale():
+    torch.manual_seed(0)
+    s, t = torch.randn(4, 10), torch.randn(4, 10)
+    kl = DistillKL(2, standardize=True)
+    assert torch.allclose(kl(s, t), kl(3 * s + 7, t), atol=1e-5)
+    assert not torch.allclose(DistillKL(2)(s, t), DistillKL(2)(3 * s + 7, t), atol=1e-3)

@@ -29,13 +29,7 @@ from helper import runlock
 from helper.checkpoint import WRITE_DELAY_ENV
 from helper.options import student_parser, teacher_parser
 from helper.run import WRITE_ERROR_EXIT, main
-from helpers_data import (ROOT, load_weights_only, student_args, subprocess_env, teacher_args, tiny_cifar,
-                          tiny_teacher, tree, write_tiny_cifar100)
-
-
-@pytest.fixture(scope='module')
-def data(tmp_path_factory):
-    return tiny_cifar(tmp_path_factory)
+from helpers_data import ROOT, load_weights_only, student_args, subprocess_env, teacher_args, tree, write_tiny_cifar100
 
 
 def call(kind, argv, capsys):
@@ -187,13 +181,11 @@ def test_lock_of_a_killed_run_whose_forked_worker_still_lives_is_taken_over_once
     assert len(messages) == 1 and messages[0].startswith(f'taking over the stale lock of pid {proc.pid} on ')
 
 
-def test_second_search_on_a_running_search_folder_starts_no_candidate(tmp_path, tmp_path_factory, capsys):
-    data = tiny_cifar(tmp_path_factory)
-    teacher = tiny_teacher(tmp_path_factory, 'wrn_40_1')
+def test_second_search_on_a_running_search_folder_starts_no_candidate(tmp_path, data, teachers, capsys):
+    teacher = teachers('wrn_40_1')
     argv = student_args(data, str(tmp_path), teacher, 'kd', 'myresnet14', '--block_depth', '2,2,2')
-    opt = search.search_parser().parse_args(argv)
-    search.finalize(opt, 'student')
-    folder = search.Search(opt, argv).dir
+    opt = search.finalize(search.search_parser().parse_args(argv), 'student')
+    folder = search.Search(opt).dir
     holder = hold_lock(folder, 'search')
     try:
         assert search.main(argv) == 2
@@ -323,7 +315,8 @@ def tiny_imagenet(root, n_train=2):
 def loader_options(name, root, workers):
     import argparse
     return argparse.Namespace(dataset=name, data_folder=root, batch_size=2, num_workers=workers, distill='kd',
-                              nce_k=4, mode='exact', percent=1.0, data_on_device=False, seed=0)
+                              nce_k=4, mode='exact', data_on_device=False, seed=0, compile=False,
+                              imagenet_transform='standard', tiny_imagenet_transform='emkd')
 
 
 @pytest.mark.parametrize('workers', [0, 1])

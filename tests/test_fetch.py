@@ -109,6 +109,7 @@ def saved(tmp_path, name):
     return tmp_path / 'save' / 'models' / f'{name}_vanilla' / CKPT
 
 
+@pytest.mark.slow
 def test_shell_script_falls_back_to_mirror_and_links_both_path_styles(tmp_path, server,
                                                                         resnet56_bytes):
     # Published layout: a leading cifar_teachers/ folder; a path-traversal entry comes first.
@@ -233,6 +234,7 @@ def test_links_fall_back_to_hardlinks_without_symlinks(tmp_path, resnet56_bytes,
     assert os.path.samefile(linked, target)
 
 
+@pytest.mark.slow
 def test_unknown_name_is_a_usage_error():
     run = subprocess.run(['sh', os.path.join(ROOT, 'scripts', 'fetch_pretrained_teachers.sh'),
                           'resnet57'], capture_output=True, text=True, timeout=60)

@@ -30,7 +30,8 @@ SIZE = 64  # small inputs: the networks are fully convolutional up to an adaptiv
 
 def options(**kw):
     base = dict(dataset='imagenet', data_folder='.', batch_size=4, num_workers=0, distill='kd',
-                nce_k=4, mode='exact', percent=1.0, data_on_device=False, seed=0)
+                nce_k=4, mode='exact', data_on_device=False, seed=0, compile=False,
+                imagenet_transform='standard', tiny_imagenet_transform='emkd')
     base.update(kw)
     return argparse.Namespace(**base)
 
@@ -145,14 +146,14 @@ def test_torchvision_teacher_offline_is_one_line_saying_where_to_put_it(hub, mon
 def test_torchvision_path_t_names_the_teacher_without_downloading(tmp_path):
     opt = student_parser().parse_args(['--path_t', 'torchvision:resnet50', '--model_s',
                                        'mobilenetv1_imagenet', '--dataset', 'imagenet'])
-    finalize(opt, 'student')
+    opt = finalize(opt, 'student')
     assert opt.model_t == 'resnet50_imagenet'
 
 
 # ---- loaders ---------------------------------------------------------------------------------
 
 def test_published_loader_reads_the_imagefolder(folder):
-    train, test, info = dataset.get_loaders(options(data_folder=folder, distill='crd'), 'cpu')
+    train, test, info = dataset.get_loaders(options(data_folder=folder, distill='crd'), 'cpu', contrast=True)
     assert info['n_data'] == 9 and info['num_classes'] == 3 and info['image_size'] == 224
     seen = []
     for b in batches(train):
@@ -174,7 +175,7 @@ def test_fast_path_eval_matches_the_published_transforms(folder):
 
 def test_fast_path_train_batches(folder):
     train, _, info = dataset.get_loaders(
-        options(data_folder=folder, data_on_device=True, distill='crd'), 'cpu')
+        options(data_folder=folder, data_on_device=True, distill='crd'), 'cpu', contrast=True)
     assert isinstance(train, imagenet_gpu.JpegDeviceLoader) and len(train) == 3
 
     def epoch(n):
@@ -258,7 +259,7 @@ def method_opt(model_s):
     return argparse.Namespace(kd_T=4.0, hint_layer=2, feat_dim=16, nce_k=NCE_K, nce_t=0.07,
                               nce_m=0.5, mode='exact', model_s=model_s, learning_rate=0.01, dkd_alpha=1.0,
                               dkd_beta=8.0, dkd_T=4.0, dkd_warmup=20.0, dist_beta=1.0, dist_gamma=1.0,
-                              dist_tau=4.0, logit_stand=False)
+                              dist_tau=4.0, logit_stand=False, gamma=1.0, alpha=0.0, beta=1.0)
 
 
 @pytest.mark.parametrize('pair', PAIRS, ids='->'.join)
@@ -288,8 +289,7 @@ def test_every_method_takes_a_step_on_imagenet_networks(name, pair, nets):
         loss = method.init_loss(s_feats if name != 'factor' else None, t_feats)
         params = list(modules.parameters())
     else:
-        loss = method(s_feats, s_logit, t_feats, t_logit, batch) + \
-            torch.nn.functional.cross_entropy(s_logit, batch['target'])
+        loss = sum(method(s_feats, s_logit, t_feats, t_logit, batch).values())  # with CE
         params = list(student.parameters()) + list(method.trainable.parameters())
     assert loss.shape == () and torch.isfinite(loss)
     optimizer = torch.optim.SGD(params, lr=0.01)

@@ -15,10 +15,9 @@ from distiller_zoo import METHODS, build_distiller, dist_loss, dkd_loss, standar
 from distiller_zoo.dist import inter_class_relation, intra_class_relation
 from distiller_zoo.dkd import warmup_factor
 from helper.errors import UsageError
-from helper.loops import DistillStep, kd_loss
+from distiller_zoo.base import DistillKL
 from helper.options import finalize, run_name, student_parser
-from helpers_data import data, teacher  # noqa: F401 (shared fixtures)
-from helpers_data import load_weights_only, parse_student, student_args, tiny_teacher
+from helpers_data import load_weights_only, parse_student, student_args
 import search
 from train_student import train_student
 
@@ -43,7 +42,7 @@ def compute(case, s, t, target):
         relation = inter_class_relation if method == 'dist_inter' else intra_class_relation
         return relation(torch.softmax(s / c['tau'], 1), torch.softmax(t / c['tau'], 1))
     if method == 'kd':
-        return c.get('kd_weight', 1.0) * kd_loss(s, t, c['T'], bool(c['logit_stand']))
+        return c.get('kd_weight', 1.0) * DistillKL(c['T'], standardize=bool(c['logit_stand']))(s, t)
     raise KeyError(case)
 
 
@@ -81,14 +80,11 @@ def method_opt(distill, *argv):
 
 
 def method_value(opt, inputs, epoch=None):
-    """The method unit's loss and the step's KD term on a set's logits, through the real classes."""
+    """The method's own term and its KD term (both unweighted) on a set's logits, through the real classes."""
     method = build_distiller(opt.distill, opt, [], [], 0)
-    if epoch is not None:
-        method.set_epoch(epoch)
     batch = {'target': inputs['target']}
-    step = DistillStep(torch.nn.Identity(), method, None, opt)
-    kd = kd_loss(inputs['s_logit'], inputs['t_logit'], step.kd_T, step.logit_stand)
-    return method([], inputs['s_logit'], [], inputs['t_logit'], batch), kd
+    terms = method.loss_terms([], inputs['s_logit'], [], inputs['t_logit'], batch, 1 if epoch is None else epoch)
+    return terms.get('method', torch.zeros(())), terms['kd']
 
 
 @pytest.mark.parametrize('argv, case, epoch', [
@@ -147,9 +143,8 @@ def test_kd_logit_stand_through_the_step():
 def test_warmup_counts_epochs_from_one():
     assert [warmup_factor(e, 20) for e in (1, 5, 20, 21)] == [0.05, 0.25, 1.0, 1.0]
     method = build_distiller('dkd', method_opt('dkd', '--dkd_warmup', '4'), [], [], 0)
-    assert method.warmup_scale.item() == 0.25   # before any set_epoch: epoch 1
-    method.set_epoch(3)
-    assert method.warmup_scale.item() == 0.75
+    assert method.warmup_scale(1) == 0.25   # epoch 1
+    assert method.warmup_scale(torch.tensor(3.0)).item() == 0.75   # the trainer's tensor epoch
     assert 'warmup_scale' not in method.state_dict()   # set from the epoch, also on --resume
 
 
@@ -161,7 +156,7 @@ def test_dkd_and_dist_gradients_reach_the_student_only():
     for distill in ('dkd', 'dist'):
         method = build_distiller(distill, method_opt(distill), [], [], 0)
         s.grad = t.grad = None
-        method([], s, [], t, {'target': target}).backward()
+        method.loss_terms([], s, [], t, {'target': target})['method'].backward()
         assert s.grad.abs().sum() > 0 and t.grad is None
 
 
@@ -270,10 +265,16 @@ def test_logit_stand_trains_with_mc(data, teacher, tmp_path, distill):
 
 @pytest.mark.slow
 def test_the_loop_tells_dkd_each_epoch(data, teacher, tmp_path, monkeypatch):
-    from distiller_zoo.dkd import DKD
+    from distiller_zoo.dkd import DKDMethod
     seen = []
-    original = DKD.set_epoch
-    monkeypatch.setattr(DKD, 'set_epoch', lambda self, epoch: (seen.append(epoch), original(self, epoch)))
+    original = DKDMethod.method_terms
+
+    def record(self, *args):
+        epoch = int(args[-1])
+        if epoch not in seen:
+            seen.append(epoch)
+        return original(self, *args)
+    monkeypatch.setattr(DKDMethod, 'method_terms', record)
     argv = student_args(data, str(tmp_path), teacher, 'dkd', 'resnet8', '--epochs', '3', '--dkd_warmup', '2')
     assert train_student(parse_student(argv))['status'] == 'finished'
     assert seen == [1, 2, 3]
@@ -295,8 +296,8 @@ def test_new_methods_under_fast(data, teacher, tmp_path, argv):
 
 
 @pytest.mark.slow
-def test_search_runs_bcs_with_dkd_and_mc(data, tmp_path_factory, tmp_path):
-    deep_teacher = tiny_teacher(tmp_path_factory, 'wrn_40_1')
+def test_search_runs_bcs_with_dkd_and_mc(data, teachers, tmp_path):
+    deep_teacher = teachers('wrn_40_1')
     argv = student_args(data, str(tmp_path), deep_teacher, 'dkd', 'myresnet14', '--block_depth', '2,2,2',
                         '--mc', '1')
     assert search.main(argv) == 0

@@ -64,3 +64,13 @@ def test_bad_print_freq_and_metric_formatting():
     with pytest.raises(ValueError):
         Progress(10, print_freq=0)
     assert format_metrics({'loss': 0.000123456, 'acc': 7, 'lr': 5e-05}) == 'loss 0.0001235 acc 7 lr 5e-05'
+
+
+def test_byte_counts_show_megabytes_and_a_closing_percentage():
+    out = io.StringIO()
+    bar = Progress(3_000_000, desc='resnet56', print_freq=2_000_000, file=out, enable_bar=False, unit='B',
+                   initial=500_000)
+    bar.update(1_000_000)
+    bar.update(1_500_000)
+    bar.close(final_line=True)
+    assert out.getvalue().splitlines() == ['[resnet56] 3.0/3.0 MB (100%)']

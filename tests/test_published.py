@@ -61,8 +61,7 @@ def test_seed_readme_commands_train_with_gamma_one(capsys):
     found = [argv for script, argv in commands_in(open(SEED_README).read())]
     assert len(found) == 3
     for argv in found:
-        opt = student_parser().parse_args(argv)
-        finalize(opt, 'student')
+        opt = finalize(student_parser().parse_args(argv), 'student')
         assert (opt.gamma, opt.alpha, opt.beta) == (1.0, 0.0, 0.8), argv
 
 

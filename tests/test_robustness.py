@@ -22,7 +22,6 @@ from helper import checkpoint as checkpoint_module
 from helper.loops import NonFiniteLoss
 from helper.options import student_parser, teacher_parser
 from helper.run import main, run
-from helpers_data import data, teacher  # noqa: F401 (shared fixtures)
 from helpers_data import ROOT, load_weights_only, student_args, subprocess_env, teacher_args, tree
 
 
@@ -237,6 +236,7 @@ def test_finished_run_is_never_overwritten(capsys, tmp_path, finished):
     assert 'add --resume' in line and 'another --trial' in line
 
 
+@pytest.mark.slow
 def test_bad_input_in_a_real_script_process(tmp_path):
     proc = subprocess.run([sys.executable, 'train_student.py', '--path_t', 'x/resnet110_vanilla/ckpt.pth',
                            '--model_s', 'resnet200', '--save_root', str(tmp_path / 'save')],
@@ -282,6 +282,7 @@ def all_files_readable(run_dir):
         return json.load(f)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume(tmp_path, data, capsys):
     save_root = str(tmp_path / 'save')
     args = teacher_args(data, save_root, 'resnet8', '--epochs', '2', '--print_freq', '1')
@@ -313,6 +314,7 @@ def test_sigkill_mid_epoch_then_resume(tmp_path, data, capsys):
         assert len(f.read().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_sigterm_writes_a_resumable_checkpoint_and_resumes_mid_epoch(tmp_path, data, teacher, capsys):
     save_root = str(tmp_path / 'save')
     args = student_args(data, save_root, teacher, 'kd', 'resnet8', '--epochs', '2', '--print_freq', '1')

@@ -15,18 +15,15 @@ from helper.errors import UsageError
 from helper.options import differing_option, finalize, options_dict, student_parser
 from helper.run import run_dir_of
 from helper.scheduler import run_parallel
-from helpers_data import student_args, tiny_cifar, tiny_teacher
+from helpers_data import student_args
+
+pytestmark = pytest.mark.slow  # trains epochs or starts processes
 
 
 @pytest.fixture(scope='module')
-def data(tmp_path_factory):
-    return tiny_cifar(tmp_path_factory)
-
-
-@pytest.fixture(scope='module')
-def deep_teacher(tmp_path_factory):
+def deep_teacher(teachers):
     # wrn_40_1 has 6 blocks per stage: myresnet14 (2,2,2) may move to (2,6,1), then (6,*,*)
-    return tiny_teacher(tmp_path_factory, 'wrn_40_1')
+    return teachers('wrn_40_1')
 
 
 def search_argv(data, save_root, teacher, *extra, distill='kd'):
@@ -121,9 +118,9 @@ def test_rerun_with_other_result_options_is_refused(data, deep_teacher, tmp_path
     assert err.startswith('error: ') and '--kd_T' in err and len(err.strip().splitlines()) == 1
 
 
-def test_search_epochs_shortens_candidates_then_retrains_winner(data, tmp_path_factory, tmp_path):
+def test_search_epochs_shortens_candidates_then_retrains_winner(data, teachers, tmp_path):
     # resnet32 has 5 blocks per stage: no move fits, the search is the start composition only.
-    teacher = tiny_teacher(tmp_path_factory, 'resnet32')
+    teacher = teachers('resnet32')
     argv = search_argv(data, tmp_path, teacher, '--search_epochs', '2')
     argv[argv.index('--epochs') + 1] = '3'
     argv += ['--lr_decay_epochs', '2']
@@ -182,9 +179,9 @@ def fake_scheduler(monkeypatch, scores, fail=()):
     seen, expected = [], {}
     original = search.candidate_argv
 
-    def recording_argv(argv, c):
+    def recording_argv(c):
         expected[tuple(c.block_depth)] = c
-        return original(argv, c)
+        return original(c)
 
     def popen(argv, env):
         return FakeProcess(argv, env, scores, seen, expected, fail)
@@ -231,7 +228,7 @@ def test_candidate_argv_drops_search_flags_and_sets_the_candidate(data, deep_tea
     argv[at:at + 2] = ['--block_depth=2,2,2']
     opt = finalize(search.search_parser().parse_args(argv), 'student')
     c = search.candidate_options(opt, (2, 6, 1), short=True)
-    out = search.candidate_argv(argv, c)
+    out = search.candidate_argv(c)
     assert not {'--search_epochs', '--gpu=0,1', '--runs', '2', '--resume'} & set(out)
     assert opt.gpus == '0,1' and opt.runs_per_gpu == 2
     parsed = finalize(student_parser().parse_args(out), 'student')
@@ -241,11 +238,11 @@ def test_candidate_argv_drops_search_flags_and_sets_the_candidate(data, deep_tea
     assert differing_option(options_dict(parsed), options_dict(c)) is None
 
 
-def test_my_teacher_keeps_its_own_block_depth(data, tmp_path_factory, tmp_path):
+def test_my_teacher_keeps_its_own_block_depth(data, teachers, tmp_path):
     """A my* teacher trained at another depth loads at that depth (from its checkpoint) as
     --path_t, and its blocks per stage bound the search."""
-    teacher = tiny_teacher(tmp_path_factory, 'myresnet14')  # base 2,2,2
-    path = tiny_teacher(tmp_path_factory, 'myresnet14', '1,4,1')
+    teacher = teachers('myresnet14')  # base 2,2,2
+    path = teachers('myresnet14', '1,4,1')
     assert '-1-4-1_' in path and models.name_from_path(path) == 'myresnet14'
     model, _ = models.load_model(path)
     assert [len(stage) for stage in (model.layer1, model.layer2, model.layer3)] == [1, 4, 1]
@@ -254,9 +251,9 @@ def test_my_teacher_keeps_its_own_block_depth(data, tmp_path_factory, tmp_path):
     assert len(models.load_model(best)[0].layer2) == 4
     argv = search_argv(data, tmp_path, path, '--dry_run')
     opt = finalize(search.search_parser().parse_args(argv), 'student')
-    assert search.Search(opt, argv).limits == [1, 4, 1]
+    assert search.Search(opt).limits == [1, 4, 1]
     assert search.Search(finalize(search.search_parser().parse_args(
-        search_argv(data, tmp_path, teacher)), 'student'), argv).limits == [2, 2, 2]
+        search_argv(data, tmp_path, teacher)), 'student')).limits == [2, 2, 2]
 
 
 def test_search_needs_a_variable_depth_student(data, deep_teacher, tmp_path, capsys):
@@ -265,7 +262,7 @@ def test_search_needs_a_variable_depth_student(data, deep_teacher, tmp_path, cap
     assert 'variable-depth' in capsys.readouterr().err
     argv = search_argv(data, tmp_path, deep_teacher, '--search_epochs', '0')
     with pytest.raises(UsageError, match='--search_epochs must be positive'):
-        search.run_search(search.search_parser().parse_args(argv), argv)
+        search.run_search(search.search_parser().parse_args(argv))
     for flag in ('--runs_per_gpu', '--nproc_per_node'):  # without --gpus they would do nothing
         argv = search_argv(data, tmp_path, deep_teacher, flag, '2')
         assert search.main(argv) == 2

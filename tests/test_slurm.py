@@ -14,21 +14,17 @@ import pytest
 
 import search
 from helper.errors import UsageError
+from helper.run import run_dir_of
 from helper.scheduler import Run, slurm_minutes
-from helpers_data import ROOT, student_args, subprocess_env, tiny_cifar, tiny_teacher
+from helpers_data import ROOT, student_args, subprocess_env
 
 submitit = pytest.importorskip('submitit')
 
 
 @pytest.fixture(scope='module')
-def data(tmp_path_factory):
-    return tiny_cifar(tmp_path_factory)
-
-
-@pytest.fixture(scope='module')
-def teacher(tmp_path_factory):
+def teacher(teachers):
     # a myresnet14 teacher at 2,6,2 bounds a myresnet14 search to two candidates: 2,2,2 and 2,6,1
-    return tiny_teacher(tmp_path_factory, 'myresnet14', '2,6,2')
+    return teachers('myresnet14', '2,6,2')
 
 
 def search_argv(data, save_root, teacher, *extra, epochs=1):
@@ -153,7 +149,7 @@ class FakeBackend:
         for i, r in enumerate(runs):
             assert r.argv[0] == search.TRAIN_STUDENT and '--resume' not in r.argv  # the job decides that
             opt = finalize(student_parser().parse_args(r.argv[1:]), 'student')
-            assert search.run_dir_of(opt, 'student') == r.run_dir
+            assert run_dir_of(opt, 'student') == r.run_dir
             batch.append((tuple(opt.block_depth), opt.epochs, opt.trial))
             self.jobs[r.run_dir] = {'job_id': f'{len(self.batches) + 1}_{i}', 'executor': 'slurm', 'folder': 'f'}
             os.makedirs(r.run_dir)
@@ -290,8 +286,8 @@ def test_requeued_job_continues_its_run_with_resume(data, teacher, tmp_path, mon
                        '--slurm_poll', '0.2', '--slurm_gpus_per_job', gpus, epochs=epochs)
     opt = parse(argv, final=True)
     c = search.candidate_options(opt, (2, 2, 2), short=False)
-    run_dir = search.run_dir_of(c, 'student')
-    run = Run('2,2,2', [search.TRAIN_STUDENT] + search.candidate_argv(argv, c), run_dir,
+    run_dir = run_dir_of(c, 'student')
+    run = Run('2,2,2', [search.TRAIN_STUDENT] + search.candidate_argv(c), run_dir,
               os.path.join(run_dir, 'myresnet14_last.pth'))
     jobs, log = {}, []
     backend = backend_for(opt, jobs, log)
@@ -393,7 +389,7 @@ def test_generic_driver_runs_killed_and_rerun(data, teacher, tmp_path):
     for trial in ('1', '2'):
         argv = student_args(data, str(tmp_path), teacher, 'kd', 'myresnet14', '--trial', trial)
         argv[argv.index('--epochs') + 1] = '6'
-        run_dir = search.run_dir_of(finalize(student_parser().parse_args(argv), 'student'), 'student')
+        run_dir = run_dir_of(finalize(student_parser().parse_args(argv), 'student'), 'student')
         runs.append({'name': f'trial {trial}', 'argv': [search.TRAIN_STUDENT, *argv], 'run_dir': run_dir,
                      'resume_from': os.path.join(run_dir, 'myresnet14_last.pth')})
     (tmp_path / 'runs.json').write_text(json.dumps(runs))

@@ -16,10 +16,10 @@ import torch.nn.functional as F
 
 import models
 from distiller_zoo import METHODS
-from helper import run as run_module
+from helper import experiment as experiment_module
+from helper import trainer as trainer_module
 from helper.loops import NonFiniteLoss, Preempted
 from helper.options import finalize, student_parser, teacher_parser
-from helpers_data import data, teacher  # noqa: F401 (shared fixtures)
 from helpers_data import load_weights_only, parse_student, student_args, tree, write_tiny_cifar100
 from train_student import train_student
 from train_teacher import train_teacher
@@ -122,6 +122,7 @@ def test_teacher_with_block_depth_names_its_folder(data, tmp_path):
 
 # ---------------------------------------------------------------- train_student: every method
 
+@pytest.mark.slow
 @pytest.mark.parametrize('mc', [0, 1])
 @pytest.mark.parametrize('distill', sorted(METHODS))
 def test_every_method_trains_one_epoch(data, teacher, tmp_path, capsys, distill, mc):
@@ -168,19 +169,20 @@ def test_kdsvd_survives_dead_channels(tmp_path, teacher):
 
 def stop_in_epoch(monkeypatch, epoch_to_stop, mid_epoch, signum):
     """A signal to ourselves at the start (mid_epoch) or the end of an epoch of the next run."""
-    original = run_module.train_one_epoch
+    original = trainer_module.Trainer.train_epoch
 
-    def train_one_epoch(ctx, epoch, state):
+    def train_epoch(self, epoch, state):
         if epoch == epoch_to_stop and mid_epoch:
             signal.raise_signal(signum)  # the loop finishes one step, then stops
-        done = original(ctx, epoch, state)
+        done = original(self, epoch, state)
         if epoch == epoch_to_stop and not mid_epoch:
             signal.raise_signal(signum)
         return done
 
-    monkeypatch.setattr(run_module, 'train_one_epoch', train_one_epoch)
+    monkeypatch.setattr(trainer_module.Trainer, 'train_epoch', train_epoch)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('distill, mid_epoch, flags', [
     ('kd', False, ()), ('vid', True, ()),
     ('crd', True, ()), ('kd', False, ('--data_on_device',)), ('crd', True, ('--data_on_device',)),
@@ -236,6 +238,7 @@ def test_resume_of_a_finished_run_changes_nothing(data, teacher, tmp_path):
 
 # ---------------------------------------------------------------- seed, test mode, weights
 
+@pytest.mark.slow
 def test_seed_gives_identical_first_epoch(data, teacher, tmp_path):
     runs = [student(data, tmp_path, teacher, 'crd', 'resnet8', '--seed', seed, '--trial', trial)
             for seed, trial in (('7', 'a'), ('7', 'b'), ('8', 'c'))]
@@ -297,14 +300,14 @@ def test_learning_rate_defaults_as_published():
 def test_teacher_stays_frozen(data, teacher, tmp_path, monkeypatch):
     """The teacher is never optimised and stays in eval mode (its BN statistics never move)."""
     seen = {}
-    original = run_module.load_teacher
+    original = experiment_module.load_teacher
 
     def load_teacher(opt, num_classes):
         model, meta = original(opt, num_classes)
         seen['model'] = model
         return model, meta
 
-    monkeypatch.setattr(run_module, 'load_teacher', load_teacher)
+    monkeypatch.setattr(experiment_module, 'load_teacher', load_teacher)
     student(data, tmp_path, teacher, 'hint')
     weights = load_weights_only(teacher)['model']
     state = seen['model'].state_dict()
@@ -324,12 +327,12 @@ def test_generated_set_has_the_cifar100_layout(data):
 
 def test_a_first_epoch_at_zero_accuracy_still_writes_best(data, teacher, tmp_path, monkeypatch):
     """100 classes and one epoch can mean 0% test accuracy: --test 1 must still find a model."""
-    original = run_module.validate
+    original = trainer_module.validate
 
     def hopeless(*args, **kwargs):
         return dict(original(*args, **kwargs), acc=0.0)
 
-    monkeypatch.setattr(run_module, 'validate', hopeless)
+    monkeypatch.setattr(trainer_module, 'validate', hopeless)
     summary = student(data, tmp_path, teacher)
     assert (summary['best_acc'], summary['best_epoch']) == (0.0, 1)
     best = load_weights_only(os.path.join(summary['run_dir'], 'resnet8_best.pth'))

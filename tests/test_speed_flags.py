@@ -1,9 +1,11 @@
-"""The fast path: --amp, --channels_last, --compile and --fast on the CPU, and that
+"""The speed flags on the CPU: --amp, --channels_last, --data_on_device, --compile and --fast, and that
 --fast does not move accuracy on the real digits set."""
 import pytest
 
 from helper.options import teacher_parser
 from helper.run import run
+
+pytestmark = pytest.mark.slow  # trains epochs or starts processes
 
 
 def train(tmp_path, *flags, model='resnet8', epochs=1, seed=0):

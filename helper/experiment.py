@@ -1,0 +1,115 @@
+"""Building an experiment: options -> device settings, data loaders, student, teacher, method."""
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+import models
+from dataset import get_loaders
+from distiller_zoo import METHODS, build_distiller
+from distiller_zoo.base import Method, Vanilla, feature_shapes
+from distiller_zoo.mc import (MilestoneChecking, WithMilestones, check_mc_shapes, mc_stage_count, mc_weights,
+                              stage_weight_flags)
+from helper import dist
+from helper.errors import UsageError
+from models import pretrained
+
+
+@dataclass
+class Experiment:
+    """What one run trains: method is what the loss comes from (milestone checking wrapped
+    around the distiller when on); method.core owns the trainable modules and the init stage."""
+    student: torch.nn.Module
+    teacher: torch.nn.Module
+    method: Method
+    train_loader: object
+    test_loader: object
+    info: dict
+
+
+def resolve_speed_flags(opt, device):
+    """(options with what --fast turns on for this device, the autocast dtype or None).
+
+    --fast: autocast only on CUDA (bf16 is slower on a CPU without native support), compile and
+    the device-side data path everywhere."""
+    if opt.fast:
+        opt = opt.replace(data_on_device=True, channels_last=True, compile=True,
+                          amp=opt.amp or device.type == 'cuda')
+    if not opt.amp:
+        return opt, None
+    if device.type == 'cuda':
+        return opt, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return opt, torch.bfloat16 if device.type == 'cpu' else torch.float16
+
+
+def make_autocast(device, dtype):
+    if dtype is None:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+def make_optimizer(params, opt, device):
+    # one fused kernel instead of one per tensor, with --compile on CUDA
+    fused = bool(opt.compile) and device.type == 'cuda'
+    return torch.optim.SGD(params, lr=opt.learning_rate, momentum=opt.momentum,
+                           weight_decay=opt.weight_decay, fused=fused or None)
+
+
+def compile_modules(device, *modules):
+    """torch.compile in place (state_dict keys unchanged). On CUDA with CUDA graphs: these small
+    CIFAR nets are bound by kernel launches, not arithmetic."""
+    mode = 'reduce-overhead' if device.type == 'cuda' else None
+    for module in modules:
+        if module is not None:
+            module.compile(mode=mode)
+
+
+def trained_model_name(opt, kind):
+    return opt.model if kind == 'teacher' else opt.model_s
+
+
+def build_method(opt, kind, student, teacher, info):
+    """The method object for these options: vanilla CE for a teacher, else the --distill method,
+    wrapped in milestone checking under --mc 1."""
+    if kind == 'teacher':
+        return Vanilla()
+    size = info.get('image_size', 32)
+    preact = METHODS[opt.distill].preact
+    s_shapes = feature_shapes(student, preact, size)
+    t_shapes = feature_shapes(teacher, preact, size)
+    method = build_distiller(opt.distill, opt, s_shapes, t_shapes, info['n_data'])
+    if not opt.mc:
+        return method
+    n_stages = mc_stage_count(opt.model_s)
+    check_mc_shapes(s_shapes, t_shapes, n_stages)
+    checker = MilestoneChecking(opt.kd_T, mc_weights(opt.model_s, opt.block_depth, n_stages,
+                                                     stage_weight_flags(opt)))
+    return WithMilestones(method, checker, opt.mc_weight)
+
+
+def load_teacher(opt, num_classes):
+    path = opt.path_t
+    if pretrained.is_torchvision(path):  # the main process downloads, the others wait for it
+        problem = None
+        if dist.is_main():
+            try:
+                pretrained.resolve(path)
+            except UsageError as e:
+                problem = str(e)
+        problem = dist.broadcast_object(problem)
+        if problem:
+            raise UsageError(problem)
+        path = pretrained.resolve(path, download=False)
+    return models.load_model(path, opt.model_t, num_classes=num_classes)
+
+
+def build_experiment(opt, kind, device):
+    contrast = kind == 'student' and METHODS[opt.distill].needs_contrast
+    train_loader, test_loader, info = get_loaders(opt, device, contrast)
+    student = models.build_model(trained_model_name(opt, kind), num_classes=info['num_classes'],
+                                 block_depth=opt.block_depth)
+    teacher = None
+    if kind == 'student':
+        teacher, _ = load_teacher(opt, info['num_classes'])
+    method = build_method(opt, kind, student, teacher, info)
+    return Experiment(student, teacher, method, train_loader, test_loader, info)

@@ -1,0 +1,398 @@
+"""The trainer: one run's epochs, steps, checkpoints and logs, for every method alike."""
+import signal
+import threading
+import time
+
+import torch
+
+from dataset import loader_set_epoch
+from helper import dist
+from helper.errors import UsageError
+from helper.experiment import compile_modules, make_autocast, make_optimizer
+from helper.loops import (EpochState, NonFiniteLoss, Preempted, StudentWithLoss, teacher_forward, to_device,
+                          validate)
+from helper.options import options_dict, run_name
+from helper.progress import Progress
+from helper.run_folder import log_columns
+from helper.util import learning_rate_at, rng_state, set_learning_rate, set_rng_state, set_seed
+
+
+class StopFlag:
+    """SIGTERM/SIGINT set a flag; the loop finishes its step, checkpoints and stops."""
+
+    def __init__(self):
+        self.signum = None
+        self._previous = {}
+
+    def __enter__(self):
+        if hasattr(signal, 'SIGTERM') and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once
+        self.signum = signum
+
+    def requested(self, sync_point=True):
+        if dist.active():  # ranks agree on where to stop, at --print_freq boundaries only
+            if not sync_point:
+                return False
+            flag = dist.all_reduce_sum(torch.tensor([1.0 if self.signum else 0.0]).to(_dist_device()))
+            if flag.item() > 0 and self.signum is None:
+                self.signum = signal.SIGTERM
+        return self.signum is not None
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _dist_device():
+    return torch.device('cuda', torch.cuda.current_device()) if torch.cuda.is_available() and \
+        torch.distributed.get_backend() == 'nccl' else torch.device('cpu')
+
+
+def log(msg):
+    if dist.is_main():
+        print(msg, flush=True)
+
+
+class Trainer:
+    """Trains exp (helper.experiment) into folder (helper.run_folder.RunFolder); ckpt: the
+    checkpoint to resume from, or None."""
+
+    def __init__(self, opt, kind, exp, folder, device, amp_dtype, ckpt=None):
+        self.opt, self.kind, self.exp, self.folder, self.device = opt, kind, exp, folder, device
+        self.student, self.teacher, self.method = exp.student, exp.teacher, exp.method
+        self.train_loader, self.channels_last = exp.train_loader, opt.channels_last
+        self.autocast = make_autocast(device, amp_dtype)
+        self.module = StudentWithLoss(self.student, self.method).to(device)
+        self.columns = log_columns(self.module.names)
+        self._prepare_teacher()
+        params = list(self.student.parameters()) + list(self.method.core.trainable.parameters())
+        self.optimizer = make_optimizer(params, opt, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+        self.history, self.best_acc, self.best_epoch, self.start_epoch = [], 0.0, 0, 1
+        self.init_done, self.init_epochs_done, self.partial = False, 0, None
+        self.teacher_acc, self.wall_before, self.started = None, 0.0, time.time()
+        if ckpt is not None:
+            self._restore(ckpt)
+        self.train_module = dist.wrap(self.module, device, opt.sync_bn)
+        if opt.compile:
+            try:
+                compile_modules(device, self.train_module, self.teacher)
+            except Exception as e:  # platforms without a compiler toolchain
+                log(f'--compile unavailable here ({type(e).__name__}: {e}); running eager')
+        self.n_params = sum(p.numel() for p in self.student.parameters())
+        self.tb, self.stop_requested = None, lambda sync_point=True: False
+
+    def _prepare_teacher(self):
+        if self.teacher is not None:
+            self.teacher.to(self.device).eval()
+            for p in self.teacher.parameters():
+                p.requires_grad_(False)
+        if self.channels_last:
+            self.module.to(memory_format=torch.channels_last)
+            if self.teacher is not None:
+                self.teacher.to(memory_format=torch.channels_last)
+
+    def _restore(self, ckpt):
+        self.student.load_state_dict(ckpt['model'])
+        if self.kind == 'student':
+            self.method.core.load_state_dict(ckpt['method'])
+        self.optimizer.load_state_dict(ckpt['optimizer'])
+        self.scaler.load_state_dict(ckpt['scaler'])
+        self.history, self.best_acc, self.best_epoch = ckpt['history'], ckpt['best_acc'], ckpt['best_epoch']
+        self.start_epoch, self.init_done, self.partial = ckpt['epoch'] + 1, ckpt['init_done'], ckpt.get('partial')
+        self.init_epochs_done = ckpt.get('init_epochs_done', 0)
+        self.teacher_acc, self.wall_before = ckpt.get('teacher_acc'), ckpt.get('wall_time_s', 0.0)
+        set_rng_state(ckpt['rng'])
+
+    def progress(self, total, desc):
+        return Progress(total, desc=desc, print_freq=self.opt.print_freq, enable=dist.is_main())
+
+    def log(self, msg):
+        log(msg)
+
+    # ------------------------------------------------------------ records
+
+    def summary(self, status, epochs_done):
+        opt, student_run = self.opt, self.kind == 'student'
+        return {'status': status, 'kind': self.kind, 'model_s': self.folder.model,
+                'model_t': opt.model_t if student_run else None, 'distill': opt.distill if student_run else None,
+                'mc': int(opt.mc) if student_run else 0, 'block_depth': opt.block_depth,
+                'dataset': opt.dataset, 'trial': opt.trial, 'best_acc': self.best_acc,
+                'best_epoch': self.best_epoch, 'last_acc': self.history[-1]['test_acc'] if self.history else None,
+                'teacher_acc': self.teacher_acc, 'params': self.n_params, 'epochs': opt.epochs,
+                'epochs_done': epochs_done, 'wall_time_s': round(self.wall_time(), 2),
+                'run_dir': self.folder.path, 'options': options_dict(opt)}
+
+    def wall_time(self):
+        return self.wall_before + time.time() - self.started
+
+    def checkpoint(self, epoch, partial=None):
+        """The resumable checkpoint (plain data): everything --resume needs to continue exactly."""
+        return {'epoch': epoch, 'model': self.student.state_dict(),
+                'method': self.method.core.state_dict() if self.kind == 'student' else {},
+                'optimizer': self.optimizer.state_dict(), 'scaler': self.scaler.state_dict(),
+                'rng': rng_state(), 'opt': options_dict(self.opt), 'history': self.history,
+                'best_acc': self.best_acc, 'best_epoch': self.best_epoch, 'init_done': self.init_done,
+                'partial': partial, 'teacher_acc': self.teacher_acc, 'wall_time_s': self.wall_time()}
+
+    def save(self, status, epochs_done, checkpoint=None):
+        """On the main process: the resumable checkpoint (if given), log.csv and summary.json."""
+        if not dist.is_main():
+            return
+        if checkpoint is not None:
+            self.folder.save_last(checkpoint)
+        self.folder.write_log(self.history, self.columns)
+        self.folder.write_summary(self.summary(status, epochs_done))
+
+    def epoch_outputs(self, epoch, row, new_best):
+        """TensorBoard scalars, the best weights and the periodic ckpt_epoch_N.pth of one epoch."""
+        for key in ('train_acc', 'train_loss', 'test_acc', 'test_loss', 'test_acc_top5', 'lr'):
+            self.tb.add_scalar(key.replace('_', '/', 1), row[key], epoch)
+        for term in self.module.names[1:]:
+            self.tb.add_scalar(f'loss/{term}', row[f'loss_{term}'], epoch)
+        weights, opt = self.student.state_dict(), self.opt
+        if new_best:
+            best = {'epoch': epoch, 'model': weights, 'best_acc': row['test_acc'], 'block_depth': opt.block_depth}
+            if self.kind == 'teacher':
+                best['accuracy'] = row['test_acc']
+            self.folder.save_best(best)
+        if epoch % opt.save_freq == 0 or epoch == opt.epochs:
+            periodic = {'epoch': epoch, 'model': weights, 'accuracy': row['test_acc'], 'opt': options_dict(opt)}
+            if self.kind == 'teacher':
+                periodic['optimizer'] = self.optimizer.state_dict()
+            self.folder.save_epoch(epoch, periodic)
+
+    # ------------------------------------------------------------ training
+
+    def fit(self, test_loader):
+        """Train to --epochs (or stop on a signal with a resumable checkpoint); the summary."""
+        opt = self.opt
+        self.announce(test_loader)
+        self.claim_folder()
+        if dist.is_main():
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(self.folder.file('tb'), purge_step=self.start_epoch)
+            self.save('running', self.start_epoch - 1)
+        try:
+            if self.start_epoch > opt.epochs and not self.partial:
+                log(f'{self.folder.path} is already finished; nothing to resume')
+                done = dict(self.summary('finished', opt.epochs), wall_time_s=round(self.wall_before, 2))
+                if dist.is_main():
+                    self.folder.write_summary(done)
+                return done
+            self.where = 'in the init stage'
+            with StopFlag() as stop:
+                self.stop_requested = stop.requested
+                self.run_init_stage()
+                for epoch in range(self.start_epoch, opt.epochs + 1):
+                    self.run_epoch(epoch, test_loader, stop)
+        except Preempted:
+            log(f'stopped by signal {self.where} (checkpoint written). To continue, rerun '
+                f'the same command with --resume')
+            raise
+        except NonFiniteLoss:
+            if dist.is_main():
+                self.folder.write_summary(self.summary('failed', len(self.history)))
+            raise
+        finally:
+            if self.tb is not None:
+                self.tb.close()
+        return self.finish()
+
+    def claim_folder(self):
+        """The first write: the main process locks the run folder; every rank stops if it lost
+        the folder to another process."""
+        problem = None
+        if dist.is_main():
+            try:
+                self.folder.prepare(log)
+            except UsageError as e:
+                problem = str(e)
+        problem = dist.broadcast_object(problem)
+        if problem:
+            raise UsageError(problem)
+
+    def announce(self, test_loader):
+        opt = self.opt
+        log(f'run folder: {self.folder.path}')
+        depth = f' ({",".join(map(str, opt.block_depth))})' if opt.block_depth else ''
+        log(f'student {self.folder.model}{depth}: {self.n_params:,} parameters; device {self.device}'
+            f'{"; world size " + str(dist.world_size()) if dist.active() else ""}')
+        if self.teacher is not None:
+            if self.teacher_acc is None:
+                self.teacher_acc = validate(self.teacher, test_loader, self.device, self.autocast,
+                                            self.channels_last)['acc']
+            log(f'teacher {opt.model_t} accuracy: {self.teacher_acc:.2f}')
+
+    def finish(self):
+        opt, result = self.opt, self.summary('finished', self.opt.epochs)
+        if dist.is_main():
+            self.folder.write_summary(result)
+            self.folder.append_result(opt.save_root, f'{run_name(opt, self.kind)}\tbest {self.best_acc:.2f}'
+                                                     f'\tlast {result["last_acc"]:.2f}')
+            log(f'best accuracy {self.best_acc:.2f} (epoch {self.best_epoch}), last {result["last_acc"]:.2f}; '
+                f'summary: {self.folder.summary_path}')
+        return result
+
+    def run_init_stage(self):
+        core = self.method.core
+        if getattr(core, 'has_init_stage', False) and not self.init_done and self.opt.init_epochs > 0:
+            core.to(self.device)
+            run_init_stage(self, core, self.student, self.init_epochs_done, self.save_init_progress)
+        self.init_done = True
+
+    def save_init_progress(self, init_epochs_done):
+        if dist.is_main():
+            self.folder.save_last(dict(self.checkpoint(0), init_epochs_done=init_epochs_done))
+
+    def run_epoch(self, epoch, test_loader, stop):
+        """One epoch, its validation and its records; Preempted when a stop was requested."""
+        opt = self.opt
+        lr = learning_rate_at(epoch, opt)
+        set_learning_rate(self.optimizer, lr)
+        set_seed(opt.seed * 1000 + epoch)  # the epoch's order and sampling replay on resume
+        loader_set_epoch(self.train_loader, epoch)
+        resumed = self.partial if self.partial and self.partial.get('epoch') == epoch else None
+        self.partial = None
+        state = EpochState(self.module.names, self.device, resumed)
+        started = time.time()
+        if not self.train_epoch(epoch, state):
+            saved = dict(state.saved(), epoch=epoch)  # every rank: sums over ranks
+            self.save('stopped', epoch - 1, self.checkpoint(epoch - 1, saved))
+            self.where = f'in epoch {epoch} after iteration {state.step}'
+            raise Preempted(stop.signum)
+        train = state.averages()
+        test = validate(self.student, test_loader, self.device, self.autocast, self.channels_last)
+        row = {'epoch': epoch, 'train_acc': train['acc'], 'train_loss': train['loss'], 'test_acc': test['acc'],
+               'test_loss': test['loss'], 'test_acc_top5': test['acc_top5'], 'lr': lr}
+        row.update((f'loss_{t}', train[t]) for t in self.module.names[1:])
+        self.history.append(row)
+        new_best = row['test_acc'] > self.best_acc or self.best_epoch == 0  # 0% is a best too
+        if new_best:  # on every rank (the test metrics are all-reduced): one summary everywhere
+            self.best_acc, self.best_epoch = row['test_acc'], epoch
+        log(f'epoch {epoch}/{opt.epochs}: train acc {train["acc"]:.2f} loss {train["loss"]:.4f} | '
+            f'test acc {test["acc"]:.2f} top5 {test["acc_top5"]:.2f} loss {test["loss"]:.4f} | lr {lr:g} | '
+            f'{time.time() - started:.1f} s')
+        if dist.is_main():
+            self.epoch_outputs(epoch, row, new_best)
+        self.save('running', epoch, self.checkpoint(epoch))
+        if stop.requested() and epoch < opt.epochs:
+            self.save('stopped', epoch)
+            self.where = f'after epoch {epoch}'
+            raise Preempted(stop.signum)
+
+    def train_epoch(self, epoch, state):
+        """Train until the loader ends or a stop is requested. True if the epoch completed."""
+        opt = self.opt
+        self.train_module.train()
+        if self.teacher is not None:
+            self.teacher.eval()
+        n_steps, skip = len(self.train_loader), state.step
+        progress = self.progress(n_steps - skip, f'epoch {epoch}/{opt.epochs}')
+        # the step gets the epoch as a tensor: a compiled step sees a new value, not a new constant
+        epoch_t = torch.tensor(float(epoch), device=self.device)
+        for it, batch in enumerate(self.train_loader):
+            if it < skip:  # resuming mid-epoch: the order is replayed, finished steps are skipped
+                continue
+            logit, terms, batch = self.step(batch, epoch, state, it, epoch_t)
+            state.update(terms, logit, batch['target'], it)
+            state.step = it + 1
+            boundary = (it + 1) % opt.print_freq == 0 or it + 1 == n_steps
+            if boundary:
+                state.check_finite(epoch)
+                avg = state.averages()
+                progress.update(1, loss=avg['loss'], acc=avg['acc'])
+                if self.tb is not None and (it + 1) % opt.tb_freq == 0:
+                    self.tb.add_scalar('train/loss_iter', avg['loss'], (epoch - 1) * n_steps + it + 1)
+            else:
+                progress.update(1)
+            if self.stop_requested(sync_point=boundary):
+                state.check_finite(epoch)
+                progress.close()
+                return False
+        progress.close()
+        state.check_finite(epoch)
+        return True
+
+    def step(self, batch, epoch, state, it, epoch_t=None):
+        """One optimizer step on one batch: (logit, loss terms, the batch on the device)."""
+        batch = to_device(batch, self.device, self.channels_last)
+        try:
+            t_feats = t_logit = None
+            if self.teacher is not None:
+                t_feats, t_logit = teacher_forward(self.teacher, batch['input'], self.module.preact, self.autocast)
+            with self.autocast():
+                logit, terms = self.train_module(batch, t_feats, t_logit, epoch if epoch_t is None else epoch_t)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(terms[0]).backward()
+        except RuntimeError as err:
+            self.raise_if_weights_broken(state, epoch, it, err)
+            raise
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return logit, terms, batch
+
+    def raise_if_weights_broken(self, state, epoch, it, err):
+        """A step that fails on non-finite weights (an SVD refuses NaN input, say) is a non-finite
+        loss or gradient of an earlier step: report that, not a traceback from inside the method."""
+        if state.first_bad.item() >= 0:  # a term went bad first (no collective: other ranks may not fail)
+            raise NonFiniteLoss(state.non_finite_message(epoch)) from err
+        params = [p for group in self.optimizer.param_groups for p in group['params']]
+        if not all(bool(torch.isfinite(p).all()) for p in params):
+            raise NonFiniteLoss(f'the weights went non-finite before epoch {epoch}, iteration {it + 1} (a '
+                                f'gradient was non-finite while the loss was finite), and that iteration '
+                                f'failed ({type(err).__name__.lstrip("_")}); the last good checkpoint '
+                                f'is kept') from err
+
+
+def run_init_stage(ctx, method, student, epochs_done=0, save_progress=None):
+    """Published init stage of AB, FT and FSP: train only the method's init modules on its loss.
+
+    ctx provides opt, teacher, device, channels_last, autocast, train_loader, progress, log and
+    stop_requested (a Trainer does). A stop request ends it after the current init epoch;
+    save_progress(n) records n epochs done.
+    """
+    opt = ctx.opt
+    modules = method.init_modules(student)
+    params = [p for p in modules.parameters() if p.requires_grad]
+    student_ids = {id(p) for p in student.parameters()}
+    needs_student = any(id(p) in student_ids for p in params)
+    optimizer = torch.optim.SGD(params, lr=method.init_lr(opt), momentum=opt.momentum,
+                                weight_decay=opt.weight_decay)
+    ctx.log(f'init stage of {opt.distill}: {opt.init_epochs} epochs at lr {method.init_lr(opt):g}, '
+            f'{sum(p.numel() for p in params)} parameters')
+    for epoch in range(epochs_done + 1, opt.init_epochs + 1):
+        modules.train()
+        ctx.teacher.eval()
+        total = torch.zeros((), dtype=torch.float64, device=ctx.device)
+        progress = ctx.progress(len(ctx.train_loader), f'init {epoch}/{opt.init_epochs}')
+        for batch in ctx.train_loader:
+            batch = to_device(batch, ctx.device, ctx.channels_last)
+            t_feats, _ = teacher_forward(ctx.teacher, batch['input'], method.preact, ctx.autocast)
+            s_feats = None
+            if needs_student:
+                with ctx.autocast():
+                    s_feats, _ = student(batch['input'], is_feat=True, preact=method.preact)
+                s_feats = [f.float() for f in s_feats]
+            loss = method.init_loss(s_feats, t_feats)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            dist.average_gradients(params)
+            optimizer.step()
+            total += loss.detach().double()
+            progress.update(1)
+        progress.close()
+        avg = dist.all_reduce_sum(total).item() / (len(ctx.train_loader) * dist.world_size())
+        if avg != avg or avg in (float('inf'), float('-inf')):
+            raise NonFiniteLoss(f'init stage loss went non-finite at init epoch {epoch}')
+        ctx.log(f'init epoch {epoch}: loss {avg:.4f}')
+        if ctx.stop_requested():
+            if save_progress is not None:
+                save_progress(epoch)
+            raise Preempted(signal.SIGTERM)
