@@ -75,8 +75,8 @@ def _distributed():
     return 0, 1
 
 
-def get_loaders(opt, device, contrast=False):
-    """contrast: train batches carry CRD's 'contrast_idx' (opt.nce_k negatives, opt.mode)."""
+def _source(opt):
+    """(the dataset's source, its collate class, whether JPEGs are decoded on the device)."""
     name = opt.dataset
     if name not in DATASETS:
         raise UsageError(f"unknown --dataset {name!r}; choose one of {', '.join(DATASETS)}")
@@ -85,17 +85,20 @@ def get_loaders(opt, device, contrast=False):
     if on_device and not jpeg_on_device and name not in DEVICE_DATASETS:
         raise UsageError(f"--data_on_device supports {', '.join(DEVICE_DATASETS + JPEG_DATASETS)}, "
                          f"not {name}")
+    if not jpeg_on_device:
+        return _LOADERS[name](opt.data_folder, opt), CollateBatch, False
+    if opt.imagenet_transform != 'standard':
+        raise UsageError('--data_on_device on imagenet decodes and augments with the standard '
+                         'pipeline only; drop --data_on_device or use --imagenet_transform standard')
+    from dataset import imagenet_gpu
+    return imagenet_gpu.load(opt.data_folder), imagenet_gpu.CollateBytes, True
+
+
+def get_loaders(opt, device, contrast=False):
+    """contrast: train batches carry CRD's 'contrast_idx' (opt.nce_k negatives, opt.mode)."""
+    source, collate, jpeg_on_device = _source(opt)
+    on_device = bool(opt.data_on_device)
     device = torch.device(device)
-    if jpeg_on_device:
-        if opt.imagenet_transform != 'standard':
-            raise UsageError('--data_on_device on imagenet decodes and augments with the standard '
-                             'pipeline only; drop --data_on_device or use --imagenet_transform standard')
-        from dataset import imagenet_gpu
-        source = imagenet_gpu.load(opt.data_folder)
-        collate = imagenet_gpu.CollateBytes
-    else:
-        source = _LOADERS[name](opt.data_folder, opt)
-        collate = CollateBatch
     rank, world_size = _distributed()
     seed = opt.seed
     if seed is None:  # DDP ranks must agree on the shuffle: DistributedSampler's default, 0
@@ -144,6 +147,7 @@ def get_loaders(opt, device, contrast=False):
     test_loader = DataLoader(test_set, test_batch_size(batch_size), shuffle=False,
                              sampler=test_sampler, collate_fn=collate(), **common)
     if jpeg_on_device:
+        from dataset import imagenet_gpu
         common = dict(device=device, mean=source.mean, std=source.std, seed=seed, rank=rank)
         train_loader = imagenet_gpu.JpegDeviceLoader(train_loader, train=True, **common)
         test_loader = imagenet_gpu.JpegDeviceLoader(test_loader, train=False, **common)

@@ -89,6 +89,7 @@ def kill(proc):
         proc.stdout.close()
 
 
+@pytest.mark.slow
 def test_lock_refuses_a_live_holder_with_and_without_resume(tmp_path, data, capsys):
     save_root = str(tmp_path / 'save')
     args = teacher_args(data, save_root, 'resnet8', '--epochs', '2')
@@ -122,6 +123,7 @@ def test_lock_refuses_a_live_holder_with_and_without_resume(tmp_path, data, caps
     assert same_weights(weights(last), before)  # epoch 2 redone: the same weights, nothing lost
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('heartbeat_age, taken_over', [(5, False), (10 * runlock.STALE_S, True)])
 def test_lock_of_another_host_counts_until_its_heartbeat_is_old(tmp_path, data, capsys, heartbeat_age,
                                                                  taken_over):
@@ -169,6 +171,7 @@ WORKER_HOLDER = ('import os, sys, time\n'
                  'time.sleep(120)\n')
 
 
+@pytest.mark.slow
 def test_lock_of_a_killed_run_whose_forked_worker_still_lives_is_taken_over_once_the_worker_exits(tmp_path):
     folder = str(tmp_path)
     proc = subprocess.Popen([sys.executable, '-c', WORKER_HOLDER, folder], cwd=ROOT, env=subprocess_env(),
@@ -181,6 +184,7 @@ def test_lock_of_a_killed_run_whose_forked_worker_still_lives_is_taken_over_once
     assert len(messages) == 1 and messages[0].startswith(f'taking over the stale lock of pid {proc.pid} on ')
 
 
+@pytest.mark.slow
 def test_second_search_on_a_running_search_folder_starts_no_candidate(tmp_path, data, teachers, capsys):
     teacher = teachers('wrn_40_1')
     argv = student_args(data, str(tmp_path), teacher, 'kd', 'myresnet14', '--block_depth', '2,2,2')
@@ -198,6 +202,7 @@ def test_second_search_on_a_running_search_folder_starts_no_candidate(tmp_path, 
 
 # ---------------------------------------------------------------- damaged checkpoints
 
+@pytest.mark.slow
 def test_only_unreadable_checkpoints_refuse_naming_every_file(tmp_path, data, capsys):
     save_root = str(tmp_path / 'save')
     args = teacher_args(data, save_root, 'resnet8', '--epochs', '2')
@@ -333,6 +338,7 @@ def test_unreadable_tiny_imagenet_image_names_the_file_even_from_a_worker(tmp_pa
     assert message.startswith(f'cannot read image {bad} (') and '\n' not in message and 'Traceback' not in message
 
 
+@pytest.mark.slow
 def test_image_going_bad_mid_run_stops_with_one_line_then_resume_continues(tmp_path, capsys):
     base = tiny_imagenet(str(tmp_path), n_train=4)
     save_root = str(tmp_path / 'save')
@@ -386,6 +392,7 @@ def failing_save(real_save, fail_when):
     return save
 
 
+@pytest.mark.slow
 def test_disk_full_while_checkpointing_stops_with_its_own_exit_code(tmp_path, data, monkeypatch, capsys):
     save_root = str(tmp_path / 'save')
     args = teacher_args(data, save_root, 'resnet8', '--epochs', '3')

@@ -211,6 +211,7 @@ def test_launcher_flags_are_checked_before_anything_is_written(data, teacher, tm
     assert capsys.readouterr().err == 'error: --slurm_partition is for SLURM jobs; add --launcher slurm\n'
 
 
+@pytest.mark.slow
 def test_submitit_is_imported_only_for_the_slurm_launcher():
     code = ('import sys, search, train_student; from helper import scheduler; '
             'search.search_parser().parse_args(["--path_t", "x.pth", "--model_s", "myresnet14"]); '
