@@ -72,5 +72,4 @@ class DKDMethod(Distiller):
         if self.logit_stand:
             s_logit, t_logit = standardize(s_logit), standardize(t_logit)
         loss = dkd_loss(s_logit, t_logit, batch['target'], self.dkd_alpha, self.dkd_beta, self.T)
-        scale = self.warmup_scale(epoch)
-        return {'method': (scale.to(loss) if torch.is_tensor(scale) else scale) * loss}
+        return {'method': self.warmup_scale(epoch) * loss}
