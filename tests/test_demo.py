@@ -48,6 +48,7 @@ def assert_image(path):
         assert image.size[0] > 200 and image.size[1] > 200
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.environ.get('SKIP_DEMO_TEST') == '1', reason='SKIP_DEMO_TEST=1')
 def test_demo_runs_offline_and_prints_every_row(tmp_path):
     save = tmp_path / 'demo'
@@ -57,8 +58,12 @@ def test_demo_runs_offline_and_prints_every_row(tmp_path):
     proc = subprocess.run(['bash', os.path.join(ROOT, 'scripts', 'demo.sh')], cwd=str(tmp_path), env=env,
                           capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    out = proc.stdout
-    assert 'removing the previous demo results' in out and not (save / 'stale.txt').exists()
+    assert 'removing the previous demo results' in proc.stdout and not (save / 'stale.txt').exists()
+    check_demo_outputs(save, proc.stdout)
+
+
+def check_demo_outputs(save, out):
+    """What a finished demo printed (out) and left in its DEMO_SAVE_ROOT (save, a Path)."""
     assert all(re.search(rf'^=== \[\d+s\] {n}/6 ', out, re.M) for n in range(1, 7))
 
     rows = table_rows(out)
