@@ -181,7 +181,7 @@ def plot_search(search_dir, out=None, metric='best'):
             ax.scatter([xs[i] for i in open_], [ys[i] for i in open_], facecolors='none',
                        edgecolors=color, zorder=3, label=f'phase {phase} (unfinished)')
     for x, y, c in zip(xs, ys, points):
-        params = f"{c['params'] / 1e6:.3f}M" if isinstance(c.get('params'), (int, float)) else ''
+        params = f"{c['params']:,} params" if isinstance(c.get('params'), (int, float)) else ''
         ax.annotate(f'{y:.2f}\n{params}', (x, y), textcoords='offset points', xytext=(0, 6),
                     ha='center', fontsize=7)
 
@@ -193,7 +193,7 @@ def plot_search(search_dir, out=None, metric='best'):
         if at:
             ax.scatter(at[:1], [winner[key]], marker='*', s=300, color='red', edgecolors='black',
                        zorder=4, label='winner')
-        params = f" ({winner['params'] / 1e6:.3f}M params)" if isinstance(winner.get('params'), (int, float)) else ''
+        params = f" ({winner['params']:,} params)" if isinstance(winner.get('params'), (int, float)) else ''
         title += f"\nwinner {_depth(winner)}: {winner[key]:.2f}%{params}"
     ax.set_xticks(xs, [_depth(c) for c in points], rotation=30, ha='right', fontsize=8)
     ax.set(xlabel='candidate, in visiting order (block composition)', ylabel=f'{metric} test accuracy (%)',
