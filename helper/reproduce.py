@@ -20,7 +20,7 @@ import sys
 import time
 
 from helper.errors import UsageError
-from helper.scheduler import run_parallel, slots_for
+from helper.scheduler import Run, add_launcher_args, check_launcher_args, run_parallel, slots_for, train_runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PUBLISHED = os.path.join(ROOT, 'scripts', 'published_results.csv')
@@ -67,6 +67,7 @@ def parse_args(argv):
     p.add_argument('--epoch_s', type=float, default=None,
                    help='seconds per epoch for --dry_run estimates before any epoch is measured')
     p.add_argument('--dry_run', action='store_true', help='list the commands and the device-hours, run nothing')
+    add_launcher_args(p)
     try:
         args = p.parse_args(argv)
     except SystemExit as e:
@@ -75,6 +76,7 @@ def parse_args(argv):
         raise
     if args.seeds < 1:
         raise UsageError(f'--seeds must be at least 1, got {args.seeds}')
+    check_launcher_args(args)
     args.extra = extra
     return args
 
@@ -273,11 +275,13 @@ def reproduce(args, out=None, popen=None):
     if missing:
         raise UsageError(f'teacher checkpoint missing for {", ".join(missing)}: run '
                          f'bash scripts/fetch_pretrained_teachers.sh {" ".join(missing)} (or pass --teacher_dir)')
-    failed = run_jobs(todo, jobs, args, out, popen)
+    if args.launcher == 'slurm':
+        failed = run_on_slurm(todo, args)
+    else:
+        failed = [(j, f'exit {c}, log {log_path(args, j)}') for j, c in run_jobs(todo, jobs, args, out, popen)]
     code = report_at_end(args, out)
     if failed:
-        print(f'{len(failed)} runs failed: ' + '; '.join(f'{j.name} (exit {c}, log {log_path(args, j)})'
-                                                        for j, c in failed), file=out)
+        print(f'{len(failed)} runs failed: ' + '; '.join(f'{j.name} ({why})' for j, why in failed), file=out)
         return 1
     return code
 
@@ -339,6 +343,16 @@ def run_jobs(todo, jobs, args, out, popen=None):
     return [(j, c) for j, c in ended if c != 0]
 
 
+def run_on_slurm(todo, args):
+    """Each run a SLURM job (one array); job ids kept in SAVE_ROOT/reproduce_<table>.json, so a
+    rerun reattaches to jobs still queued or running. [(job, why it failed)]"""
+    runs = [Run(job.name, [os.path.join(ROOT, job.script())] + job.argv, job.run_dir,
+                os.path.join(job.run_dir, f'{job.model}_last.pth')) for job in todo]
+    state = os.path.join(args.save_root, f'reproduce_{args.table}.json')
+    failed = train_runs(runs, args, state, job_name=f'reproduce_{args.table}')
+    return [(todo[i], why) for i, why in sorted(failed.items())]
+
+
 def _duration(seconds):
     seconds = int(seconds)
     if seconds >= 3600:
@@ -354,11 +368,15 @@ def report_at_end(args, out):
 
 
 def main(argv=None):
+    from helper.loops import Preempted
     try:
         return reproduce(parse_args(sys.argv[1:] if argv is None else argv))
     except UsageError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
+    except Preempted:  # the SLURM jobs keep running; a rerun reattaches to them
+        print('reproduction stopped; rerun the same command to continue', file=sys.stderr)
+        return 143
 
 
 if __name__ == '__main__':

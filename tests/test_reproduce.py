@@ -177,3 +177,42 @@ def test_per_pair_recipes_follow_the_authors_settings():
             checked += 1
     assert checked >= 15
     assert pair_recipe('crd', 'resnet56', 'resnet20') == ['--distill', 'crd', '-a', '0', '-b', '0.8']
+
+
+@pytest.mark.slow
+def test_tiny_table_on_slurm_driver_killed_then_reattached(tmp_path, data, teacher):  # noqa: F811
+    """--launcher slurm through submitit's local executor: the runs go out as jobs whose ids the
+    driver keeps; a driver killed mid-table is rerun, reattaches instead of submitting again, and
+    ends with the comparison."""
+    from helpers_data import subprocess_env
+    published, teachers = tiny_table(tmp_path, teacher)
+    save = tmp_path / 'save'
+    argv = [sys.executable, '-m', 'helper.reproduce', 'tiny', '--seeds', '2', '--published', published,
+            '--teacher_dir', teachers, '--save_root', str(save), '--launcher', 'slurm',
+            '--slurm_executor', 'local', '--slurm_poll', '0.2', '--',
+            '--dataset', 'cifar100', '--data_folder', data, '--epochs', '3', '--batch_size', '16',
+            '--num_workers', '0', '--device', 'cpu', '--print_freq', '1000']
+    state = save / 'reproduce_tiny.json'
+
+    def jobs_recorded():
+        try:
+            return len(json.loads(state.read_text()).get('jobs', {})) == 4
+        except (OSError, ValueError):
+            return False
+    first = subprocess.Popen(argv, cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not jobs_recorded():
+        time.sleep(0.2)
+    assert jobs_recorded()
+    first.kill()  # the driver only: its jobs go on
+    first.wait()
+    second = subprocess.run(argv, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    out = second.stdout
+    assert second.returncode == 0, out[-3000:] + second.stderr[-3000:]
+    assert '[slurm] submitted' not in out
+    assert 1 <= out.count('[slurm] reattached to job') <= 4
+    summaries = [json.load(open(p)) for p in glob.glob(os.path.join(save, '*', '*', 'summary.json'))]
+    assert sorted((s['kind'], s['status'], s['epochs_done']) for s in summaries) == \
+        [('student', 'finished', 3)] * 2 + [('teacher', 'finished', 3)] * 2
+    assert sum(line.startswith('| tiny |') for line in out.splitlines()) == 3  # teacher, scratch, kd
