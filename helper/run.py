@@ -100,6 +100,10 @@ def resolve_speed_flags(opt, device):
         opt.compile = True
         if device.type == 'cuda' or (device.type == 'cpu' and cpu_bf16_native()):
             opt.amp = True
+    if getattr(opt, 'teacher_batch', None) is None:
+        opt.teacher_batch = 8 if opt.fast and device.type == 'cuda' else 1
+    if opt.teacher_batch < 1:
+        raise UsageError(f'--teacher_batch must be at least 1, got {opt.teacher_batch}')
     if opt.amp:
         if device.type == 'cuda':
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
