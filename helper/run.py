@@ -16,7 +16,7 @@ from dataset import get_loaders, loader_set_epoch
 from distiller_zoo import METHODS, build_distiller
 from distiller_zoo.base import feature_shapes
 from distiller_zoo.mc import MilestoneChecking, check_mc_shapes, mc_stage_count, mc_weights, stage_weight_flags
-from helper import dist
+from helper import cotrain, dist
 from helper.cpu_bf16 import cpu_bf16_native
 from helper.checkpoint import (append_line, read_json, remove_stale_temporaries, save_checkpoint, write_json,
                                write_text)
@@ -60,6 +60,8 @@ class StopFlag:
         self.signum = signum
 
     def requested(self, sync_point=True):
+        if self.signum is None and cotrain.stop_signal() is not None:  # caught by the co-training process
+            self.signum = cotrain.stop_signal()
         if dist.active():  # ranks agree on where to stop, at --print_freq boundaries only
             if not sync_point:
                 return False
@@ -207,7 +209,8 @@ def run(opt, kind):
     finally:
         # The next run in this process (a search candidate) then starts as a fresh process
         # would: compiled graphs and their CUDA-graph memory pools are freed, not kept behind.
-        torch.compiler.reset()
+        if not cotrain.in_cotrain():  # co-trained runs: reset once all of them have ended
+            torch.compiler.reset()
 
 
 def _run(opt, kind):
@@ -304,7 +307,8 @@ def _run(opt, kind):
 
     ctx = Context(opt=opt, device=device, step_module=train_module, teacher=teacher, optimizer=optimizer,
                   scaler=scaler, autocast=autocast, channels_last=opt.channels_last,
-                  train_loader=train_loader, progress=_progress_factory(opt), log=_log, tb=None)
+                  train_loader=train_loader, progress=_progress_factory(opt), log=_log, tb=None,
+                  shared_teacher=cotrain.shared_teacher())
     n_params = sum(p.numel() for p in student.parameters())
     _log(f'run folder: {run_dir}')
     depth = f' ({",".join(map(str, opt.block_depth))})' if opt.block_depth else ''

@@ -10,6 +10,7 @@ same batches, run the teacher once per batch for all of them.
 """
 import torch
 
+from helper import cotrain
 from helper.loops import teacher_forward, to_device
 
 
@@ -53,6 +54,7 @@ def teacher_stream(ctx, epoch, skip, preact):
     pending = []
 
     def flush():
+        cotrain.yield_turn()  # co-trained runs take turns here, a chunk of steps each
         if ctx.teacher is None:
             outs = [None] * len(pending)
         else:
