@@ -12,7 +12,7 @@ import sys
 
 import models
 from models.loader import read_state_dict, saved_block_depth
-from helper import bcs
+from helper import bcs, cotrain
 from helper.checkpoint import append_line, read_json, write_json
 from helper.errors import UsageError
 from helper.loops import NonFiniteLoss, Preempted
@@ -34,10 +34,13 @@ def search_parser():
     g.add_argument('--gpus', default=None, help='e.g. 0,1,2,3: train a phase\'s candidates in parallel')
     g.add_argument('--runs_per_gpu', type=int, default=1, help='candidates sharing one GPU')
     g.add_argument('--nproc_per_node', type=int, default=1, help='GPUs per candidate, through torchrun')
+    g.add_argument('--no_cotrain', action='store_true',
+                   help="train a phase's candidates as separate runs, not together in one process "
+                        "sharing the teacher (see README: BCS co-training)")
     return p
 
 
-SEARCH_FLAGS = {'--search_epochs', '--gpus', '--runs_per_gpu', '--nproc_per_node', '--block_depth',
+SEARCH_FLAGS = {'--search_epochs', '--gpus', '--runs_per_gpu', '--nproc_per_node', '--no_cotrain', '--block_depth',
                 '--epochs', '--lr_decay_epochs', '--trial', '--resume', '--seed'}
 
 
@@ -118,6 +121,7 @@ class Search:
         self.limits = bcs.teacher_limits(opt.model_t, len(opt.block_depth), teacher_depth)
         self.planned = bcs.planned_count(opt.block_depth, self.rates, self.limits)
         self.gpus_per_run = max(1, opt.nproc_per_node)
+        self.cotrain = not opt.no_cotrain and opt.nproc_per_node == 1
 
     def score_phase(self, comps, phase):
         cands = [candidate_options(self.opt, comp, self.opt.search_epochs is not None) for comp in comps]
@@ -131,6 +135,13 @@ class Search:
                 todo.append(c)
         if self.opt.gpus:
             self._train_parallel(todo, phase)
+        elif self.cotrain and len(todo) > 1:
+            for i, c in enumerate(todo):
+                self._announce(c, phase, len(self.records) + 1 + i)
+            print(f'[BCS] co-training {len(todo)} candidates in one process (one teacher forward per '
+                  f'batch for all)', flush=True)
+            for c, summary in zip(todo, cotrain.cotrain(todo)):
+                self._record(c, phase, summary)
         else:
             for c in todo:
                 self._announce(c, phase, len(self.records) + 1)
@@ -144,6 +155,8 @@ class Search:
 
     def _train_parallel(self, todo, phase):
         slots = slots_for(self.opt.gpus, self.opt.runs_per_gpu, self.opt.nproc_per_node)
+        if self.cotrain and len(todo) > len(slots):
+            return self._cotrain_parallel(todo, phase, slots)
 
         def command(c, slot):
             # numbered by start order: the phase's records arrive only when all of it has ended
@@ -160,6 +173,27 @@ class Search:
             if i in failed:
                 raise UsageError(f'candidate {c.block_depth} failed (exit code {failed[i]}); see its output '
                                  f'above, then rerun this command to continue')
+            self._record(c, phase, read_json(os.path.join(run_dir_of(c, 'student'), 'summary.json')))
+
+    def _cotrain_parallel(self, todo, phase, slots):
+        """More candidates than slots: each slot co-trains a group of them in one process."""
+        groups = [todo[i::len(slots)] for i in range(len(slots))]
+
+        def command(group, slot):
+            argv = []
+            for c in group:
+                self._announce(c, phase, len(self.records) + 1 + todo.index(c))
+                argv += (['--next'] if argv else []) + candidate_argv(self.argv, c)
+            root = os.path.dirname(os.path.abspath(__file__))
+            env = dict(os.environ, CUDA_VISIBLE_DEVICES=slot,
+                       PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get('PYTHONPATH')])))
+            return [sys.executable, '-m', 'helper.cotrain'] + argv, env
+        failed = run_parallel(groups, slots, command)
+        for g, group in enumerate(groups):
+            if g in failed:
+                raise UsageError(f'candidates {[c.block_depth for c in group]} failed (exit code {failed[g]}); '
+                                 f'see the output above, then rerun this command to continue')
+        for c in todo:
             self._record(c, phase, read_json(os.path.join(run_dir_of(c, 'student'), 'summary.json')))
 
     def _record(self, c, phase, summary, skipped=False):

@@ -60,11 +60,15 @@ def search(start, rates, limits, score_phase):
     """Run BCS. score_phase(compositions, phase) -> accuracies, so a phase's candidates may train
     in parallel. Returns (visited [(composition, phase, accuracy)], best composition)."""
     best = tuple(start)
-    visited = [(best, 1, score_phase([best], 1)[0])]
+    visited = []
     n = len(best)
+    if n < 2:
+        visited.append((best, 1, score_phase([best], 1)[0]))
     for phase, src in enumerate(range(n - 1, 0, -1), start=1):
         seen = {v[0] for v in visited}
         comps = [c for c in phase_moves(best, src, src - 1, rates[src - 1], limits) if c not in seen]
+        if phase == 1:  # phase 1's moves do not depend on the start's score: they train together
+            comps = [best] + comps
         visited += [(c, phase, acc) for c, acc in zip(comps, score_phase(comps, phase))]
         best = max(visited, key=lambda v: v[2])[0]  # ties keep the earlier composition
     return visited, best

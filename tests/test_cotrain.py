@@ -141,3 +141,70 @@ def test_stopped_cotraining_resumes(setup, tmp_path, monkeypatch):
     for a, b in zip(resumed, straight):
         assert a['status'] == 'finished'
         assert_same_run(a['run_dir'], b['run_dir'])
+
+
+def test_gpus_split_a_phase_into_cotrained_groups(setup, tmp_path, monkeypatch, capsys):
+    """--gpus with fewer slots than candidates: one co-training process per slot, whose command
+    line parses to exactly the candidates search.py built."""
+    import json
+    import search
+    from helper.options import differing_option, finalize, options_dict, student_parser
+    from helper.run import run_dir_of
+    data, path_t = setup
+    argv = student_args(data, str(tmp_path), path_t, 'kd', 'myresnet14', '--block_depth', '2,2,2', '--gpus', '0,1')
+    opt = search.search_parser().parse_args(argv)
+    finalize(opt, 'student')
+    s = search.Search(opt, argv)
+    todo = [search.candidate_options(opt, comp, False) for comp in ((2, 2, 2), (2, 3, 1), (2, 4, 1))]
+    seen = []
+
+    class Fake:
+        def __init__(self, cmd, env):
+            assert cmd[1:3] == ['-m', 'helper.cotrain']
+            groups, cur = [], []
+            for a in cmd[3:]:
+                if a == '--next':
+                    groups.append(cur)
+                    cur = []
+                else:
+                    cur.append(a)
+            groups.append(cur)
+            for g in groups:
+                o = finalize(student_parser().parse_args(g), 'student')
+                match = [c for c in todo if list(c.block_depth) == list(o.block_depth)][0]
+                assert run_dir_of(o, 'student') == run_dir_of(match, 'student')
+                assert differing_option(options_dict(o), options_dict(match)) is None
+                os.makedirs(run_dir_of(o, 'student'))
+                with open(os.path.join(run_dir_of(o, 'student'), 'summary.json'), 'w') as f:
+                    json.dump({'status': 'finished', 'params': 1, 'best_acc': 1.0, 'last_acc': 1.0,
+                               'run_dir': run_dir_of(o, 'student'), 'wall_time_s': 1.0}, f)
+            seen.append((env['CUDA_VISIBLE_DEVICES'], [tuple(finalize(student_parser().parse_args(g),
+                                                                     'student').block_depth) for g in groups]))
+
+        def poll(self):
+            return 0
+    import functools
+    from helper.scheduler import run_parallel
+    monkeypatch.setattr(search, 'run_parallel', functools.partial(run_parallel, popen=Fake, poll_s=0))
+    os.makedirs(s.dir, exist_ok=True)
+    s._train_parallel(todo, 1)
+    assert sorted(seen) == [('0', [(2, 2, 2), (2, 4, 1)]), ('1', [(2, 3, 1)])]
+    assert [r['block_depth'] for r in s.records] == [[2, 2, 2], [2, 3, 1], [2, 4, 1]]
+
+
+def test_no_cotrain_flag_trains_separately(setup, tmp_path, monkeypatch):
+    import search
+    data, path_t = setup
+    argv = student_args(data, str(tmp_path), path_t, 'kd', 'myresnet14', '--block_depth', '2,2,2', '--no_cotrain')
+    called = []
+    monkeypatch.setattr(cotrain, 'cotrain', lambda opts: called.append(opts))
+    monkeypatch.setattr(search, 'train_student', lambda c: {
+        'status': 'finished', 'params': 1, 'best_acc': float(sum(c.block_depth)), 'last_acc': 0.0,
+        'run_dir': 'x', 'wall_time_s': 1.0})
+    assert search.main(argv) == 0
+    assert called == []
+    monkeypatch.setattr(cotrain, 'cotrain', lambda opts: called.append(len(opts)) or [
+        {'status': 'finished', 'params': 1, 'best_acc': float(sum(c.block_depth)), 'last_acc': 0.0,
+         'run_dir': 'x', 'wall_time_s': 1.0} for c in opts])
+    assert search.main(argv[:-1] + ['--trial', 'co']) == 0
+    assert called and all(n > 1 for n in called)
