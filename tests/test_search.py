@@ -213,7 +213,7 @@ def test_gpus_path_candidate_command_lines_parse_to_the_same_runs(data, deep_tea
 
 
 def test_gpus_path_torchrun_command_and_failed_candidate(data, deep_teacher, tmp_path, monkeypatch, capsys):
-    seen = fake_scheduler(monkeypatch, {(2, 2, 2): 50.0}, fail={(2, 2, 2)})
+    seen = fake_scheduler(monkeypatch, {(2, 2, 2): 50.0, (2, 6, 1): 40.0}, fail={(2, 2, 2)})
     argv = search_argv(data, tmp_path, deep_teacher, '--gpus', '2,3', '--nproc_per_node', '2')
     assert search.main(argv) == 2
     assert seen[0][1] == '2,3'

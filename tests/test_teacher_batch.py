@@ -119,3 +119,17 @@ def test_teacher_batch_must_be_positive(tmp_path_factory, tmp_path):
                         'resnet8', '--teacher_batch', '0')
     with pytest.raises(UsageError, match='--teacher_batch'):
         run(parse_student(argv), 'student')
+
+
+@pytest.mark.slow
+def test_bench_fast_side_with_teacher_batch(tmp_path):
+    import json
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'scripts'))
+    import bench
+    out = tmp_path / 'row.json'
+    assert bench.main(['--device', 'cpu', '--steps', '2', '--warmup', '1', '--rounds', '1', '--n_images', '300',
+                       '--pairs', 'resnet8:resnet8:kd', '--one_pair', '--teacher_batch', '3',
+                       '--json', str(out)]) == 0
+    row = json.loads(out.read_text())['rows'][0]
+    assert row['teacher_batch'] == 3 and row['fast_train_img_s'] > 0
