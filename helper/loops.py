@@ -171,14 +171,19 @@ def train_one_epoch(ctx, epoch, state):
     progress = ctx.progress(n_steps - skip, f'epoch {epoch}/{opt.epochs}')
     from helper.teacher_batch import teacher_stream
     for it, batch, teacher_out in teacher_stream(ctx, epoch, skip, step_module_preact(ctx)):
+        graph = getattr(ctx, 'step_graph', None)  # --step_graph: the optimizer step is in the graph
         try:
-            logit, terms = forward_backward(step_module, ctx.teacher, batch, step_module_preact(ctx),
-                                            ctx.autocast, ctx.optimizer, ctx.scaler, teacher_out)
+            if graph is not None:
+                logit, terms = graph.step(batch, teacher_out)
+            else:
+                logit, terms = forward_backward(step_module, ctx.teacher, batch, step_module_preact(ctx),
+                                                ctx.autocast, ctx.optimizer, ctx.scaler, teacher_out)
         except RuntimeError as err:
             raise_if_weights_broken(ctx, state, epoch, it, err)
             raise
-        ctx.scaler.step(ctx.optimizer)
-        ctx.scaler.update()
+        if graph is None:
+            ctx.scaler.step(ctx.optimizer)
+            ctx.scaler.update()
         state.update(terms, logit, batch['target'], it)
         state.step = it + 1
         if (it + 1) % opt.print_freq == 0 or it + 1 == n_steps:

@@ -25,6 +25,7 @@ from helper.loops import (TERMS, DistillStep, EpochState, NonFiniteLoss, Preempt
                           train_one_epoch, validate)
 from helper.options import differing_option, finalize, options_dict, run_name
 from helper.progress import Progress
+from helper.step_graph import make_step_graph
 from helper.util import learning_rate_at, pick_device, rng_state, set_learning_rate, set_rng_state, set_seed
 from models import pretrained
 
@@ -125,10 +126,11 @@ def make_optimizer(params, opt, device):
                            weight_decay=opt.weight_decay, fused=fused or None)
 
 
-def compile_modules(device, *modules):
+def compile_modules(device, *modules, graphs=True):
     """torch.compile in place (state_dict keys unchanged). On CUDA with CUDA graphs: these small
-    CIFAR nets are bound by kernel launches, not arithmetic."""
-    mode = 'reduce-overhead' if device.type == 'cuda' else None
+    CIFAR nets are bound by kernel launches, not arithmetic. graphs=False: --step_graph captures
+    the whole step itself."""
+    mode = 'reduce-overhead' if device.type == 'cuda' and graphs else None
     for module in modules:
         if module is not None:
             module.compile(mode=mode)
@@ -299,16 +301,17 @@ def _run(opt, kind):
         set_rng_state(ckpt['rng'])
 
     train_module = dist.wrap(step_module, device, opt.sync_bn)
+    step_graph = make_step_graph(opt, device, train_module, optimizer, amp_dtype, step_module.preact, _log)
     if opt.compile:
         try:
-            compile_modules(device, train_module, teacher)
+            compile_modules(device, train_module, teacher, graphs=step_graph is None)
         except Exception as e:  # platforms without a compiler toolchain
             _log(f'--compile unavailable here ({type(e).__name__}: {e}); running eager')
 
     ctx = Context(opt=opt, device=device, step_module=train_module, teacher=teacher, optimizer=optimizer,
                   scaler=scaler, autocast=autocast, channels_last=opt.channels_last,
                   train_loader=train_loader, progress=_progress_factory(opt), log=_log, tb=None,
-                  shared_teacher=cotrain.shared_teacher())
+                  shared_teacher=cotrain.shared_teacher(), step_graph=step_graph)
     n_params = sum(p.numel() for p in student.parameters())
     _log(f'run folder: {run_dir}')
     depth = f' ({",".join(map(str, opt.block_depth))})' if opt.block_depth else ''
