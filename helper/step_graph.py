@@ -41,7 +41,7 @@ class StepGraph:
     """step(batch, teacher_out) -> (logit, terms), optimizer step included."""
 
     def __init__(self, step_module, optimizer, amp_dtype, preact, warmup=3, runner=CudaGraphRunner,
-                 side_stream=None):
+                 side_stream=None, log=print):
         self.module, self.optimizer, self.preact = step_module, optimizer, preact
         self.device_type = next(step_module.parameters()).device.type
         self.amp_dtype, self.warmup, self.make_runner = amp_dtype, warmup, runner
@@ -49,6 +49,7 @@ class StepGraph:
             torch.cuda.Stream() if self.device_type == 'cuda' else None)
         self.runner = self.shape = self.lrs = None
         self.done_warmup = 0
+        self.failed, self.log = False, log
         self.captures = self.replays = self.eager_steps = 0
 
     def _autocast(self):
@@ -105,10 +106,18 @@ class StepGraph:
         shape = _shape_of(batch, teacher_out)
         if self.runner is not None and shape != self.shape:
             return self._eager(batch, teacher_out)
+        if self.failed:
+            return self._eager(batch, teacher_out)
         lrs = tuple(g['lr'] for g in self.optimizer.param_groups)
         if self.runner is None or lrs != self.lrs:
             self.shape, self.lrs = shape, lrs
-            self._capture(batch, teacher_out)
+            try:
+                self._capture(batch, teacher_out)
+            except RuntimeError as e:  # something in the step cannot be captured (a host sync, say)
+                self.failed, self.runner = True, None
+                self.log(f'--step_graph: the step could not be captured ({type(e).__name__}: '
+                         f'{str(e).splitlines()[0] if str(e) else ""}); continuing without it')
+                return self._eager(batch, teacher_out)
         self._copy_in(batch, teacher_out)
         self.runner.replay()
         self.replays += 1
@@ -136,4 +145,4 @@ def make_step_graph(opt, device, step_module, optimizer, amp_dtype, preact, log)
     if reason:
         log(f'--step_graph off: {reason}; training runs without it')
         return None
-    return StepGraph(step_module, optimizer, amp_dtype, preact)
+    return StepGraph(step_module, optimizer, amp_dtype, preact, log=log)

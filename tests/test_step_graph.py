@@ -102,3 +102,19 @@ def test_step_graph_is_off_without_cuda(device):
     class Off:
         step_graph = False
     assert make_step_graph(Off, torch.device(device), step, optimizer, None, False, said.append) is None
+
+
+def test_a_step_that_cannot_be_captured_continues_eagerly():
+    step, teacher, optimizer = kd_setup()
+    said = []
+
+    class Refuses:
+        def capture(self, fn):
+            raise RuntimeError('operation not permitted when stream is capturing')
+
+    graph = StepGraph(step, optimizer, None, False, warmup=1, runner=Refuses, log=said.append)
+    for b in batches(3):
+        out = teacher_forward(teacher, b['input'], False, contextlib.nullcontext)
+        logit, terms = graph.step(b, out)
+        assert torch.isfinite(terms).all()
+    assert graph.failed and graph.eager_steps == 3 and len(said) == 1 and 'continuing without it' in said[0]
