@@ -126,14 +126,14 @@ def make_optimizer(params, opt, device):
                            weight_decay=opt.weight_decay, fused=fused or None)
 
 
-def compile_modules(device, *modules, graphs=True):
+def compile_modules(device, *modules, graphs=True, dynamic=None):
     """torch.compile in place (state_dict keys unchanged). On CUDA with CUDA graphs: these small
     CIFAR nets are bound by kernel launches, not arithmetic. graphs=False: --step_graph captures
     the whole step itself."""
     mode = 'reduce-overhead' if device.type == 'cuda' and graphs else None
     for module in modules:
         if module is not None:
-            module.compile(mode=mode)
+            module.compile(mode=mode, dynamic=dynamic)
 
 
 def make_autocast(device, dtype):
@@ -304,7 +304,10 @@ def _run(opt, kind):
     step_graph = make_step_graph(opt, device, train_module, optimizer, amp_dtype, step_module.preact, _log)
     if opt.compile:
         try:
-            compile_modules(device, train_module, teacher, graphs=step_graph is None)
+            compile_modules(device, train_module, graphs=step_graph is None)
+            # the teacher sees a few fixed batch sizes (--teacher_batch chunks, the test batch):
+            # kernels specialised to each, not one dynamic-shape graph
+            compile_modules(device, teacher, graphs=step_graph is None, dynamic=False)
         except Exception as e:  # platforms without a compiler toolchain
             _log(f'--compile unavailable here ({type(e).__name__}: {e}); running eager')
 
