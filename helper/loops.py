@@ -169,7 +169,7 @@ def train_one_epoch(ctx, epoch, state):
     n_steps = len(ctx.train_loader)
     skip = state.step
     progress = ctx.progress(n_steps - skip, f'epoch {epoch}/{opt.epochs}')
-    from helper.teacher_batch import teacher_stream
+    from helper.teacher_batch import teacher_stream  # imported here: that module imports this one
     for it, batch, teacher_out in teacher_stream(ctx, epoch, skip, step_module_preact(ctx)):
         graph = getattr(ctx, 'step_graph', None)  # --step_graph: the optimizer step is in the graph
         try:
