@@ -163,8 +163,8 @@ def cotrain(opts, kind='student', run_fn=None):
 
 
 def main(argv=None):
-    """Co-train train_student.py command lines separated by '--next' (one process per GPU slot)."""
-    from helper.run import main as run_main  # noqa: F401 (same exit codes)
+    """Co-train train_student.py command lines separated by '--next' (one process per GPU slot);
+    exit codes as train_student.py's."""
     from helper.loops import NonFiniteLoss, Preempted
     from helper.options import student_parser
     argv = sys.argv[1:] if argv is None else argv

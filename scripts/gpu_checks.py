@@ -10,7 +10,6 @@
 The whole 240-epoch run is timed by scripts/gpu_checks.sh as a train_student.py command.
 """
 import argparse
-import contextlib
 import copy
 import csv
 import json
@@ -38,11 +37,11 @@ class _NoScale:
         return x
 
 
-def check_step_graph():
-    from helper.step_graph import StepGraph
-    dev = torch.device('cuda')
+def check_step_graph(device='cuda', runner=None):
+    from helper.step_graph import CudaGraphRunner, StepGraph
+    dev = torch.device(device)
     argv = ['--model_t', 'resnet110', '--path_t', 'unused.pth', '--model_s', 'resnet20', '--distill', 'crd',
-            '--device', 'cuda']
+            '--device', device]
     opt = finalize(student_parser().parse_args(argv), 'student')
     torch.manual_seed(0)
     student, teacher = models.build_model('resnet20'), models.build_model('resnet110')
@@ -55,8 +54,8 @@ def check_step_graph():
         params = list(m.student.parameters()) + list(m.method.trainable.parameters())
         return torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4, fused=True)
     o_g, o_e = sgd(step), sgd(step_e)
-    graph = StepGraph(step, o_g, torch.bfloat16, False)
-    auto = lambda: torch.autocast('cuda', dtype=torch.bfloat16, cache_enabled=False)  # noqa: E731
+    graph = StepGraph(step, o_g, torch.bfloat16, False, runner=runner or CudaGraphRunner)
+    auto = lambda: torch.autocast(device, dtype=torch.bfloat16, cache_enabled=False)  # noqa: E731
     g = torch.Generator(dev).manual_seed(1)
     worst_terms = 0.0
     for i in range(12):
@@ -72,8 +71,10 @@ def check_step_graph():
         _, terms = graph.step(b, out)
         _, terms_e = forward_backward(step_e, None, b, False, auto, o_e, _NoScale, out)
         o_e.step()
-        worst_terms = max(worst_terms, float(((terms - terms_e).abs() / terms_e.abs().clamp(min=1e-6)).max()))
-    torch.cuda.synchronize()
+        rel = (terms.detach() - terms_e.detach()).abs() / terms_e.detach().abs().clamp(min=1e-6)
+        worst_terms = max(worst_terms, float(rel.max()))
+    if dev.type == 'cuda':
+        torch.cuda.synchronize()
     worst_w = max(float((a.float() - b.float()).abs().max()) for a, b in
                   zip(step.student.state_dict().values(), step_e.student.state_dict().values()))
     return {'captures': graph.captures, 'replays': graph.replays, 'failed': graph.failed,
@@ -81,7 +82,7 @@ def check_step_graph():
             'ok': not graph.failed and graph.replays == 9 and worst_terms < 5e-2}
 
 
-def check_cotrain():
+def check_cotrain(device='cuda'):
     from helper import cotrain
     from helper.run import run
     from helpers_data import student_args, write_tiny_cifar100
@@ -89,12 +90,12 @@ def check_cotrain():
     with tempfile.TemporaryDirectory() as tmp:
         data = write_tiny_cifar100(os.path.join(tmp, 'data'), train_per_class=4)
         t_argv = ['--model', 'wrn_40_1', '--data_folder', data, '--save_root', os.path.join(tmp, 't'),
-                  '--epochs', '1', '--batch_size', '64', '--num_workers', '0', '--seed', '0', '--device', 'cuda']
+                  '--epochs', '1', '--batch_size', '64', '--num_workers', '0', '--seed', '0', '--device', device]
         path_t = os.path.join(run(teacher_parser().parse_args(t_argv), 'teacher')['run_dir'], 'ckpt_epoch_1.pth')
 
         def cand(root, comp):
             argv = student_args(data, os.path.join(tmp, root), path_t, 'crd', 'myresnet14', '--block_depth', comp,
-                                '--epochs', '2', '--mc', '1', '--batch_size', '64', '--device', 'cuda',
+                                '--epochs', '2', '--mc', '1', '--batch_size', '64', '--device', device,
                                 '--teacher_batch', '2')
             return student_parser().parse_args(argv)
         comps = ['2,2,2', '2,6,1', '1,2,3']
