@@ -141,7 +141,7 @@ class Search:
             print(f'[BCS] co-training {len(todo)} candidates in one process (one teacher forward per '
                   f'batch for all)', flush=True)
             for c, summary in zip(todo, cotrain.cotrain(todo)):
-                self._record(c, phase, summary)
+                self._record(c, phase, summary, share=len(todo))
         else:
             for c in todo:
                 self._announce(c, phase, len(self.records) + 1)
@@ -193,14 +193,17 @@ class Search:
             if g in failed:
                 raise UsageError(f'candidates {[c.block_depth for c in group]} failed (exit code {failed[g]}); '
                                  f'see the output above, then rerun this command to continue')
+        group_size = {id(c): len(group) for group in groups for c in group}
         for c in todo:
-            self._record(c, phase, read_json(os.path.join(run_dir_of(c, 'student'), 'summary.json')))
+            self._record(c, phase, read_json(os.path.join(run_dir_of(c, 'student'), 'summary.json')),
+                         share=group_size[id(c)])
 
-    def _record(self, c, phase, summary, skipped=False):
+    def _record(self, c, phase, summary, skipped=False, share=1):
+        """share: co-trained candidates' runs overlap in time; each is charged its share."""
         rec = {'block_depth': list(c.block_depth), 'phase': phase, 'params': summary['params'],
                'best_acc': summary['best_acc'], 'last_acc': summary['last_acc'], 'run_dir': summary['run_dir'],
                'status': summary['status'], 'wall_time_s': summary['wall_time_s'],
-               'device_hours': summary['wall_time_s'] * self.gpus_per_run / 3600.0}
+               'device_hours': summary['wall_time_s'] * self.gpus_per_run / 3600.0 / share}
         self.records.append(rec)
         line = (f'phase {phase} candidate {len(self.records)}: block_depth '
                 f'{",".join(map(str, c.block_depth))} params {rec["params"]} '
@@ -240,7 +243,7 @@ class Search:
                 summary = train_student(c)
             final = {'block_depth': list(best), 'best_acc': summary['best_acc'], 'last_acc': summary['last_acc'],
                      'run_dir': summary['run_dir'],
-                     'device_hours': summary['wall_time_s'] * self.gpus_per_run / 3600.0}
+                     'device_hours': summary['wall_time_s'] * self.gpus_per_run / 3600.0 / share}
         line = (f'winner: block_depth {",".join(map(str, best))} params {winner["params"]} '
                 f'best_acc {winner["best_acc"]:.2f} last_acc {winner["last_acc"]:.2f}')
         result_path = os.path.join(self.dir, 'search-result.txt')

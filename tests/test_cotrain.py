@@ -190,6 +190,8 @@ def test_gpus_split_a_phase_into_cotrained_groups(setup, tmp_path, monkeypatch, 
     s._train_parallel(todo, 1)
     assert sorted(seen) == [('0', [(2, 2, 2), (2, 4, 1)]), ('1', [(2, 3, 1)])]
     assert [r['block_depth'] for r in s.records] == [[2, 2, 2], [2, 3, 1], [2, 4, 1]]
+    # the two candidates of slot 0 shared its time: each is charged half
+    assert [r['device_hours'] * 3600 for r in s.records] == pytest.approx([0.5, 1.0, 0.5])
 
 
 def test_no_cotrain_flag_trains_separately(setup, tmp_path, monkeypatch):
