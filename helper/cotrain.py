@@ -10,6 +10,7 @@ for the teacher's outputs. A switch saves and restores the global RNG states, so
 exactly what it would draw alone; with deterministic algorithms on the CPU a co-trained candidate
 ends with the same weights and log.csv as the candidate trained alone.
 """
+import contextlib
 import random
 import signal
 import sys
@@ -126,9 +127,12 @@ def cotrain(opts, kind='student', run_fn=None):
 
     def work(i):
         _local.baton, _local.index = baton, i
+        # on CUDA a stream per run: one run's small kernels can overlap another's on the GPU
+        stream = torch.cuda.stream(torch.cuda.Stream()) if torch.cuda.is_available() else contextlib.nullcontext()
         baton.wait_turn(i)
         try:
-            results[i] = run_fn(opts[i], kind)
+            with stream:
+                results[i] = run_fn(opts[i], kind)
         except BaseException as e:  # reported by the caller after the others finished
             errors[i] = e
         finally:

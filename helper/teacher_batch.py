@@ -15,22 +15,43 @@ from helper.loops import teacher_forward, to_device
 
 
 class SharedTeacher:
-    """The latest teacher outputs, keyed by where in the data stream they were computed."""
+    """The latest teacher outputs, keyed by where in the data stream they were computed.
+
+    On CUDA each co-trained run has its own stream (helper/cotrain.py): a run reading outputs that
+    another computed waits for them, and the allocator is told which streams still read them."""
 
     def __init__(self):
         self.key = None
         self.value = None
+        self.ready = None  # (stream, event) on CUDA
         self.computed = 0
         self.served = 0
 
     def get(self, key, compute):
         if key != self.key:
-            self.key, self.value = None, None  # free the old outputs before computing the new
+            self.key, self.value, self.ready = None, None, None  # free the old outputs first
             self.value = compute()
             self.key = key
             self.computed += 1
+            tensors = _tensors(self.value)
+            if tensors and tensors[0].is_cuda:
+                event = torch.cuda.Event()
+                event.record()
+                self.ready = (torch.cuda.current_stream(), event)
+        elif self.ready is not None and torch.cuda.current_stream() != self.ready[0]:
+            stream = torch.cuda.current_stream()
+            stream.wait_event(self.ready[1])
+            for t in _tensors(self.value):
+                t.record_stream(stream)
         self.served += 1
         return self.value
+
+
+def _tensors(value):
+    out = []
+    for feats, logit in value or []:
+        out += list(feats) + [logit]
+    return out
 
 
 def batched_teacher_forward(teacher, inputs, preact, autocast, channels_last=False):
