@@ -114,6 +114,13 @@ class Search:
         self.name = 'BCS_' + run_name(opt, 'student') + short
         self.dir = os.path.join(opt.save_root, 'search', self.name)
         self.records = []
+        # device time charged before, for candidates a rerun skips (co-trained ones had a share)
+        self.charged = {}
+        try:
+            for r in read_json(os.path.join(self.dir, 'search.json')).get('candidates', []):
+                self.charged[tuple(r['block_depth'])] = r['device_hours']
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
         self.rates = bcs.exchange_rates(opt.model_s)
         # a my* teacher may have been trained at another depth: its checkpoint says which
         teacher_depth = (saved_block_depth(read_state_dict(opt.path_t)[1])
@@ -204,6 +211,8 @@ class Search:
                'best_acc': summary['best_acc'], 'last_acc': summary['last_acc'], 'run_dir': summary['run_dir'],
                'status': summary['status'], 'wall_time_s': summary['wall_time_s'],
                'device_hours': summary['wall_time_s'] * self.gpus_per_run / 3600.0 / share}
+        if skipped and tuple(c.block_depth) in self.charged:
+            rec['device_hours'] = self.charged[tuple(c.block_depth)]
         self.records.append(rec)
         line = (f'phase {phase} candidate {len(self.records)}: block_depth '
                 f'{",".join(map(str, c.block_depth))} params {rec["params"]} '
@@ -243,7 +252,7 @@ class Search:
                 summary = train_student(c)
             final = {'block_depth': list(best), 'best_acc': summary['best_acc'], 'last_acc': summary['last_acc'],
                      'run_dir': summary['run_dir'],
-                     'device_hours': summary['wall_time_s'] * self.gpus_per_run / 3600.0 / share}
+                     'device_hours': summary['wall_time_s'] * self.gpus_per_run / 3600.0}
         line = (f'winner: block_depth {",".join(map(str, best))} params {winner["params"]} '
                 f'best_acc {winner["best_acc"]:.2f} last_acc {winner["last_acc"]:.2f}')
         result_path = os.path.join(self.dir, 'search-result.txt')
