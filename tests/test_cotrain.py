@@ -210,3 +210,20 @@ def test_no_cotrain_flag_trains_separately(setup, tmp_path, monkeypatch):
          'run_dir': 'x', 'wall_time_s': 1.0} for c in opts])
     assert search.main(argv[:-1] + ['--trial', 'co']) == 0
     assert called and all(n > 1 for n in called)
+
+
+def test_cotrain_entry_point_parses_groups_and_exits_like_train_student(setup, tmp_path, monkeypatch, capsys):
+    data, path_t = setup
+    seen = []
+    monkeypatch.setattr(cotrain, 'cotrain', lambda opts: seen.append([o.block_depth for o in opts]))
+    argv = [student_args(data, str(tmp_path), path_t, 'kd', 'myresnet14', '--block_depth', c) for c in COMPS]
+    assert cotrain.main(argv[0] + ['--next'] + argv[1] + ['--next'] + argv[2]) == 0
+    assert seen == [COMPS]
+
+    def refuse(opts):
+        raise UsageError('co-training needs candidates that differ only in their composition; --seed differs')
+    monkeypatch.setattr(cotrain, 'cotrain', refuse)
+    assert cotrain.main(argv[0] + ['--next'] + argv[1]) == 2
+    assert capsys.readouterr().err.startswith('error: co-training needs')
+    monkeypatch.setattr(cotrain, 'cotrain', lambda opts: (_ for _ in ()).throw(Preempted(15)))
+    assert cotrain.main(argv[0]) == 128 + 15
