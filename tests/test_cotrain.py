@@ -227,3 +227,18 @@ def test_cotrain_entry_point_parses_groups_and_exits_like_train_student(setup, t
     assert capsys.readouterr().err.startswith('error: co-training needs')
     monkeypatch.setattr(cotrain, 'cotrain', lambda opts: (_ for _ in ()).throw(Preempted(15)))
     assert cotrain.main(argv[0]) == 128 + 15
+
+
+@pytest.mark.slow
+def test_cotrained_fast_path_equals_alone(tmp_path_factory, tmp_path):
+    """--fast (compiled modules in each run's thread, data on the device, batched teacher):
+    still the same log.csv as alone."""
+    data, path_t = tiny_cifar(tmp_path_factory), tiny_teacher(tmp_path_factory)
+
+    def fast(root, comp):
+        return parse_student(student_args(data, str(tmp_path / root), path_t, 'crd', 'myresnet14', '--block_depth',
+                                          comp, '--fast', '--teacher_batch', '2'))
+    together = cotrain.cotrain([fast('co', c) for c in ('1,1,1', '1,2,1')])
+    alone = [run(fast('alone', c), 'student') for c in ('1,1,1', '1,2,1')]
+    for a, b in zip(alone, together):
+        assert run_files(a['run_dir'])[0] == run_files(b['run_dir'])[0]
