@@ -6,7 +6,9 @@
 #   2. scripts/gpu_checks.py: --step_graph and co-training against eager/alone on CUDA, and the
 #      co-trained phase benchmark.
 # Usage: bash scripts/gpu_checks.sh [OUT_DIR]   (results: OUT_DIR/gpu_checks.json, OUT_DIR/*.log)
-# Env: N_IMAGES (50000), EPOCHS (240), RUN_LIMIT (330 s), CHECKS_LIMIT (110 s), RUN_FLAGS (extra flags, e.g. --step_graph)
+# Env: N_IMAGES (50000), EPOCHS (240), RUN_LIMIT (330 s), CHECKS_LIMIT (110 s), RUN_FLAGS (extra flags,
+#      e.g. --step_graph), SKIP_RUN=1 (checks only), CHECKS (e.g. bench_cotrain: compiling its seven
+#      models may need a call of its own, CHECKS_LIMIT=400)
 set -u
 cd "$(dirname "$0")/.."
 OUT=${1:-${OUT:-./gpu_checks_out}}
@@ -30,6 +32,7 @@ torch.manual_seed(0)
 torch.save({'model': models.build_model('resnet110').state_dict(), 'epoch': 240}, os.path.join(t, 'ckpt_epoch_240.pth'))
 PYEOF
 
+if [ "${SKIP_RUN:-0}" != 1 ]; then
 start=$(date +%s.%N)
 timeout "${RUN_LIMIT:-330}" $PY train_student.py --path_t "$WORK/save/models/resnet110_vanilla/ckpt_epoch_240.pth" \
     --distill crd --model_s resnet20 -a 0 -b 0.8 --trial 1 --fast --epochs "$EPOCHS" \
@@ -53,6 +56,7 @@ if s.get('epochs_done'):
 print('run240', json.dumps(r))
 json.dump(r, open(out, 'w'), indent=2)
 PYEOF
+fi
 
 timeout "${CHECKS_LIMIT:-110}" $PY scripts/gpu_checks.py --out "$OUT/gpu_checks.json" ${CHECKS:+--only "$CHECKS"} \
     > "$OUT/gpu_checks.log" 2>&1
