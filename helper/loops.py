@@ -92,10 +92,13 @@ def teacher_forward(teacher, x, preact, autocast):
     return [at_least_fp32(f).clone() for f in feats], at_least_fp32(logit).clone()
 
 
-def forward_backward(step_module, teacher, batch, preact, autocast, optimizer, scaler):
-    """One step up to its gradients (the optimizer step is the caller's); returns (logit, terms)."""
+def forward_backward(step_module, teacher, batch, preact, autocast, optimizer, scaler, teacher_out=None):
+    """One step up to its gradients (the optimizer step is the caller's); returns (logit, terms).
+    teacher_out: the teacher's (feats, logit) for this batch when computed already."""
     t_feats = t_logit = None
-    if teacher is not None:
+    if teacher_out is not None:
+        t_feats, t_logit = teacher_out
+    elif teacher is not None:
         t_feats, t_logit = teacher_forward(teacher, batch['input'], preact, autocast)
     with autocast():
         logit, terms = step_module(batch, t_feats, t_logit)
@@ -176,18 +179,21 @@ def train_one_epoch(ctx, epoch, state):
     n_steps = len(ctx.train_loader)
     skip = state.step
     progress = ctx.progress(n_steps - skip, f'epoch {epoch}/{opt.epochs}')
-    for it, batch in enumerate(ctx.train_loader):
-        if it < skip:  # resuming mid-epoch: the order is replayed, finished steps are skipped
-            continue
-        batch = to_device(batch, ctx.device, ctx.channels_last)
+    from helper.teacher_batch import teacher_stream  # imported here: that module imports this one
+    for it, batch, teacher_out in teacher_stream(ctx, epoch, skip, step_module_preact(ctx)):
+        graph = getattr(ctx, 'step_graph', None)  # --step_graph: the optimizer step is in the graph
         try:
-            logit, terms = forward_backward(step_module, ctx.teacher, batch, step_module_preact(ctx),
-                                            ctx.autocast, ctx.optimizer, ctx.scaler)
+            if graph is not None:
+                logit, terms = graph.step(batch, teacher_out)
+            else:
+                logit, terms = forward_backward(step_module, ctx.teacher, batch, step_module_preact(ctx),
+                                                ctx.autocast, ctx.optimizer, ctx.scaler, teacher_out)
         except RuntimeError as err:
             raise_if_weights_broken(ctx, state, epoch, it, err)
             raise
-        ctx.scaler.step(ctx.optimizer)
-        ctx.scaler.update()
+        if graph is None:
+            ctx.scaler.step(ctx.optimizer)
+            ctx.scaler.update()
         state.update(terms, logit, batch['target'], it)
         state.step = it + 1
         if (it + 1) % opt.print_freq == 0 or it + 1 == n_steps:

@@ -16,7 +16,8 @@ from dataset import get_loaders, loader_set_epoch
 from distiller_zoo import METHODS, build_distiller
 from distiller_zoo.base import feature_shapes
 from distiller_zoo.mc import MilestoneChecking, check_mc_shapes, mc_stage_count, mc_weights, stage_weight_flags
-from helper import dist
+from helper import cotrain, dist
+from helper.cpu_bf16 import cpu_bf16_native
 from helper.checkpoint import (WriteError, append_line, load_resumable, read_json, remove_stale_temporaries,
                                resumable_paths, save_checkpoint, save_resumable, set_aside, write_json,
                                write_text)
@@ -26,6 +27,7 @@ from helper.loops import (TERMS, DistillStep, EpochState, NonFiniteLoss, Preempt
 from helper.options import differing_option, finalize, options_dict, run_name
 from helper.progress import Progress
 from helper.runlock import check_free, claim, folder_state
+from helper.step_graph import make_step_graph
 from helper.util import learning_rate_at, pick_device, rng_state, set_learning_rate, set_rng_state, set_seed
 from models import pretrained
 
@@ -62,6 +64,8 @@ class StopFlag:
         self.signum = signum
 
     def requested(self, sync_point=True):
+        if self.signum is None and cotrain.stop_signal() is not None:  # caught by the co-training process
+            self.signum = cotrain.stop_signal()
         if dist.active():  # ranks agree on where to stop, at --print_freq boundaries only
             if not sync_point:
                 return False
@@ -94,14 +98,18 @@ class Context:
 
 
 def resolve_speed_flags(opt, device):
-    """--fast turns on what pays off on this device: autocast only on CUDA (bf16 on a CPU without
-    native support was several times slower), compile everywhere (1.1x on a 2-core CPU)."""
+    """--fast turns on what pays off on this device: autocast on CUDA and on CPUs with native bf16
+    (AMX or AVX512-BF16; emulated bf16 is several times slower than fp32), compile everywhere."""
     if opt.fast:
         opt.data_on_device = True
         opt.channels_last = True
         opt.compile = True
-        if device.type == 'cuda':
+        if device.type == 'cuda' or (device.type == 'cpu' and cpu_bf16_native()):
             opt.amp = True
+    if getattr(opt, 'teacher_batch', None) is None:
+        opt.teacher_batch = 8 if opt.fast and device.type == 'cuda' else 1
+    if opt.teacher_batch < 1:
+        raise UsageError(f'--teacher_batch must be at least 1, got {opt.teacher_batch}')
     if opt.amp:
         if device.type == 'cuda':
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -121,13 +129,14 @@ def make_optimizer(params, opt, device):
                            weight_decay=opt.weight_decay, fused=fused or None)
 
 
-def compile_modules(device, *modules):
+def compile_modules(device, *modules, graphs=True, dynamic=None):
     """torch.compile in place (state_dict keys unchanged). On CUDA with CUDA graphs: these small
-    CIFAR nets are bound by kernel launches, not arithmetic."""
-    mode = 'reduce-overhead' if device.type == 'cuda' else None
+    CIFAR nets are bound by kernel launches, not arithmetic. graphs=False: --step_graph captures
+    the whole step itself."""
+    mode = 'reduce-overhead' if device.type == 'cuda' and graphs else None
     for module in modules:
         if module is not None:
-            module.compile(mode=mode)
+            module.compile(mode=mode, dynamic=dynamic)
 
 
 def make_autocast(device, dtype):
@@ -218,7 +227,8 @@ def run(opt, kind):
     finally:
         # The next run in this process (a search candidate) then starts as a fresh process
         # would: compiled graphs and their CUDA-graph memory pools are freed, not kept behind.
-        torch.compiler.reset()
+        if not cotrain.in_cotrain():  # co-trained runs: reset once all of them have ended
+            torch.compiler.reset()
 
 
 def _run(opt, kind, held):
@@ -309,15 +319,20 @@ def _run(opt, kind, held):
         set_rng_state(ckpt['rng'])
 
     train_module = dist.wrap(step_module, device, opt.sync_bn)
+    step_graph = make_step_graph(opt, device, train_module, optimizer, amp_dtype, step_module.preact, _log)
     if opt.compile:
         try:
-            compile_modules(device, train_module, teacher)
+            compile_modules(device, train_module, graphs=step_graph is None)
+            # the teacher sees a few fixed batch sizes (--teacher_batch chunks, the test batch):
+            # kernels specialised to each, not one dynamic-shape graph
+            compile_modules(device, teacher, graphs=step_graph is None, dynamic=False)
         except Exception as e:  # platforms without a compiler toolchain
             _log(f'--compile unavailable here ({type(e).__name__}: {e}); running eager')
 
     ctx = Context(opt=opt, device=device, step_module=train_module, teacher=teacher, optimizer=optimizer,
                   scaler=scaler, autocast=autocast, channels_last=opt.channels_last,
-                  train_loader=train_loader, progress=_progress_factory(opt), log=_log, tb=None)
+                  train_loader=train_loader, progress=_progress_factory(opt), log=_log, tb=None,
+                  shared_teacher=cotrain.shared_teacher(), step_graph=step_graph)
     n_params = sum(p.numel() for p in student.parameters())
     _log(f'run folder: {run_dir}')
     depth = f' ({",".join(map(str, opt.block_depth))})' if opt.block_depth else ''
