@@ -1,11 +1,13 @@
 """Collect every run's summary.json under one or more folders into a benchmark table.
 
     python report.py save/ [more folders] [--out DIR] [--metric last|best] [--plot]
+                     [--compare published|none|CSV]
 
 Writes DIR/results.md (the CIFAR-100 benchmark layout: one column per teacher -> student
 pair, one row per method, cells "mean ± sample std (n trials)") and DIR/results.csv (one row
 per run, incomplete ones included). --plot also draws one method-comparison figure per pair,
-and the curves/search plots of runs and searches that lack an up-to-date one.
+and the curves/search plots of runs and searches that lack an up-to-date one. Runs that match a
+published (teacher, student, method) are compared with scripts/published_results.csv.
 """
 import argparse
 import csv
@@ -434,19 +436,159 @@ def _md_table(rows):
             '| ' + ' | '.join(str(c).replace('|', '\\|') for c in row) + ' |' for row in rows]
 
 
-def write_csv(path, runs, incomplete):
+def write_csv(path, runs, incomplete, extra_fields=()):
+    fields = CSV_FIELDS + list(extra_fields)
     with open(path, 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, lineterminator='\n')
+        writer = csv.DictWriter(f, fieldnames=fields, lineterminator='\n')
         writer.writeheader()
         for run in runs + incomplete:
             options = _options(run)
-            row = {k: run.get(k) for k in CSV_FIELDS if k in run}
+            row = {k: run.get(k) for k in fields if k in run}
             row.update(run=run['path'], alpha=options.get('alpha'), beta=options.get('beta'),
                        mc_weight=options.get('mc_weight'))
             if isinstance(run.get('block_depth'), list):
                 row['block_depth'] = ','.join(map(str, run['block_depth']))
             writer.writerow({k: '' if v is None else v for k, v in row.items()
-                             if k in CSV_FIELDS})
+                             if k in fields})
+
+
+# ---------------------------------------------------------------- published numbers
+
+PUBLISHED_CSV = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'scripts', 'published_results.csv')
+COMPARE_FIELDS = ['published', 'published_protocol', 'published_table', 'ours_mean', 'ours_n', 'delta',
+                  'verdict']
+
+
+def load_published(path=PUBLISHED_CSV):
+    """Rows of published_results.csv: dicts with top1/std as floats (None when blank)."""
+    try:
+        with open(path, newline='') as f:
+            rows = list(csv.DictReader(f))
+    except OSError as e:
+        raise UsageError(f'cannot read published results {path}: {e.strerror}') from None
+    need = {'table', 'teacher', 'student', 'method', 'top1', 'protocol'}
+    if not rows or not need <= set(rows[0]):
+        raise UsageError(f'{path} needs the columns {", ".join(sorted(need))}')
+    for row in rows:
+        row['top1'], row['std'] = _number(row['top1']), _number(row.get('std'))
+        if row['top1'] is None or row['protocol'] not in ('last', 'best'):
+            raise UsageError(f'{path}: bad top1 or protocol in row {row}')
+    return rows
+
+
+def published_by_pair(rows, tables=None):
+    """{(teacher, student, method): row}, the first row where a pair appears in several tables."""
+    out = {}
+    for row in rows:
+        if row['student'] and (tables is None or row['table'] in tables):
+            out.setdefault((row['teacher'], row['student'], row['method']), row)
+    return out
+
+
+def verdict(ours, published):
+    """(mean, sample std, n, delta, verdict): 'within noise' when |delta| <= max(0.3, 2 std/sqrt(n))."""
+    n = len(ours)
+    mean = statistics.mean(ours)
+    std = statistics.stdev(ours) if n > 1 else 0.0
+    delta = mean - published
+    if abs(delta) <= max(0.3, 2 * std / math.sqrt(n)) + 1e-9:
+        word = 'within noise'
+    else:
+        word = 'above' if delta > 0 else 'below'
+    return mean, std, n, delta, word
+
+
+def comparison_label(run):
+    """A run's row label with '+ls' when it standardized the logits (--logit_stand)."""
+    label = run.get('row', '')
+    return label + '+ls' if label and _options(run).get('logit_stand') else label
+
+
+def compare(runs, published, dataset='cifar100'):
+    """Our runs next to the published rows of the same (teacher, student, method).
+
+    Student rows use the student runs of that label with the model's own composition, 'scratch'
+    the runs of the student trained without a teacher, 'teacher' the accuracy the student runs
+    measured of their teacher checkpoint (else the teacher's own runs). Each comparison uses the
+    published protocol's accuracy; both of ours are kept. Returns a list of dicts, marks runs with
+    their comparison fields (for results.csv).
+    """
+    groups = {}
+    pairs = {key[:2] for key in published}
+    ran = {(r.get('model_t'), r['model_s']) for r in runs if r.get('model_t')}
+    for run in runs:
+        if run.get('dataset') != dataset or run.get('row') is None or ' ' in run['row']:
+            continue  # other data, BCS candidates, non-default compositions
+        if run['row'] == 'scratch':
+            # under the pairs distilled into this student; under all of its pairs when none was
+            mine = [p for p in pairs if p[1] == run['model_s']]
+            for pair in [p for p in mine if p in ran] or mine:
+                groups.setdefault((*pair, 'scratch'), []).append(run)
+        elif run.get('model_t'):
+            groups.setdefault((run['model_t'], run['model_s'], comparison_label(run)), []).append(run)
+    out = []
+    for key, row in published.items():
+        teacher, student, method = key
+        if method == 'teacher':
+            students = [r for r in runs if r.get('dataset') == dataset and r.get('model_t') == teacher
+                        and r.get('teacher_acc') is not None]
+            if not students and not any(k[:2] == key[:2] for k in groups):
+                continue
+            own = [r for r in runs if r.get('dataset') == dataset and r.get('kind') == 'teacher'
+                   and r['model_s'] == teacher and r.get('row') == 'scratch']
+            if students:  # one value per distinct checkpoint: evaluating it is deterministic
+                values = sorted({r['teacher_acc'] for r in students})
+                last = best = values
+            elif own:
+                last, best = [r['last_acc'] for r in own], [r['best_acc'] for r in own]
+            else:
+                continue
+            members = own
+        else:
+            members = groups.get(key)
+            if not members:
+                continue
+            last, best = [r['last_acc'] for r in members], [r['best_acc'] for r in members]
+        ours = last if row['protocol'] == 'last' else best
+        mean, std, n, delta, word = verdict(ours, row['top1'])
+        item = dict(table=row['table'], teacher=teacher, student=student, method=method,
+                    protocol=row['protocol'], published=row['top1'], published_std=row.get('std'),
+                    last=last, best=best, mean=mean, std=std, n=n, delta=delta, verdict=word,
+                    source=row.get('source_repo', ''))
+        out.append(item)
+        for run in members:
+            run.update(published=row['top1'], published_protocol=row['protocol'],
+                       published_table=row['table'], ours_mean=round(mean, 4), ours_n=n,
+                       delta=round(delta, 4), verdict=word)
+    return out
+
+
+def comparison_markdown(items):
+    """The '## Compared with the published numbers' section (empty list when nothing matched)."""
+    if not items:
+        return []
+    rows = [['Table', 'Teacher → student', 'Method', 'Protocol', 'Ours (last)', 'Ours (best)',
+             'Published', 'Δ', 'Verdict', 'Source'], None]
+    for it in sorted(items, key=lambda i: (i['table'], i['teacher'], i['student'], _method_rank(i['method']))):
+        published = f"{it['published']:.2f}"
+        if it['published_std'] is not None:
+            published += f" ± {it['published_std']:.2f}"
+        rows.append([it['table'], f"{it['teacher']} → {it['student']}", it['method'], it['protocol'],
+                     cell(it['last']), cell(it['best']), published, f"{it['delta']:+.2f}",
+                     it['verdict'], it['source']])
+    counts = {w: sum(1 for it in items if it['verdict'] == w) for w in ('within noise', 'above', 'below')}
+    return ['## Compared with the published numbers', '',
+            'Each comparison uses the accuracy of the published protocol (last or best epoch); Δ is '
+            'our mean minus the published value. Within noise: |Δ| ≤ max(0.3, 2·std/√n). Teacher '
+            'rows: the accuracy the student runs measured of their teacher checkpoint.', '',
+            *_md_table(rows), '',
+            f"{counts['within noise']} within noise, {counts['above']} above, {counts['below']} below.", '']
+
+
+def _method_rank(method):
+    order = ['teacher', 'scratch'] + METHOD_ORDER
+    head = method.split('+')[0]
+    return (order.index(head) if head in order else len(order), method)
 
 
 # ---------------------------------------------------------------- plots
@@ -494,8 +636,12 @@ def _refresh(plot, folder, source, target):
 
 # ---------------------------------------------------------------- CLI
 
-def report(roots, out=None, metric='last', plot=False):
-    """Collect, tabulate and write results.md / results.csv; returns their paths."""
+def report(roots, out=None, metric='last', plot=False, compare_with='auto'):
+    """Collect, tabulate and write results.md / results.csv; returns their paths.
+
+    compare_with: 'published' (scripts/published_results.csv), a CSV path in its layout, 'none',
+    or 'auto' (the published numbers, shown only when some run matches a published pair).
+    """
     if metric not in ('last', 'best'):
         raise UsageError(f"--metric must be 'last' or 'best', not {metric!r}")
     runs, incomplete, searches = collect(roots)
@@ -504,15 +650,23 @@ def report(roots, out=None, metric='last', plot=False):
                          "*.pth and search.json)")
     link_searches(runs, incomplete, searches)
     tables = build_tables(runs, searches, metric)
+    comparisons = []
+    if compare_with != 'none':
+        path = PUBLISHED_CSV if compare_with in ('auto', 'published') else compare_with
+        comparisons = compare(runs, published_by_pair(load_published(path)))
+        if not comparisons and compare_with != 'auto':
+            print(f'note: no run matches a published (teacher, student, method) in {path}', file=sys.stderr)
     out = out or roots[0]
     md_path, csv_path = os.path.join(out, 'results.md'), os.path.join(out, 'results.csv')
     try:
         os.makedirs(out, exist_ok=True)
         figures = draw_plots(tables, runs, incomplete, searches, out, metric) if plot else {}
         text = markdown(tables, searches, incomplete, metric, figures)
+        if comparisons:
+            text += '\n' + '\n'.join(comparison_markdown(comparisons))
         with open(md_path, 'w') as f:
             f.write(text)
-        write_csv(csv_path, runs, incomplete)
+        write_csv(csv_path, runs, incomplete, COMPARE_FIELDS if comparisons else ())
     except OSError as e:
         raise UsageError(f'cannot write to {out}: {e.strerror or e}') from None
     return md_path, csv_path, text
@@ -526,9 +680,12 @@ def main(argv=None):
                         help='accuracy of the last epoch (as published) or the best epoch')
     parser.add_argument('--plot', action='store_true',
                         help='also draw method comparisons and missing run/search plots')
+    parser.add_argument('--compare', default='auto', metavar='published|none|CSV',
+                        help='our numbers beside the published ones (scripts/published_results.csv, '
+                             'or a CSV in its layout); default: when some run matches a published pair')
     args = parser.parse_args(argv)
     try:
-        md_path, csv_path, text = report(args.folders, args.out, args.metric, args.plot)
+        md_path, csv_path, text = report(args.folders, args.out, args.metric, args.plot, args.compare)
     except UsageError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2

@@ -12,7 +12,7 @@ import sys
 
 import models
 from models.loader import read_state_dict, saved_block_depth
-from helper import bcs
+from helper import bcs, cotrain
 from helper.checkpoint import WriteError, append_line, read_json, write_json
 from helper.errors import UsageError
 from helper.loops import NonFiniteLoss, Preempted
@@ -36,6 +36,9 @@ def search_parser():
     g.add_argument('--gpus', default=None, help='e.g. 0,1,2,3: train a phase\'s candidates in parallel')
     g.add_argument('--runs_per_gpu', type=int, default=1, help='candidates sharing one GPU')
     g.add_argument('--nproc_per_node', type=int, default=1, help='GPUs per candidate, through torchrun')
+    g.add_argument('--no_cotrain', action='store_true',
+                   help="train a phase's candidates as separate runs, not together in one process "
+                        "sharing the teacher (see README: BCS co-training)")
     add_launcher_args(p)
     return p
 
@@ -79,6 +82,13 @@ class Search:
         self.name = 'BCS_' + run_name(opt, 'student') + short
         self.dir = os.path.join(opt.save_root, 'search', self.name)
         self.records = []
+        # device time charged before, for candidates a rerun skips (co-trained ones had a share)
+        self.charged = {}
+        try:
+            for r in read_json(os.path.join(self.dir, 'search.json')).get('candidates', []):
+                self.charged[tuple(r['block_depth'])] = r['device_hours']
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
         self.rates = bcs.exchange_rates(opt.model_s)
         # a my* teacher may have been trained at another depth: its checkpoint says which
         teacher_depth = (saved_block_depth(read_state_dict(opt.path_t)[1])
@@ -86,6 +96,8 @@ class Search:
         self.limits = bcs.teacher_limits(opt.model_t, len(opt.block_depth), teacher_depth)
         self.planned = bcs.planned_count(opt.block_depth, self.rates, self.limits)
         self.gpus_per_run = max(1, opt.slurm_gpus_per_job if opt.launcher == 'slurm' else opt.nproc_per_node)
+        # co-training shares one process (and teacher) between candidates: not with SLURM jobs
+        self.cotrain = not opt.no_cotrain and opt.nproc_per_node == 1 and opt.launcher == 'local'
         # job ids by run folder: a rerun of the search reattaches to the jobs still queued or running
         self.jobs, self.backend = {}, None
         if opt.launcher == 'slurm':
@@ -109,6 +121,13 @@ class Search:
             self._train_slurm(todo, phase)
         elif self.opt.gpus:
             self._train_parallel(todo, phase)
+        elif self.cotrain and len(todo) > 1:
+            for i, c in enumerate(todo):
+                self._announce(c, phase, len(self.records) + 1 + i)
+            print(f'[BCS] co-training {len(todo)} candidates in one process (one teacher forward per '
+                  f'batch for all)', flush=True)
+            for c, summary in zip(todo, cotrain.cotrain(todo)):
+                self._record(c, phase, summary, share=len(todo))
         else:
             for c in todo:
                 self._announce(c, phase, len(self.records) + 1)
@@ -122,6 +141,8 @@ class Search:
 
     def _train_parallel(self, todo, phase):
         slots = slots_for(self.opt.gpus, self.opt.runs_per_gpu, self.opt.nproc_per_node)
+        if self.cotrain and len(todo) > len(slots):
+            return self._cotrain_parallel(todo, phase, slots)
 
         def command(c, slot):
             # numbered by start order: the phase's records arrive only when all of it has ended
@@ -159,11 +180,36 @@ class Search:
                 raise UsageError(f'candidate {c.block_depth} failed: {failed[i]}; rerun this command to continue')
             self._record(c, phase, run_folder_of(c, 'student').read_summary())
 
-    def _record(self, c, phase, summary, skipped=False):
+    def _cotrain_parallel(self, todo, phase, slots):
+        """More candidates than slots: each slot co-trains a group of them in one process."""
+        groups = [todo[i::len(slots)] for i in range(len(slots))]
+
+        def command(group, slot):
+            argv = []
+            for c in group:
+                self._announce(c, phase, len(self.records) + 1 + todo.index(c))
+                argv += (['--next'] if argv else []) + candidate_argv(c)
+            root = os.path.dirname(os.path.abspath(__file__))
+            env = dict(os.environ, CUDA_VISIBLE_DEVICES=slot,
+                       PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get('PYTHONPATH')])))
+            return [sys.executable, '-m', 'helper.cotrain'] + argv, env
+        failed = run_parallel(groups, slots, command)
+        for g, group in enumerate(groups):
+            if g in failed:
+                raise UsageError(f'candidates {[c.block_depth for c in group]} failed (exit code {failed[g]}); '
+                                 f'see the output above, then rerun this command to continue')
+        group_size = {id(c): len(group) for group in groups for c in group}
+        for c in todo:
+            self._record(c, phase, run_folder_of(c, 'student').read_summary(), share=group_size[id(c)])
+
+    def _record(self, c, phase, summary, skipped=False, share=1):
+        """share: co-trained candidates' runs overlap in time; each is charged its share."""
         rec = {'block_depth': list(c.block_depth), 'phase': phase, 'params': summary['params'],
                'best_acc': summary['best_acc'], 'last_acc': summary['last_acc'], 'run_dir': summary['run_dir'],
                'status': summary['status'], 'wall_time_s': summary['wall_time_s'],
-               'device_hours': summary['wall_time_s'] * self.gpus_per_run / 3600.0}
+               'device_hours': summary['wall_time_s'] * self.gpus_per_run / 3600.0 / share}
+        if skipped and tuple(c.block_depth) in self.charged:
+            rec['device_hours'] = self.charged[tuple(c.block_depth)]
         job = self.jobs.get(summary['run_dir'])
         if job:
             rec['job_id'] = job['job_id']

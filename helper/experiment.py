@@ -11,6 +11,7 @@ from distiller_zoo.base import Method, Vanilla, feature_shapes
 from distiller_zoo.mc import (MilestoneChecking, WithMilestones, check_mc_shapes, mc_stage_count, mc_weights,
                               stage_weight_flags)
 from helper import dist
+from helper.cpu_bf16 import cpu_bf16_native
 from helper.errors import UsageError
 from models import pretrained
 
@@ -30,11 +31,16 @@ class Experiment:
 def resolve_speed_flags(opt, device):
     """(options with what --fast turns on for this device, the autocast dtype or None).
 
-    --fast: autocast only on CUDA (bf16 is slower on a CPU without native support), compile and
-    the device-side data path everywhere."""
+    --fast: autocast on CUDA and on CPUs with native bf16 (AMX or AVX512-BF16; emulated bf16 is
+    several times slower than fp32), compile and the device-side data path everywhere. An omitted
+    --teacher_batch is 8 with --fast on CUDA (launch-bound there), else 1."""
     if opt.fast:
         opt = opt.replace(data_on_device=True, channels_last=True, compile=True,
-                          amp=opt.amp or device.type == 'cuda')
+                          amp=opt.amp or device.type == 'cuda' or (device.type == 'cpu' and cpu_bf16_native()))
+    if opt.teacher_batch is None:
+        opt = opt.replace(teacher_batch=8 if opt.fast and device.type == 'cuda' else 1)
+    if opt.teacher_batch < 1:
+        raise UsageError(f'--teacher_batch must be at least 1, got {opt.teacher_batch}')
     if not opt.amp:
         return opt, None
     if device.type == 'cuda':
@@ -55,13 +61,14 @@ def make_optimizer(params, opt, device):
                            weight_decay=opt.weight_decay, fused=fused or None)
 
 
-def compile_modules(device, *modules):
+def compile_modules(device, *modules, graphs=True, dynamic=None):
     """torch.compile in place (state_dict keys unchanged). On CUDA with CUDA graphs: these small
-    CIFAR nets are bound by kernel launches, not arithmetic."""
-    mode = 'reduce-overhead' if device.type == 'cuda' else None
+    CIFAR nets are bound by kernel launches, not arithmetic. graphs=False: --step_graph captures
+    the whole step itself."""
+    mode = 'reduce-overhead' if device.type == 'cuda' and graphs else None
     for module in modules:
         if module is not None:
-            module.compile(mode=mode)
+            module.compile(mode=mode, dynamic=dynamic)
 
 
 def trained_model_name(opt, kind):

@@ -264,6 +264,49 @@ def fetch(names, save_root='save', link_root=os.path.join('checkpoints', 'cifar1
     return 3 if failed else 0
 
 
+def published_teacher_accuracy():
+    """{teacher: published top-1} from scripts/published_results.csv (the 'teachers' table)."""
+    from report import load_published
+    return {r['teacher']: r['top1'] for r in load_published() if r['table'] == 'teachers'}
+
+
+def evaluate(names, save_root, data_folder, device='auto'):
+    """Top-1 of each present teacher on the CIFAR-100 test set beside the published accuracy.
+
+    Returns the number of teachers evaluated (0 when the test set is not under data_folder).
+    """
+    if not os.path.isfile(os.path.join(data_folder, 'cifar-100-python', 'test')):
+        print(f'--eval: no CIFAR-100 test set at {os.path.join(data_folder, "cifar-100-python", "test")}; '
+              'skipped (pass --data_folder)')
+        return 0
+    import contextlib
+    from types import SimpleNamespace
+    import models
+    from dataset import get_loaders
+    from helper.loops import validate
+    from helper.util import pick_device
+
+    device = pick_device(device)
+    # only the test loader is used: the plain host-side data path
+    opt = SimpleNamespace(dataset='cifar100', data_folder=data_folder, batch_size=256, num_workers=0, seed=0,
+                          data_on_device=False, compile=False)
+    _, test_loader, _ = get_loaders(opt, device)
+    published = published_teacher_accuracy()
+    done = 0
+    for name in names:
+        path = os.path.join(ckpt_dir(save_root, name), CKPT_FILE)
+        if not os.path.exists(path):
+            continue
+        model, _ = models.load_model(path, name, num_classes=100)
+        acc = validate(model.to(device), test_loader, device, contextlib.nullcontext)['acc']
+        line = f'{name}: CIFAR-100 test top-1 {acc:.2f}'
+        if name in published:
+            line += f' (published {published[name]:.2f}, difference {acc - published[name]:+.2f})'
+        print(line)
+        done += 1
+    return done
+
+
 def _archive_path(save_root):
     return os.path.join(save_root, 'downloads', os.path.basename(MIRROR_URL))
 
@@ -336,6 +379,9 @@ def main(argv=None):
                         help='where the <name>_vanilla links go (default: ./checkpoints/cifar100)')
     parser.add_argument('--timeout', type=float, default=30.0,
                         help='seconds without data before a connection is given up')
+    parser.add_argument('--eval', action='store_true',
+                        help='evaluate each teacher on the CIFAR-100 test set under --data_folder')
+    parser.add_argument('--data_folder', default='./data', help='holds cifar-100-python/ (for --eval)')
     args = parser.parse_args(argv)
     try:
         names = parse_names(args.names)
@@ -344,7 +390,10 @@ def main(argv=None):
         return 2
     primary = os.environ.get('CRD_TEACHER_URL_PRIMARY') or PRIMARY_URL
     mirror = os.environ.get('CRD_TEACHER_URL_MIRROR') or MIRROR_URL
-    return fetch(names, args.save_root, args.link_root, primary, mirror, args.timeout)
+    code = fetch(names, args.save_root, args.link_root, primary, mirror, args.timeout)
+    if args.eval:
+        evaluate(names, args.save_root, args.data_folder)
+    return code
 
 
 if __name__ == '__main__':

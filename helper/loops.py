@@ -75,6 +75,17 @@ def teacher_forward(teacher, x, preact, autocast):
     return [at_least_fp32(f).clone() for f in feats], at_least_fp32(logit).clone()
 
 
+def forward_backward(module, batch, teacher_out, epoch, autocast, optimizer, scaler):
+    """One step up to its gradients (the optimizer step is the caller's); returns (logit, terms).
+    teacher_out: the teacher's (feats, logit) for this batch, or None for a run without a teacher."""
+    t_feats, t_logit = teacher_out if teacher_out is not None else (None, None)
+    with autocast():
+        logit, terms = module(batch, t_feats, t_logit, epoch)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(terms[0]).backward()
+    return logit, terms
+
+
 def to_device(batch, device, channels_last=False):
     out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     if channels_last:

@@ -58,6 +58,11 @@ def _add_common(p):
     g.add_argument('--channels_last', action='store_true')
     g.add_argument('--compile', action='store_true', help='torch.compile student and teacher')
     g.add_argument('--fast', action='store_true', help='everything above that the device supports')
+    g.add_argument('--teacher_batch', type=int, default=None,
+                   help='one teacher forward per K batches (same outputs up to rounding; default: 8 with '
+                        '--fast on CUDA, else 1)')
+    g.add_argument('--step_graph', action='store_true',
+                   help='CUDA: capture the whole training step (forward, backward, optimizer) in one CUDA graph')
     g.add_argument('--sync_bn', action='store_true', help='SyncBatchNorm under torchrun')
 
 

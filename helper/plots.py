@@ -9,8 +9,10 @@ import matplotlib
 
 matplotlib.use('Agg')  # headless: runs on clusters and in tests
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from helper.errors import UsageError  # noqa: E402
+from helper.run_folder import summary_or_empty  # noqa: E402
 
 
 def read_log(path):
@@ -63,15 +65,23 @@ def plot_run(run_dir, out=None):
                         textcoords='offset points', xytext=(0, -14), ha='center', fontsize=8)
     ax_acc.set(xlabel='epoch', ylabel='accuracy (%)', title='accuracy')
 
-    terms = [(key, f'train {key[len("loss_"):]}', '--') for key in log if key.startswith('loss_')]
-    for key, label, style in [('train_loss', 'train (total)', '-'), ('test_loss', 'test CE', '-')] + terms:
-        values = log.get(key)
-        if values and not all(math.isnan(v) for v in values):
+    series = [('train (total)', log.get('train_loss'), '-'), ('test CE', log.get('test_loss'), '-')]
+    series += [(label, values, '--') for label, values in _run_weighted_terms(log, run_dir).items()]
+    negative = False
+    for label, values, style in series:
+        if values and not all(math.isnan(v) or v == 0 for v in values):
+            negative = negative or any(v < 0 for v in values if not math.isnan(v))
             ax_loss.plot(epochs, values, style, label=label, linewidth=1.2)
-    ax_loss.set(xlabel='epoch', ylabel='loss', title='loss')
+    # Terms differ by orders of magnitude: a log axis keeps each one readable.
+    if negative:  # some methods' losses go below zero, which a plain log axis cannot show
+        ax_loss.set_yscale('symlog', linthresh=1e-3)
+    else:
+        ax_loss.set_yscale('log', nonpositive='mask')
+    ax_loss.set(xlabel='epoch', ylabel='loss (log scale)', title='loss terms as the optimizer weighs them')
 
     changes = lr_changes(epochs, log['lr']) if 'lr' in log else []
     for ax in (ax_acc, ax_loss):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         for epoch, lr in changes:
             ax.axvline(epoch, color='grey', linestyle='--', linewidth=0.8)
         ax.grid(alpha=0.3)
@@ -84,14 +94,45 @@ def plot_run(run_dir, out=None):
     return _save(fig, out)
 
 
+def weighted_terms(log, options, term_weights=None):
+    """{label: per-epoch values} of each training loss term times its weight in the total.
+
+    log.csv records the terms unweighted. term_weights ({term: weight}, summary.json's record of
+    the method's weights) covers every term a method has, its own extra ones too; without it (an
+    older run) the weights follow the options: gamma*CE + alpha*KD + beta*(method + mc_weight*MC),
+    CE alone for a run without a teacher. Terms with a zero weight or no column are left out.
+    """
+    distill = options.get('distill')
+    if term_weights is None:
+        term_weights = _option_weights(options)
+    labels = {'ce': 'γ·CE' if distill else 'CE', 'kd': 'α·KD', 'method': f'β·{distill}', 'mc': 'β·w·MC'}
+    out = {}
+    for term, weight in term_weights.items():
+        key = f'loss_{term}'
+        if weight and key in log:
+            out[f'{labels.get(term, term)} (×{weight:g})'] = [weight * v for v in log[key]]
+    return out
+
+
+def _option_weights(options):
+    if options.get('distill') is None or options.get('gamma') is None:
+        return {'ce': 1.0}
+    beta = options.get('beta') or 0.0
+    return {'ce': options.get('gamma') or 0.0, 'kd': options.get('alpha') or 0.0, 'method': beta,
+            'mc': beta * (options.get('mc_weight') or 0.0) if options.get('mc') else 0.0}
+
+
+def _run_weighted_terms(log, run_dir):
+    summary = summary_or_empty(run_dir)
+    options = summary.get('options') if isinstance(summary.get('options'), dict) else {}
+    weights = summary.get('term_weights') if isinstance(summary.get('term_weights'), dict) else None
+    return weighted_terms(log, options, weights)
+
+
 def _run_title(run_dir):
     name = os.path.basename(os.path.normpath(run_dir))
-    try:
-        with open(os.path.join(run_dir, 'summary.json')) as f:
-            s = json.load(f)
-    except (OSError, ValueError):
-        return name
-    if not isinstance(s, dict):
+    s = summary_or_empty(run_dir)
+    if not s:
         return name
     model = s.get('model_s') or '?'
     if s.get('block_depth'):
@@ -103,11 +144,12 @@ def _run_title(run_dir):
 
 
 def plot_search(search_dir, out=None, metric='best'):
-    """The compositions a BCS search visited: accuracy vs parameters, in visiting order.
+    """The compositions a BCS search visited, in visiting order, labelled by composition.
 
     Reads search_dir/search.json; writes ``out`` (default search_dir/search.png), returns it.
-    Arrows follow the visiting order, the winner is a red star, each point is labelled with
-    its composition and parameter count. Unfinished candidates are drawn hollow.
+    x is the visit number (BCS keeps the parameter count nearly constant, so parameters would
+    not separate the candidates); each tick names the composition, each point its parameters.
+    The winner is a red star; unfinished candidates are drawn hollow; colours are phases.
     """
     path = os.path.join(search_dir, 'search.json')
     try:
@@ -123,12 +165,10 @@ def plot_search(search_dir, out=None, metric='best'):
         raise UsageError(f'{path} has no candidate with {key} yet')
     out = out or os.path.join(search_dir, 'search.png')
 
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    xs = [c['params'] / 1e6 for c in points]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(points) + 3), 5))
+    xs = list(range(1, len(points) + 1))
     ys = [c[key] for c in points]
-    for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
-        ax.annotate('', xy=(x1, y1), xytext=(x0, y0),
-                    arrowprops=dict(arrowstyle='->', color='grey', lw=1, shrinkA=6, shrinkB=6))
+    ax.plot(xs, ys, '-', color='grey', linewidth=1, zorder=2)
     phases = sorted({c.get('phase', 1) for c in points})
     for phase in phases:
         idx = [i for i, c in enumerate(points) if c.get('phase', 1) == phase]
@@ -140,19 +180,25 @@ def plot_search(search_dir, out=None, metric='best'):
         if open_:
             ax.scatter([xs[i] for i in open_], [ys[i] for i in open_], facecolors='none',
                        edgecolors=color, zorder=3, label=f'phase {phase} (unfinished)')
-    for i, c in enumerate(points):
-        ax.annotate(f"{i + 1}: {_depth(c)}\n{c['params'] / 1e6:.3f}M", (xs[i], ys[i]),
-                    textcoords='offset points', xytext=(6, 4), fontsize=7)
+    for x, y, c in zip(xs, ys, points):
+        params = f"{c['params']:,} params" if isinstance(c.get('params'), (int, float)) else ''
+        ax.annotate(f'{y:.2f}\n{params}', (x, y), textcoords='offset points', xytext=(0, 6),
+                    ha='center', fontsize=7)
 
     winner = search.get('winner')
     title = (f"BCS: {search.get('model_t', '?')} -> {search.get('model_s', '?')}, "
              f"{search.get('distill') or 'scratch'}{'+MC' if search.get('mc') else ''}")
     if winner and winner.get(key) is not None:
-        ax.scatter([winner['params'] / 1e6], [winner[key]], marker='*', s=300, color='red',
-                   edgecolors='black', zorder=4, label='winner')
-        title += f"\nwinner {_depth(winner)}: {winner[key]:.2f}% ({winner['params'] / 1e6:.3f}M params)"
-    ax.set(xlabel='parameters (M)', ylabel=f'{metric} test accuracy (%)', title=title)
-    ax.margins(x=0.15, y=0.15)
+        at = [x for x, c in zip(xs, points) if c.get('block_depth') == winner.get('block_depth')]
+        if at:
+            ax.scatter(at[:1], [winner[key]], marker='*', s=300, color='red', edgecolors='black',
+                       zorder=4, label='winner')
+        params = f" ({winner['params']:,} params)" if isinstance(winner.get('params'), (int, float)) else ''
+        title += f"\nwinner {_depth(winner)}: {winner[key]:.2f}%{params}"
+    ax.set_xticks(xs, [_depth(c) for c in points], rotation=30, ha='right', fontsize=8)
+    ax.set(xlabel='candidate, in visiting order (block composition)', ylabel=f'{metric} test accuracy (%)',
+           title=title)
+    ax.margins(x=0.08, y=0.2)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc='best')
     fig.tight_layout()

@@ -12,7 +12,7 @@ import sys
 import torch
 
 import models
-from helper import dist
+from helper import cotrain, dist
 from helper.checkpoint import WriteError
 from helper.errors import UsageError
 from helper.experiment import build_experiment, make_autocast, resolve_speed_flags, trained_model_name
@@ -42,7 +42,8 @@ def run(opt, kind):
     finally:
         # The next run in this process (a search candidate) then starts as a fresh process
         # would: compiled graphs and their CUDA-graph memory pools are freed, not kept behind.
-        torch.compiler.reset()
+        if not cotrain.in_cotrain():  # co-trained runs: reset once all of them have ended
+            torch.compiler.reset()
 
 
 def _run(opt, kind, held):

@@ -146,6 +146,14 @@ class RunFolder:
         append_line(os.path.join(save_root, RESULTS), line)
 
 
+def summary_or_empty(path):
+    """The summary.json of the run folder at path; {} when it is missing or unreadable."""
+    try:
+        return RunFolder(path).read_summary() or {}
+    except (OSError, ValueError):
+        return {}
+
+
 def log_columns(term_names):
     """log.csv's header for a method whose meters are term_names ('loss' first)."""
     return LOG_COLUMNS + tuple(f'loss_{t}' for t in term_names[1:])

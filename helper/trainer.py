@@ -6,14 +6,16 @@ import time
 import torch
 
 from dataset import loader_set_epoch
-from helper import dist
+from helper import cotrain, dist
 from helper.errors import UsageError
 from helper.experiment import compile_modules, make_autocast, make_optimizer
-from helper.loops import (EpochState, NonFiniteLoss, Preempted, StudentWithLoss, teacher_forward, to_device,
-                          validate)
+from helper.loops import (EpochState, NonFiniteLoss, Preempted, StudentWithLoss, forward_backward, teacher_forward,
+                          to_device, validate)
 from helper.options import options_dict, run_name
 from helper.progress import Progress
 from helper.run_folder import log_columns
+from helper.step_graph import make_step_graph
+from helper.teacher_batch import teacher_stream
 from helper.util import learning_rate_at, rng_state, set_learning_rate, set_rng_state, set_seed
 
 
@@ -36,6 +38,8 @@ class StopFlag:
         self.signum = signum
 
     def requested(self, sync_point=True):
+        if self.signum is None and cotrain.stop_signal() is not None:  # caught by the co-training process
+            self.signum = cotrain.stop_signal()
         if dist.active():  # ranks agree on where to stop, at --print_freq boundaries only
             if not sync_point:
                 return False
@@ -80,13 +84,23 @@ class Trainer:
         if ckpt is not None:
             self._restore(ckpt)
         self.train_module = dist.wrap(self.module, device, opt.sync_bn)
+        self.step_graph = make_step_graph(opt, device, self.train_module, self.optimizer, amp_dtype,
+                                          self.module.preact, log)
+        self.shared_teacher = cotrain.shared_teacher()  # co-trained runs: one teacher forward per batch
         if opt.compile:
-            try:
-                compile_modules(device, self.train_module, self.teacher)
-            except Exception as e:  # platforms without a compiler toolchain
-                log(f'--compile unavailable here ({type(e).__name__}: {e}); running eager')
+            self._compile()
         self.n_params = sum(p.numel() for p in self.student.parameters())
         self.tb, self.stop_requested = None, lambda sync_point=True: False
+
+    def _compile(self):
+        graphs = self.step_graph is None
+        try:
+            compile_modules(self.device, self.train_module, graphs=graphs)
+            # the teacher sees a few fixed batch sizes (--teacher_batch chunks, the test batch):
+            # kernels specialised to each, not one dynamic-shape graph
+            compile_modules(self.device, self.teacher, graphs=graphs, dynamic=False)
+        except Exception as e:  # platforms without a compiler toolchain
+            log(f'--compile unavailable here ({type(e).__name__}: {e}); running eager')
 
     def _prepare_teacher(self):
         if self.teacher is not None:
@@ -127,7 +141,9 @@ class Trainer:
                 'best_epoch': self.best_epoch, 'last_acc': self.history[-1]['test_acc'] if self.history else None,
                 'teacher_acc': self.teacher_acc, 'params': self.n_params, 'epochs': opt.epochs,
                 'epochs_done': epochs_done, 'wall_time_s': round(self.wall_time(), 2),
-                'run_dir': self.folder.path, 'options': options_dict(opt)}
+                'run_dir': self.folder.path, 'options': options_dict(opt),
+                # log.csv's loss_* columns are unweighted: what each term counts in the total
+                'term_weights': {t: float(w) for t, w in self.method.weights.items()}}
 
     def wall_time(self):
         return self.wall_before + time.time() - self.started
@@ -297,10 +313,9 @@ class Trainer:
         progress = self.progress(n_steps - skip, f'epoch {epoch}/{opt.epochs}')
         # the step gets the epoch as a tensor: a compiled step sees a new value, not a new constant
         epoch_t = torch.tensor(float(epoch), device=self.device)
-        for it, batch in enumerate(self.train_loader):
-            if it < skip:  # resuming mid-epoch: the order is replayed, finished steps are skipped
-                continue
-            logit, terms, batch = self.step(batch, epoch, state, it, epoch_t)
+        # batches on the device, the resume skip done, and the teacher's outputs (--teacher_batch)
+        for it, batch, teacher_out in teacher_stream(self, epoch, skip, self.module.preact):
+            logit, terms = self.step(batch, teacher_out, epoch, state, it, epoch_t)
             state.update(terms, logit, batch['target'], it)
             state.step = it + 1
             boundary = (it + 1) % opt.print_freq == 0 or it + 1 == n_steps
@@ -320,23 +335,21 @@ class Trainer:
         state.check_finite(epoch)
         return True
 
-    def step(self, batch, epoch, state, it, epoch_t=None):
-        """One optimizer step on one batch: (logit, loss terms, the batch on the device)."""
-        batch = to_device(batch, self.device, self.channels_last)
+    def step(self, batch, teacher_out, epoch, state, it, epoch_t=None):
+        """One optimizer step on one batch already on the device: (logit, loss terms).
+        teacher_out: the teacher's (feats, logit) for it, or None without a teacher."""
+        epoch_arg = epoch if epoch_t is None else epoch_t
         try:
-            t_feats = t_logit = None
-            if self.teacher is not None:
-                t_feats, t_logit = teacher_forward(self.teacher, batch['input'], self.module.preact, self.autocast)
-            with self.autocast():
-                logit, terms = self.train_module(batch, t_feats, t_logit, epoch if epoch_t is None else epoch_t)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(terms[0]).backward()
+            if self.step_graph is not None:  # --step_graph: the optimizer step is in the graph
+                return self.step_graph.step(batch, teacher_out, epoch_arg)
+            logit, terms = forward_backward(self.train_module, batch, teacher_out, epoch_arg, self.autocast,
+                                            self.optimizer, self.scaler)
         except RuntimeError as err:
             self.raise_if_weights_broken(state, epoch, it, err)
             raise
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return logit, terms, batch
+        return logit, terms
 
     def raise_if_weights_broken(self, state, epoch, it, err):
         """A step that fails on non-finite weights (an SVD refuses NaN input, say) is a non-finite

@@ -28,9 +28,10 @@ import models  # noqa: E402
 from dataset import get_loaders, loader_set_epoch  # noqa: E402
 from distiller_zoo import METHODS, build_distiller  # noqa: E402
 from distiller_zoo.base import feature_shapes  # noqa: E402
-from helper.loops import StudentWithLoss, teacher_forward, to_device  # noqa: E402
+from helper.loops import StudentWithLoss, forward_backward, teacher_forward, to_device  # noqa: E402
 from helper.options import finalize, student_parser  # noqa: E402
 from helper.experiment import compile_modules, make_autocast, make_optimizer, resolve_speed_flags  # noqa: E402
+from helper.teacher_batch import batched_teacher_forward  # noqa: E402
 from helper.util import pick_device  # noqa: E402
 
 PAIRS = [('resnet56', 'resnet20', 'kd'), ('resnet110', 'resnet20', 'crd'), ('resnet32x4', 'resnet8x4', 'kd')]
@@ -98,11 +99,12 @@ class Setup:
     """One side of a pair (published-equivalent or fast), built once so that timed rounds of the
     two sides can alternate: load from other processes then hits both alike."""
 
-    def __init__(self, opt, device, loader, info, amp_dtype, published):
+    def __init__(self, opt, device, loader, info, amp_dtype, published, teacher_batch=1):
         self.step, self.teacher, self.optimizer = build(opt, device, info)
         self.autocast = make_autocast(device, amp_dtype)
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         self.opt, self.device, self.loader, self.published = opt, device, loader, published
+        self.teacher_batch, self.queue = teacher_batch, []
         self.step.train()
         loader_set_epoch(loader, 1)
         self.batches = iter(loader)
@@ -114,13 +116,25 @@ class Setup:
             self.batches = iter(self.loader)
             return next(self.batches)
 
+    def next_with_teacher(self):
+        """The next batch and, with --teacher_batch K on the fast side, its share of one teacher
+        forward over K batches (None: the step runs the teacher itself)."""
+        if self.teacher_batch <= 1:
+            return to_device(self.next_batch(), self.device, self.opt.channels_last), None
+        if not self.queue:
+            batches = [to_device(self.next_batch(), self.device, self.opt.channels_last)
+                       for _ in range(self.teacher_batch)]
+            outs = batched_teacher_forward(self.teacher, [b['input'] for b in batches], self.step.preact,
+                                           self.autocast, self.opt.channels_last)
+            self.queue = list(zip(batches, outs))
+        return self.queue.pop(0)
+
     def train_step(self):
-        batch = to_device(self.next_batch(), self.device, self.opt.channels_last)
-        t_feats, t_logit = teacher_forward(self.teacher, batch['input'], self.step.preact, self.autocast)
-        with self.autocast():
-            logit, terms = self.step(batch, t_feats, t_logit)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(terms[0]).backward()
+        batch, teacher_out = self.next_with_teacher()
+        if teacher_out is None:
+            teacher_out = teacher_forward(self.teacher, batch['input'], self.step.preact, self.autocast)
+        logit, terms = forward_backward(self.step, batch, teacher_out, 1, self.autocast, self.optimizer,
+                                        self.scaler)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if self.published:  # the published AverageMeter reads loss and top-1/top-5 every step
@@ -147,7 +161,8 @@ def measure_pair(pair, root, args, device, steps, warmup):
         opt, amp_dtype = resolve_speed_flags(opt, device)  # what --fast turns on for this device
         train_loader, _, info = get_loaders(opt, device, METHODS[opt.distill].needs_contrast)
         row[f'{label}_load_img_s'] = time_loading(train_loader, device, steps)
-        setups[label] = Setup(opt, device, train_loader, info, amp_dtype, published=not fast)
+        setups[label] = Setup(opt, device, train_loader, info, amp_dtype, published=not fast,
+                              teacher_batch=args.teacher_batch if fast else 1)
         setups[label].images_per_second(warmup)  # compilation happens here
     rates = {label: [] for label in setups}
     for _ in range(args.rounds):
@@ -157,6 +172,7 @@ def measure_pair(pair, root, args, device, steps, warmup):
         row[f'{label}_train_img_s'] = float(np.median(rates[label]))
         row[f'{label}_rounds_img_s'] = [round(r, 1) for r in rates[label]]
     row['speedup'] = row['fast_train_img_s'] / row['published_train_img_s']
+    row['teacher_batch'] = args.teacher_batch
     print(f"{row['pair']:<28} published {row['published_train_img_s']:9.0f} img/s | fast "
           f"{row['fast_train_img_s']:9.0f} img/s | x{row['speedup']:.2f} | loading alone: "
           f"{row['published_load_img_s']:.0f} vs {row['fast_load_img_s']:.0f} img/s", flush=True)
@@ -170,7 +186,8 @@ def pair_in_subprocess(pair, args, steps, warmup, n_images):
         out = os.path.join(tmp, 'row.json')
         cmd = [sys.executable, os.path.abspath(__file__), '--device', args.device, '--steps', str(steps),
                '--warmup', str(warmup), '--rounds', str(args.rounds), '--batch_size', str(args.batch_size),
-               '--n_images', str(n_images), '--pairs', ':'.join(pair), '--json', out, '--one_pair']
+               '--n_images', str(n_images), '--pairs', ':'.join(pair), '--json', out, '--one_pair',
+               '--teacher_batch', str(args.teacher_batch)]
         code = subprocess.run(cmd).returncode
         if code != 0:
             print(f"{'->'.join(pair[:2])} {pair[2].upper()}: failed (exit code {code})", flush=True)
@@ -190,6 +207,8 @@ def main(argv=None):
     p.add_argument('--n_images', type=int, default=None, help='generated train set size (default 50000 CUDA, 20000 CPU)')
     p.add_argument('--pairs', default=None, help='e.g. resnet56:resnet20:kd,resnet110:resnet20:crd')
     p.add_argument('--json', default=None, help='also write the results here')
+    p.add_argument('--teacher_batch', type=int, default=1,
+                   help='fast side: one teacher forward per K batches (as --teacher_batch K in training)')
     p.add_argument('--one_pair', action='store_true', help=argparse.SUPPRESS)  # a child of pair_in_subprocess
     args = p.parse_args(argv)
     device = pick_device(args.device)
@@ -205,7 +224,8 @@ def main(argv=None):
             rows = [measure_pair(pairs[0], root, args, device, steps, warmup)]
     else:
         print(f'device: {name}; torch {torch.__version__}; batch {args.batch_size}; {args.rounds} rounds of '
-              f'{steps} timed steps after {warmup} warm-up; {n_images} generated images', flush=True)
+              f'{steps} timed steps after {warmup} warm-up; {n_images} generated images; '
+              f'teacher batch {args.teacher_batch}', flush=True)
         rows = [pair_in_subprocess(pair, args, steps, warmup, n_images) for pair in pairs]
         failed = rows.count(None)
         rows = [r for r in rows if r is not None]

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The offline main job, on scikit-learn's digits set (no download): train a teacher, a student
-# from scratch, a student distilled with CRD+MC, a short block composition search (BCS), then
-# print the results table and draw the plots. CPU time about 7 minutes (one thread, slow VM
-# core), 3 minutes on a server core; two threads cut the wall time by about 1/3.
+# The offline main job, on scikit-learn's digits set (no download): train a teacher, the student
+# from scratch and with KD (3 seeds each, to tell an effect from seed noise), the student with
+# CRD+MC, a short block composition search (BCS), then print the results table, whether KD
+# beat training from scratch, and draw the plots. About 5 minutes on 2 CPU cores.
 # Creates or reuses .venv by itself. Results go to $DEMO_SAVE_ROOT (default ./save/demo),
 # which is removed first: run folders refuse to be overwritten.
 set -euo pipefail
@@ -18,6 +18,9 @@ STUDENT_EPOCHS=3
 COMMON=(--dataset digits --num_workers 0 --data_on_device --channels_last --seed 0
         --batch_size 64 --learning_rate 0.1 --save_root "$SAVE")
 STUDENT_SCHEDULE=(--epochs "$STUDENT_EPOCHS" --lr_decay_epochs $((STUDENT_EPOCHS - 1)) --trial demo)
+SEEDS=(0 1 2)
+# KD with the published weights (RepDistiller: -r 0.1 -a 0.9 -b 0, T 4).
+KD=(--model_t "$TEACHER" --model_s "$STUDENT" --distill kd -r 0.1 -a 0.9 -b 0)
 # CRD+MC with the published weights (-a 0 -b 0.8, MC weight 0.001); 256 negatives suit 1,437 images.
 DISTILL=(--model_t "$TEACHER" --model_s "$STUDENT" --block_depth 2,2,2 --distill crd --mc 1
          --mc_weight 0.001 -a 0 -b 0.8 --nce_k 256)
@@ -33,59 +36,94 @@ if [ -e "$SAVE" ]; then
     rm -rf "$SAVE"
 fi
 
-step "1/5 teacher: $TEACHER, $TEACHER_EPOCHS epochs"
+step "1/6 teacher: $TEACHER, $TEACHER_EPOCHS epochs"
 "$PY" train_teacher.py --model "$TEACHER" --epochs "$TEACHER_EPOCHS" \
     --lr_decay_epochs $((TEACHER_EPOCHS - 1)) --trial demo "${COMMON[@]}"
 PATH_T="$(ls "$SAVE"/models/"$TEACHER"_*/ckpt_epoch_"$TEACHER_EPOCHS".pth)"
 
-step "2/5 student from scratch: $STUDENT, $STUDENT_EPOCHS epochs"
-"$PY" train_teacher.py --model "$STUDENT" "${STUDENT_SCHEDULE[@]}" "${COMMON[@]}"
+step "2/6 student from scratch: $STUDENT, $STUDENT_EPOCHS epochs, seeds ${SEEDS[*]}"
+for seed in "${SEEDS[@]}"; do
+    "$PY" train_teacher.py --model "$STUDENT" "${STUDENT_SCHEDULE[@]}" "${COMMON[@]}" --seed "$seed" \
+        --trial "demo-seed$seed"
+done
 
-step "3/5 student distilled with CRD+MC: $TEACHER -> $STUDENT [2,2,2]"
+step "3/6 student distilled with KD: $TEACHER -> $STUDENT, seeds ${SEEDS[*]}"
+for seed in "${SEEDS[@]}"; do
+    "$PY" train_student.py --path_t "$PATH_T" "${KD[@]}" "${STUDENT_SCHEDULE[@]}" "${COMMON[@]}" \
+        --seed "$seed" --trial "demo-seed$seed"
+done
+
+step "4/6 student distilled with CRD+MC: $TEACHER -> $STUDENT [2,2,2]"
 "$PY" train_student.py --path_t "$PATH_T" "${DISTILL[@]}" "${STUDENT_SCHEDULE[@]}" "${COMMON[@]}"
 
-# The same flags as step 3: the search reuses that run as its first candidate, (2,2,2).
-step "4/5 block composition search over $STUDENT (CRD+MC)"
+# The same flags as step 4: the search reuses that run as its first candidate, (2,2,2).
+step "5/6 block composition search over $STUDENT (CRD+MC)"
 "$PY" search.py --path_t "$PATH_T" "${DISTILL[@]}" "${STUDENT_SCHEDULE[@]}" "${COMMON[@]}"
 
-step "5/5 results and plots"
+step "6/6 results and plots"
 "$PY" report.py "$SAVE" --out "$SAVE/report" --metric best --plot > "$SAVE/report.log"
 "$PY" - "$SAVE" "$TEACHER" "$STUDENT" <<'EOF'
 import glob
 import json
+import math
 import os
+import statistics
 import sys
 
 save, teacher, student = sys.argv[1:]
 
 
-def load(pattern):
+def runs(pattern, count=1):
     paths = sorted(glob.glob(os.path.join(save, pattern)))
-    if len(paths) != 1:
-        sys.exit(f'error: expected one {pattern} under {save}, found {len(paths)}')
-    with open(paths[0]) as f:
-        return json.load(f), os.path.dirname(paths[0])
+    if len(paths) != count:
+        sys.exit(f'error: expected {count} {pattern} under {save}, found {len(paths)}')
+    out = []
+    for path in paths:
+        with open(path) as f:
+            out.append(json.load(f))
+    return out
 
 
 def depth(d):
     return '(' + ','.join(map(str, d)) + ')'
 
 
-t, t_dir = load(f'models/{teacher}_*/summary.json')
-s, s_dir = load(f'models/{student}_*/summary.json')
-d, d_dir = load(f'student_model/S-{student}-2-2-2_*/summary.json')
-bcs, bcs_dir = load('search/BCS_*/search.json')
+def cell(values):
+    if len(values) == 1:
+        return f'{values[0]:.2f} (1)'
+    return f'{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} ({len(values)})'
+
+
+t, = runs(f'models/{teacher}_*/summary.json')
+scratch = runs(f'models/{student}_*/summary.json', 3)
+kd = runs(f'student_model/S-{student}*_kd_*/summary.json', 3)
+d, = runs(f'student_model/S-{student}-2-2-2_*_crd_mc-*/summary.json')
+bcs, = runs('search/BCS_*/search.json')
 w = bcs['winner']
 visited = ', '.join(depth(c['block_depth']) for c in bcs['candidates'])
-rows = [('teacher', f'{teacher}', t['params'], t['best_acc']),
-        ('student from scratch', f'{student} (2,2,2)', s['params'], s['best_acc']),
-        ('student distilled (CRD+MC)', f'{student} (2,2,2)', d['params'], d['best_acc']),
+rows = [('teacher', f'{teacher}', t['params'], [t['best_acc']]),
+        ('student from scratch', f'{student} (2,2,2)', scratch[0]['params'], [r['best_acc'] for r in scratch]),
+        ('student distilled (KD)', f'{student} (2,2,2)', kd[0]['params'], [r['best_acc'] for r in kd]),
+        ('student distilled (CRD+MC)', f'{student} (2,2,2)', d['params'], [d['best_acc']]),
         ('BCS best composition (CRD+MC)', f'{student} {depth(w["block_depth"])}', w['params'],
-         w['best_acc'])]
-lines = ['| Run | Model | Params | Best test acc (%) |', '|---|---|---|---|']
-lines += [f'| {r} | {m} | {p:,} | {a:.2f} |' for r, m, p, a in rows]
-lines += ['', f'Digits (1,437 train / 360 test images). BCS visited {visited}; '
-          f'winner {depth(w["block_depth"])}.']
+         [w['best_acc']])]
+lines = ['| Run | Model | Params | Best test acc (%): mean ± std (seeds) |', '|---|---|---|---|']
+lines += [f'| {r} | {m} | {p:,} | {cell(a)} |' for r, m, p, a in rows]
+
+# Does KD beat training from scratch here? A difference counts only beyond twice its standard error.
+a, b = [r['best_acc'] for r in kd], [r['best_acc'] for r in scratch]
+delta = statistics.mean(a) - statistics.mean(b)
+noise = 2 * math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
+setting = f'{d["epochs"]} student epochs on digits'
+if abs(delta) <= noise:
+    verdict = f'KD vs scratch: {delta:+.2f} points, within seed noise (±{noise:.2f}): KD does not measurably help in {setting}.'
+elif delta > 0:
+    verdict = f'KD vs scratch: {delta:+.2f} points, beyond seed noise (±{noise:.2f}): KD helps in {setting}.'
+else:
+    verdict = f'KD vs scratch: {delta:+.2f} points, beyond seed noise (±{noise:.2f}): KD does not help in {setting}.'
+lines += ['', verdict, '',
+          f'Digits (1,437 train / 360 test images), {t["epochs"]} teacher and {d["epochs"]} student epochs. '
+          f'The CRD+MC and BCS rows are one seed each. BCS visited {visited}; winner {depth(w["block_depth"])}.']
 plots = sorted(glob.glob(os.path.join(save, '**', '*.png'), recursive=True))
 lines += ['', 'Plots:'] + [f'- {os.path.relpath(p, save)}' for p in plots]
 text = '\n'.join(lines) + '\n'

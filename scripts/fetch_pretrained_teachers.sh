@@ -1,7 +1,8 @@
 #!/bin/sh
 # Download the published CIFAR-100 teachers to save/models/<name>_vanilla/ckpt_epoch_240.pth
 # and link them from checkpoints/cifar100/. Usage:
-#   sh scripts/fetch_pretrained_teachers.sh [--save_root DIR] [name ...]    (-h for all options)
+#   sh scripts/fetch_pretrained_teachers.sh [--save_root DIR] [--eval [--data_folder DIR]] [name ...]
+# --eval prints each teacher's CIFAR-100 test accuracy beside the published one (-h: all options).
 # Sources can be overridden with CRD_TEACHER_URL_PRIMARY ({name} template) and
 # CRD_TEACHER_URL_MIRROR; the logic lives in helper/fetch.py.
 set -e

@@ -7,6 +7,7 @@ import glob
 import json
 import os
 import re
+import statistics
 import subprocess
 
 import pytest
@@ -16,16 +17,18 @@ from conftest import ROOT
 
 pytestmark = pytest.mark.slow  # trains epochs or starts processes
 
-ROWS = ('teacher', 'student from scratch', 'student distilled (CRD+MC)', 'BCS best composition (CRD+MC)')
+ROWS = ('teacher', 'student from scratch', 'student distilled (KD)', 'student distilled (CRD+MC)',
+        'BCS best composition (CRD+MC)')
 
 
 def table_rows(text):
-    """{row name: (model, accuracy)} from the printed markdown table."""
+    """{row name: (model, mean accuracy, std or None, n)} from the printed markdown table."""
     out = {}
     for line in text.splitlines():
-        m = re.match(r'\| (.+?) \| (.+?) \| ([\d,]+) \| (\d+\.\d\d) \|$', line)
+        m = re.match(r'\| (.+?) \| (.+?) \| ([\d,]+) \| (\d+\.\d\d)(?: ± (\d+\.\d\d))? \((\d+)\) \|$', line)
         if m:
-            out[m.group(1)] = (m.group(2), float(m.group(4)))
+            std = float(m.group(5)) if m.group(5) else None
+            out[m.group(1)] = (m.group(2), float(m.group(4)), std, int(m.group(6)))
     return out
 
 
@@ -47,6 +50,7 @@ def assert_image(path):
         assert image.size[0] > 200 and image.size[1] > 200
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.environ.get('SKIP_DEMO_TEST') == '1', reason='SKIP_DEMO_TEST=1')
 def test_demo_runs_offline_and_prints_every_row(tmp_path):
     save = tmp_path / 'demo'
@@ -56,18 +60,37 @@ def test_demo_runs_offline_and_prints_every_row(tmp_path):
     proc = subprocess.run(['bash', os.path.join(ROOT, 'scripts', 'demo.sh')], cwd=str(tmp_path), env=env,
                           capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    out = proc.stdout
-    assert 'removing the previous demo results' in out and not (save / 'stale.txt').exists()
-    assert all(re.search(rf'^=== \[\d+s\] {n}/5 ', out, re.M) for n in range(1, 6))
+    assert 'removing the previous demo results' in proc.stdout and not (save / 'stale.txt').exists()
+    check_demo_outputs(save, proc.stdout)
+
+
+def check_demo_outputs(save, out):
+    """What a finished demo printed (out) and left in its DEMO_SAVE_ROOT (save, a Path)."""
+    assert all(re.search(rf'^=== \[\d+s\] {n}/6 ', out, re.M) for n in range(1, 7))
 
     rows = table_rows(out)
     assert set(ROWS) <= set(rows), rows
-    teacher_model, teacher_acc = rows['teacher']
+    teacher_model, teacher_acc = rows['teacher'][:2]
     summary = read_json(only(str(save / 'models' / f'{teacher_model}_*' / 'summary.json')))
     assert summary['status'] == 'finished' and summary['best_acc'] == pytest.approx(teacher_acc, abs=0.01)
     assert summary['best_acc'] >= 90.0
 
-    distilled = read_json(only(str(save / 'student_model' / '*-2-2-2_*' / 'summary.json')))
+    # scratch and KD: three seeds each, the cell is their mean ± sample std
+    for row, pattern in (('student from scratch', save / 'models' / 'myresnet14_*' / 'summary.json'),
+                         ('student distilled (KD)', save / 'student_model' / '*_kd_*' / 'summary.json')):
+        found = [read_json(p) for p in glob.glob(str(pattern))]
+        accs = [s['best_acc'] for s in found]
+        assert sorted(s['options']['seed'] for s in found) == [0, 1, 2]
+        assert rows[row][1:] == (pytest.approx(statistics.mean(accs), abs=0.006),
+                                 pytest.approx(statistics.stdev(accs), abs=0.006), 3)
+    kd = [read_json(p) for p in glob.glob(str(save / 'student_model' / '*_kd_*' / 'summary.json'))]
+    assert all((s['options']['gamma'], s['options']['alpha']) == (0.1, 0.9) for s in kd)
+    verdict = re.search(r'^KD vs scratch: ([+-]\d+\.\d\d) points, (within|beyond) seed noise', out, re.M)
+    assert verdict, out[-2000:]
+    delta = float(verdict.group(1))
+    assert delta == pytest.approx(rows['student distilled (KD)'][1] - rows['student from scratch'][1], abs=0.02)
+
+    distilled = read_json(only(str(save / 'student_model' / '*-2-2-2_*_crd_mc-*' / 'summary.json')))
     assert (distilled['distill'], distilled['mc']) == ('crd', 1)
     assert distilled['best_acc'] == pytest.approx(rows['student distilled (CRD+MC)'][1], abs=0.01)
     search_dir = only(str(save / 'search' / 'BCS_*'))
@@ -87,7 +110,8 @@ def test_demo_runs_offline_and_prints_every_row(tmp_path):
     with open(save / 'results.md') as f:
         assert set(ROWS) <= set(table_rows(f.read()))
     run_dirs = [os.path.dirname(p) for p in glob.glob(str(save / '*' / '*' / 'summary.json'))]
-    assert len(run_dirs) == 2 + len(search['candidates'])  # teacher, scratch; distilled = candidate 1
+    # teacher, 3 scratch, 3 KD; the CRD+MC student is the search's candidate 1
+    assert len(run_dirs) == 7 + len(search['candidates'])
     for folder in run_dirs:
         assert_image(os.path.join(folder, 'curves.png'))
     assert_image(os.path.join(search_dir, 'search.png'))

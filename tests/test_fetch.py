@@ -247,3 +247,25 @@ def test_default_is_every_published_teacher():
     assert fetch.parse_names([]) == ['resnet56', 'resnet110', 'resnet32x4', 'wrn_40_2',
                                      'vgg13', 'ResNet50']
     assert fetch.parse_names(['vgg13', 'vgg13']) == ['vgg13']
+
+
+def test_eval_prints_test_accuracy_beside_the_published_one(tmp_path, capsys):
+    """A resnet56 whose classifier always answers class 7 scores exactly 1% on a test set with
+    one image per class; the published resnet56 accuracy is 72.34."""
+    from helpers_data import write_tiny_cifar100
+    from models import model_dict
+    model = model_dict['resnet56'](num_classes=100)
+    with torch.no_grad():
+        model.fc.weight.zero_()
+        model.fc.bias.zero_()
+        model.fc.bias[7] = 1.0
+    path = saved(tmp_path, 'resnet56')
+    path.parent.mkdir(parents=True)
+    torch.save({'model': model.state_dict(), 'epoch': 240, 'accuracy': 72.34}, path)
+    data = write_tiny_cifar100(str(tmp_path / 'data'))
+    argv = ['resnet56', '--save_root', str(tmp_path / 'save'), '--link_root', str(tmp_path / 'links'), '--eval']
+    assert fetch.main(argv + ['--data_folder', data]) == 0
+    out = capsys.readouterr().out
+    assert 'resnet56: CIFAR-100 test top-1 1.00 (published 72.34, difference -71.34)' in out
+    assert fetch.main(argv + ['--data_folder', str(tmp_path / 'nothing')]) == 0
+    assert '--eval: no CIFAR-100 test set at' in capsys.readouterr().out

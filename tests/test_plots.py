@@ -89,3 +89,60 @@ def test_figure_script_writes_the_illustrative_example(tmp_path):
                              '--out', str(out)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert_png(str(out), min_size=(1200, 700))
+
+
+@pytest.fixture
+def kept_figures(monkeypatch):
+    """The figures the plot functions draw, kept open for inspection instead of saved."""
+    figures = []
+
+    def keep(fig, out):
+        figures.append(fig)
+        return out
+
+    monkeypatch.setattr(plots, '_save', keep)
+    yield figures
+    for fig in figures:
+        plots.plt.close(fig)
+
+
+def test_weighted_terms_are_what_the_total_adds_up():
+    log = {'loss_ce': [2.0, 1.0], 'loss_kd': [0.5, 0.4], 'loss_method': [8.0, 6.0], 'loss_mc': [6000.0, 2000.0]}
+    crd_mc = {'distill': 'crd', 'gamma': 1.0, 'alpha': 0.0, 'beta': 0.8, 'mc': 1, 'mc_weight': 0.001}
+    terms = plots.weighted_terms(log, crd_mc)
+    assert list(terms) == ['γ·CE (×1)', 'β·crd (×0.8)', 'β·w·MC (×0.0008)']  # alpha 0: no KD term
+    assert terms['β·w·MC (×0.0008)'] == pytest.approx([4.8, 1.6])
+    assert terms['β·crd (×0.8)'] == pytest.approx([6.4, 4.8])
+    kd = {'distill': 'kd', 'gamma': 0.1, 'alpha': 0.9, 'beta': 0.0, 'mc': 0, 'mc_weight': 0.001}
+    assert plots.weighted_terms(log, kd) == {'γ·CE (×0.1)': pytest.approx([0.2, 0.1]),
+                                             'α·KD (×0.9)': pytest.approx([0.45, 0.36])}
+    assert plots.weighted_terms(log, {}) == {'CE (×1)': [2.0, 1.0]}  # trained without a teacher
+
+
+def test_run_curves_log_axis_weighted_terms_whole_epochs(tmp_path, kept_figures):
+    run = tmp_path / 'run'
+    write_log(run, epochs=3, milestones=())
+    (run / 'summary.json').write_text(json.dumps({'status': 'finished', 'options': {
+        'distill': 'crd', 'gamma': 1.0, 'alpha': 0.0, 'beta': 0.8, 'mc': 1, 'mc_weight': 0.001}}))
+    plots.plot_run(str(run))
+    ax_acc, ax_loss = kept_figures[0].axes
+    assert ax_loss.get_yscale() == 'log'
+    lines = {line.get_label(): list(line.get_ydata()) for line in ax_loss.get_lines()}
+    assert lines['β·w·MC (×0.0008)'] == pytest.approx([0.8 * 0.001 * 0.01] * 3)
+    assert lines['β·crd (×0.8)'] == pytest.approx([0.4] * 3)
+    for ax in (ax_acc, ax_loss):
+        ticks = [t for t in ax.get_xticks() if 1 <= t <= 3]
+        assert ticks and all(float(t).is_integer() for t in ticks)
+
+
+def test_search_plot_in_visiting_order_labelled_by_composition(tmp_path, kept_figures):
+    # BCS keeps the parameters nearly equal: they must not be the x axis
+    candidates = [{'block_depth': d, 'params': p, 'best_acc': a, 'phase': 1, 'status': 'finished'}
+                  for d, p, a in [([2, 2, 2], 175258, 92.2), ([2, 6, 1], 175514, 93.9), ([6, 5, 1], 175550, 93.1)]]
+    (tmp_path / 'search.json').write_text(json.dumps({'candidates': candidates, 'winner': candidates[1]}))
+    plots.plot_search(str(tmp_path))
+    ax = kept_figures[0].axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ['[2,2,2]', '[2,6,1]', '[6,5,1]']
+    assert list(ax.get_xticks()) == [1, 2, 3]
+    star = [c for c in ax.collections if c.get_label() == 'winner'][0]
+    assert star.get_offsets().tolist() == [[2.0, 93.9]]

@@ -1,0 +1,243 @@
+"""Co-trained BCS candidates: same weights and log.csv as each candidate trained alone, one teacher
+forward per batch for all of them, resume after a stop, and search.py using it."""
+import os
+import threading
+
+import pytest
+import torch
+
+from helper import cotrain
+from helper.errors import UsageError
+from helper.loops import Preempted
+from helper.run import run
+from helpers_data import load_weights_only, parse_student, student_args
+
+COMPS = ['2,2,2', '1,2,3', '3,1,1']
+
+
+def cand(data, save_root, path_t, comp, *extra):
+    return parse_student(student_args(data, str(save_root), path_t, 'crd', 'myresnet14', '--block_depth', comp,
+                                      '--epochs', '2', '--mc', '1', *extra))
+
+
+def run_files(run_dir):
+    with open(os.path.join(run_dir, 'log.csv')) as f:
+        log = f.read()
+    return log, load_weights_only(os.path.join(run_dir, 'myresnet14_last.pth'))
+
+
+def assert_same_run(a_dir, b_dir):
+    log_a, ck_a = run_files(a_dir)
+    log_b, ck_b = run_files(b_dir)
+    assert log_a == log_b
+    for part in ('model', 'method'):
+        assert ck_a[part].keys() == ck_b[part].keys()
+        for k in ck_a[part]:
+            assert torch.equal(ck_a[part][k], ck_b[part][k]), (part, k)
+    mom_a, mom_b = ck_a['optimizer']['state'], ck_b['optimizer']['state']
+    for k in mom_a:
+        assert torch.equal(mom_a[k]['momentum_buffer'], mom_b[k]['momentum_buffer'])
+
+
+@pytest.fixture(scope='module')
+def setup(data, teachers):
+    return data, teachers('wrn_40_1')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('teacher_batch', ['1', '4'])
+def test_cotrained_candidates_equal_alone(setup, tmp_path, monkeypatch, teacher_batch):
+    data, path_t = setup
+    torch.use_deterministic_algorithms(True)
+    try:
+        alone = [run(cand(data, tmp_path / 'alone', path_t, c, '--teacher_batch', teacher_batch), 'student')
+                 for c in COMPS]
+        forwards = []
+        real = cotrain.Baton.__init__
+
+        def spy(self, n):
+            real(self, n)
+            forwards.append(self.shared)
+        monkeypatch.setattr(cotrain.Baton, '__init__', spy)
+        together = cotrain.cotrain([cand(data, tmp_path / 'co', path_t, c, '--teacher_batch', teacher_batch)
+                                    for c in COMPS])
+    finally:
+        torch.use_deterministic_algorithms(False)
+    for a, b in zip(alone, together):
+        assert a['status'] == b['status'] == 'finished'
+        assert a['best_acc'] == b['best_acc']
+        assert_same_run(a['run_dir'], b['run_dir'])
+    shared = forwards[0]
+    assert shared.served == 3 * shared.computed  # every teacher forward served all three
+
+
+def test_incompatible_candidates_are_refused(setup, tmp_path):
+    data, path_t = setup
+    a = cand(data, tmp_path, path_t, '2,2,2')
+    b = cand(data, tmp_path, path_t, '1,2,3', '--seed', '1')
+    with pytest.raises(UsageError, match='--seed'):
+        cotrain.cotrain([a, b], run_fn=lambda o, k: None)
+
+
+def test_baton_takes_turns_in_order_and_skips_finished_runs():
+    baton, order = cotrain.Baton(3), []
+    steps = {0: 3, 1: 1, 2: 2}
+
+    def work(i):
+        cotrain._local.baton, cotrain._local.index = baton, i
+        baton.wait_turn(i)
+        for s in range(steps[i]):
+            order.append((i, s))
+            cotrain.yield_turn()
+        baton.leave(i)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert order == [(0, 0), (1, 0), (2, 0), (0, 1), (2, 1), (0, 2)]
+
+
+def test_failure_of_one_run_lets_the_others_finish(setup, tmp_path):
+    data, path_t = setup
+    done = []
+
+    def fake_run(opt, kind):
+        if opt.block_depth == '1,2,3':
+            raise Preempted(15)
+        cotrain.yield_turn()
+        done.append(opt.block_depth)
+        return {'ok': True}
+    with pytest.raises(Preempted):
+        cotrain.cotrain([cand(data, tmp_path, path_t, c) for c in COMPS], run_fn=fake_run)
+    assert sorted(done) == ['2,2,2', '3,1,1']
+
+
+@pytest.mark.slow
+def test_stopped_cotraining_resumes(setup, tmp_path, monkeypatch):
+    """A stop mid-phase checkpoints every candidate; the rerun with --resume finishes them all
+    with the weights of an uninterrupted co-training."""
+    data, path_t = setup
+    import helper.loops as loops
+    real_update = loops.EpochState.update
+    calls = {'n': 0}
+
+    def update_then_stop(self, *a, **k):
+        real_update(self, *a, **k)
+        calls['n'] += 1
+        if calls['n'] == 9:  # epoch 1, step 3 of the first candidate's turn
+            cotrain._stop['signum'] = 15
+    monkeypatch.setattr(loops.EpochState, 'update', update_then_stop)
+    torch.use_deterministic_algorithms(True)
+    try:
+        with pytest.raises(Preempted):
+            cotrain.cotrain([cand(data, tmp_path / 'co', path_t, c) for c in COMPS])
+        monkeypatch.setattr(loops.EpochState, 'update', real_update)
+        resumed = cotrain.cotrain([cand(data, tmp_path / 'co', path_t, c, '--resume') for c in COMPS])
+        straight = cotrain.cotrain([cand(data, tmp_path / 'straight', path_t, c) for c in COMPS])
+    finally:
+        torch.use_deterministic_algorithms(False)
+    for a, b in zip(resumed, straight):
+        assert a['status'] == 'finished'
+        assert_same_run(a['run_dir'], b['run_dir'])
+
+
+def test_gpus_split_a_phase_into_cotrained_groups(setup, tmp_path, monkeypatch, capsys):
+    """--gpus with fewer slots than candidates: one co-training process per slot, whose command
+    line parses to exactly the candidates search.py built."""
+    import json
+    import search
+    from helper.options import differing_option, finalize, options_dict, student_parser
+    from helper.run import run_dir_of
+    data, path_t = setup
+    argv = student_args(data, str(tmp_path), path_t, 'kd', 'myresnet14', '--block_depth', '2,2,2', '--gpus', '0,1')
+    opt = finalize(search.search_parser().parse_args(argv), 'student')
+    s = search.Search(opt)
+    todo = [search.candidate_options(opt, comp, False) for comp in ((2, 2, 2), (2, 3, 1), (2, 4, 1))]
+    seen = []
+
+    class Fake:
+        def __init__(self, cmd, env):
+            assert cmd[1:3] == ['-m', 'helper.cotrain']
+            groups, cur = [], []
+            for a in cmd[3:]:
+                if a == '--next':
+                    groups.append(cur)
+                    cur = []
+                else:
+                    cur.append(a)
+            groups.append(cur)
+            for g in groups:
+                o = finalize(student_parser().parse_args(g), 'student')
+                match = [c for c in todo if list(c.block_depth) == list(o.block_depth)][0]
+                assert run_dir_of(o, 'student') == run_dir_of(match, 'student')
+                assert differing_option(options_dict(o), options_dict(match)) is None
+                os.makedirs(run_dir_of(o, 'student'))
+                with open(os.path.join(run_dir_of(o, 'student'), 'summary.json'), 'w') as f:
+                    json.dump({'status': 'finished', 'params': 1, 'best_acc': 1.0, 'last_acc': 1.0,
+                               'run_dir': run_dir_of(o, 'student'), 'wall_time_s': 1.0}, f)
+            seen.append((env['CUDA_VISIBLE_DEVICES'], [tuple(finalize(student_parser().parse_args(g),
+                                                                     'student').block_depth) for g in groups]))
+
+        def poll(self):
+            return 0
+    import functools
+    from helper.scheduler import run_parallel
+    monkeypatch.setattr(search, 'run_parallel', functools.partial(run_parallel, popen=Fake, poll_s=0))
+    os.makedirs(s.dir, exist_ok=True)
+    s._train_parallel(todo, 1)
+    assert sorted(seen) == [('0', [(2, 2, 2), (2, 4, 1)]), ('1', [(2, 3, 1)])]
+    assert [r['block_depth'] for r in s.records] == [[2, 2, 2], [2, 3, 1], [2, 4, 1]]
+    # the two candidates of slot 0 shared its time: each is charged half
+    assert [r['device_hours'] * 3600 for r in s.records] == pytest.approx([0.5, 1.0, 0.5])
+
+
+def test_no_cotrain_flag_trains_separately(setup, tmp_path, monkeypatch):
+    import search
+    data, path_t = setup
+    argv = student_args(data, str(tmp_path), path_t, 'kd', 'myresnet14', '--block_depth', '2,2,2', '--no_cotrain')
+    called = []
+    monkeypatch.setattr(cotrain, 'cotrain', lambda opts: called.append(opts))
+    monkeypatch.setattr(search, 'train_student', lambda c: {
+        'status': 'finished', 'params': 1, 'best_acc': float(sum(c.block_depth)), 'last_acc': 0.0,
+        'run_dir': 'x', 'wall_time_s': 1.0})
+    assert search.main(argv) == 0
+    assert called == []
+    monkeypatch.setattr(cotrain, 'cotrain', lambda opts: called.append(len(opts)) or [
+        {'status': 'finished', 'params': 1, 'best_acc': float(sum(c.block_depth)), 'last_acc': 0.0,
+         'run_dir': 'x', 'wall_time_s': 1.0} for c in opts])
+    assert search.main(argv[:-1] + ['--trial', 'co']) == 0
+    assert called and all(n > 1 for n in called)
+
+
+def test_cotrain_entry_point_parses_groups_and_exits_like_train_student(setup, tmp_path, monkeypatch, capsys):
+    data, path_t = setup
+    seen = []
+    monkeypatch.setattr(cotrain, 'cotrain', lambda opts: seen.append([o.block_depth for o in opts]))
+    argv = [student_args(data, str(tmp_path), path_t, 'kd', 'myresnet14', '--block_depth', c) for c in COMPS]
+    assert cotrain.main(argv[0] + ['--next'] + argv[1] + ['--next'] + argv[2]) == 0
+    assert seen == [COMPS]
+
+    def refuse(opts):
+        raise UsageError('co-training needs candidates that differ only in their composition; --seed differs')
+    monkeypatch.setattr(cotrain, 'cotrain', refuse)
+    assert cotrain.main(argv[0] + ['--next'] + argv[1]) == 2
+    assert capsys.readouterr().err.startswith('error: co-training needs')
+    monkeypatch.setattr(cotrain, 'cotrain', lambda opts: (_ for _ in ()).throw(Preempted(15)))
+    assert cotrain.main(argv[0]) == 128 + 15
+
+
+@pytest.mark.slow
+def test_cotrained_fast_path_equals_alone(data, teacher, tmp_path):
+    """--fast (compiled modules in each run's thread, data on the device, batched teacher):
+    still the same log.csv as alone."""
+    path_t = teacher
+
+    def fast(root, comp):
+        return parse_student(student_args(data, str(tmp_path / root), path_t, 'crd', 'myresnet14', '--block_depth',
+                                          comp, '--fast', '--teacher_batch', '2'))
+    together = cotrain.cotrain([fast('co', c) for c in ('1,1,1', '1,2,1')])
+    alone = [run(fast('alone', c), 'student') for c in ('1,1,1', '1,2,1')]
+    for a, b in zip(alone, together):
+        assert run_files(a['run_dir'])[0] == run_files(b['run_dir'])[0]
