@@ -166,12 +166,8 @@ def cotrain(opts, kind='student', run_fn=None):
     return results
 
 
-def main(argv=None):
-    """Co-train train_student.py command lines separated by '--next' (one process per GPU slot);
-    exit codes as train_student.py's."""
-    from helper.loops import NonFiniteLoss, Preempted
-    from helper.options import student_parser
-    argv = sys.argv[1:] if argv is None else argv
+def split_groups(argv):
+    """The command lines of a co-training call: argv split at each '--next'."""
     groups, cur = [], []
     for a in argv:
         if a == '--next':
@@ -180,17 +176,24 @@ def main(argv=None):
         else:
             cur.append(a)
     groups.append(cur)
+    return groups
+
+
+def main(argv=None):
+    """Co-train train_student.py command lines separated by '--next' (one process per GPU slot);
+    exit codes as train_student.py's."""
+    from helper.checkpoint import WriteError
+    from helper.loops import NonFiniteLoss, Preempted
+    from helper.options import student_parser
+    from helper.run import exit_code
+    groups = split_groups(sys.argv[1:] if argv is None else argv)
     try:
         cotrain([student_parser().parse_args(g) for g in groups])
-    except UsageError as e:
+    except (UsageError, NonFiniteLoss, WriteError) as e:
         print(f'error: {e}', file=sys.stderr)
-        return 2
+        return exit_code(e)
     except Preempted as e:
-        sig = e.args[0] if e.args else signal.SIGTERM
-        return 128 + int(sig) if isinstance(sig, int) else 1
-    except NonFiniteLoss as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 3
+        return exit_code(e)
     return 0
 
 

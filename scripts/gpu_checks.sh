@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One CUDA session's checks, in order of importance, bounded to about 7.5 minutes in all:
+# The GPU checks, in order of importance, bounded to about 7.5 minutes in all:
 #   1. the whole resnet110 -> resnet20 CRD --fast run (240 epochs, generated 50,000-image set),
 #      timed from its start to its summary.json (cut at RUN_LIMIT seconds: then epochs done and
 #      seconds per epoch are reported instead);

@@ -160,14 +160,7 @@ def test_gpus_split_a_phase_into_cotrained_groups(setup, tmp_path, monkeypatch, 
     class Fake:
         def __init__(self, cmd, env):
             assert cmd[1:3] == ['-m', 'helper.cotrain']
-            groups, cur = [], []
-            for a in cmd[3:]:
-                if a == '--next':
-                    groups.append(cur)
-                    cur = []
-                else:
-                    cur.append(a)
-            groups.append(cur)
+            groups = cotrain.split_groups(cmd[3:])
             for g in groups:
                 o = finalize(student_parser().parse_args(g), 'student')
                 match = [c for c in todo if list(c.block_depth) == list(o.block_depth)][0]

@@ -146,3 +146,23 @@ def test_search_plot_in_visiting_order_labelled_by_composition(tmp_path, kept_fi
     assert list(ax.get_xticks()) == [1, 2, 3]
     star = [c for c in ax.collections if c.get_label() == 'winner'][0]
     assert star.get_offsets().tolist() == [[2.0, 93.9]]
+
+
+def test_recorded_term_weights_cover_a_method_own_terms():
+    """summary.json's term_weights (what the trainer optimised) win over the options, and a
+    method's extra loss_<term> columns are weighted too."""
+    log = {'loss_ce': [2.0], 'loss_kd': [0.5], 'loss_method': [8.0], 'loss_extra': [3.0]}
+    options = {'distill': 'crd', 'gamma': 1.0, 'alpha': 0.0, 'beta': 0.8, 'mc': 0}
+    terms = plots.weighted_terms(log, options, {'ce': 1.0, 'kd': 0.0, 'method': 0.8, 'extra': 0.25})
+    assert terms == {'γ·CE (×1)': [2.0], 'β·crd (×0.8)': pytest.approx([6.4]), 'extra (×0.25)': [0.75]}
+
+
+def test_run_curves_use_the_recorded_term_weights(tmp_path, kept_figures):
+    run = tmp_path / 'run'
+    write_log(run, epochs=2, milestones=())
+    (run / 'summary.json').write_text(json.dumps({'status': 'finished', 'term_weights': {'ce': 0.5, 'method': 2.0},
+                                                  'options': {'distill': 'crd', 'gamma': 1.0, 'beta': 0.8}}))
+    plots.plot_run(str(run))
+    lines = {line.get_label(): list(line.get_ydata()) for line in kept_figures[0].axes[1].get_lines()}
+    assert lines['γ·CE (×0.5)'] == pytest.approx([1.0] * 2)
+    assert lines['β·crd (×2)'] == pytest.approx([1.0] * 2)

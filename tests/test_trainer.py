@@ -119,3 +119,13 @@ def test_run_folder_log_has_one_row_per_epoch_and_zero_for_missing_terms(tmp_pat
     assert list(rows[0]) == list(columns) and rows[0]['loss_ce'] == '1.5' and rows[0]['loss_kd'] == '0'
     assert json.loads(json.dumps(rows))   # plain strings
     assert not os.path.exists(folder.summary_path)
+
+
+def test_summary_records_the_weight_of_every_term(data, teacher, tmp_path):
+    """log.csv's loss_* columns are unweighted: the plots weigh them with these."""
+    trainer = few_step_trainer(data, teacher, tmp_path, 'crd', 'myresnet8', '--mc', '1')
+    weights = trainer.summary('running', 0)['term_weights']
+    opt = trainer.opt
+    assert weights == pytest.approx({'ce': opt.gamma, 'kd': opt.alpha, 'method': opt.beta,
+                                     'mc': opt.beta * opt.mc_weight})
+    assert json.loads(json.dumps(weights)) == weights
