@@ -45,10 +45,10 @@ def search_parser():
 
 def candidate_options(opt, comp, short):
     """Options of one candidate run: its composition and, when short, the shortened schedule."""
-    c = opt.replace(block_depth=list(comp), resume=False)
+    c = opt.request(block_depth=list(comp), resume=False)
     if short:
         scale = opt.search_epochs / opt.epochs
-        c = c.replace(epochs=opt.search_epochs, trial=f'{opt.trial}-bcs{opt.search_epochs}',
+        c = c.request(epochs=opt.search_epochs, trial=f'{opt.trial}-bcs{opt.search_epochs}',
                       lr_decay_epochs=sorted({max(1, round(m * scale)) for m in opt.lr_decay_epochs
                                               if round(m * scale) < opt.search_epochs} or set()))
     return c

@@ -142,10 +142,11 @@ def _check_name(kind, value, names, flag):
 class Options(argparse.Namespace):
     """Options after finalize: checked, completed and read-only; replace() makes a changed copy.
 
-    vars() holds the options (what the user asked for, defaults resolved); seed_auto, whether
-    finalize drew the seed, is run state kept beside them (a resume adopts the run's seed)."""
+    vars() holds the options the run uses (what the user asked for, defaults resolved). Kept beside
+    them: `requested`, the options exactly as given (None where omitted), and seed_auto, whether
+    finalize drew the seed (run state: a resume adopts the run's seed)."""
 
-    __slots__ = ('seed_auto',)
+    __slots__ = ('seed_auto', 'requested')
 
     def __setattr__(self, name, value):
         raise AttributeError(f'options are read-only after finalize; use replace({name}=...)')
@@ -154,17 +155,24 @@ class Options(argparse.Namespace):
         raise AttributeError('options are read-only after finalize')
 
     @classmethod
-    def frozen(cls, values, seed_auto=False):
+    def frozen(cls, values, seed_auto=False, requested=None):
         out = cls.__new__(cls)
         out.__dict__.update(values)
         object.__setattr__(out, 'seed_auto', seed_auto)
+        object.__setattr__(out, 'requested', dict(requested or {}))
         return out
 
     def replace(self, **changes):
-        return Options.frozen({**vars(self), **changes}, self.seed_auto)
+        """A copy with values the run resolved; what was requested stays."""
+        return Options.frozen({**vars(self), **changes}, self.seed_auto, self.requested)
+
+    def request(self, **changes):
+        """A copy as if these values had been given too (a search candidate's own flags)."""
+        return Options.frozen({**vars(self), **changes}, self.seed_auto,
+                              {**self.requested, **options_dict(argparse.Namespace(**changes))})
 
     def __reduce__(self):  # pickle and copy without __setattr__
-        return Options.frozen, (dict(vars(self)), self.seed_auto)
+        return Options.frozen, (dict(vars(self)), self.seed_auto, self.requested)
 
 
 def finalize(opt, kind):
@@ -172,10 +180,11 @@ def finalize(opt, kind):
     'teacher' or 'student'."""
     if isinstance(opt, Options):
         return opt
+    requested = options_dict(opt)
     opt = argparse.Namespace(**vars(opt))
     seed_auto = opt.seed is None
     _complete(opt, kind)
-    return Options.frozen(vars(opt), seed_auto)
+    return Options.frozen(vars(opt), seed_auto, requested)
 
 
 def _complete(opt, kind):

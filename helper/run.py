@@ -130,7 +130,8 @@ def evaluate_only(opt, folder, exp, device, autocast):
 
 def exit_code(err):
     """The process exit status for a run that ended with err: 2 bad input, 3 non-finite loss,
-    4 a file could not be written, 128 + signal number after a preemption (as a shell reports a process killed by it)."""
+    4 a file could not be written, 128 + signal number after a preemption (as a shell reports a
+    process killed by it)."""
     if isinstance(err, UsageError):
         return 2
     if isinstance(err, NonFiniteLoss):

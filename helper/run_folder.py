@@ -5,8 +5,6 @@ Training (helper/run.py), search.py and report.py all read run folders through t
 import csv
 import os
 
-import torch
-
 from helper.checkpoint import (append_line, load_resumable, read_json, remove_stale_temporaries, resumable_paths,
                                save_checkpoint, save_resumable, set_aside, write_json, write_text)
 from helper.errors import UsageError

@@ -141,7 +141,7 @@ class Trainer:
                 'best_epoch': self.best_epoch, 'last_acc': self.history[-1]['test_acc'] if self.history else None,
                 'teacher_acc': self.teacher_acc, 'params': self.n_params, 'epochs': opt.epochs,
                 'epochs_done': epochs_done, 'wall_time_s': round(self.wall_time(), 2),
-                'run_dir': self.folder.path, 'options': options_dict(opt),
+                'run_dir': self.folder.path, 'options': options_dict(opt), 'requested_options': opt.requested,
                 # log.csv's loss_* columns are unweighted: what each term counts in the total
                 'term_weights': {t: float(w) for t, w in self.method.weights.items()}}
 
@@ -153,7 +153,8 @@ class Trainer:
         return {'epoch': epoch, 'model': self.student.state_dict(),
                 'method': self.method.core.state_dict() if self.kind == 'student' else {},
                 'optimizer': self.optimizer.state_dict(), 'scaler': self.scaler.state_dict(),
-                'rng': rng_state(), 'opt': options_dict(self.opt), 'history': self.history,
+                'rng': rng_state(), 'opt': options_dict(self.opt), 'requested_options': self.opt.requested,
+                'history': self.history,
                 'best_acc': self.best_acc, 'best_epoch': self.best_epoch, 'init_done': self.init_done,
                 'partial': partial, 'teacher_acc': self.teacher_acc, 'wall_time_s': self.wall_time()}
 

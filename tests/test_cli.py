@@ -150,3 +150,19 @@ def test_candidate_command_line_is_built_from_the_options():
     assert '--lr_decay_epochs=' in argv and '--resume' in argv and '--beta=0.8' in argv
     again = finalize(student_parser().parse_args(argv), 'student')
     assert vars(again) == vars(c)
+
+
+def test_options_keep_what_was_requested_beside_what_was_resolved():
+    """Checkpoints and summary.json record both: `opt`/`options` the values the run used,
+    `requested_options` the command line as given (None where a flag was omitted)."""
+    parsed = student_parser().parse_args(['--path_t', 'x/resnet110_vanilla/c.pth', '--model_s', 'myresnet20',
+                                          '-b', '0.8', '--fast'])
+    opt = finalize(parsed, 'student')
+    assert opt.requested['learning_rate'] is None and opt.learning_rate == 0.05
+    assert opt.requested['gamma'] is None and opt.gamma == 1.0 and opt.requested['beta'] == 0.8
+    resolved = opt.replace(data_on_device=True)  # what --fast turns on is resolved, not requested
+    assert resolved.requested == opt.requested and resolved.requested['data_on_device'] is False
+    import search
+    c = search.candidate_options(opt, (2, 6, 1), short=False)  # a candidate's own flags count as given
+    assert c.requested['block_depth'] == [2, 6, 1] and c.requested['learning_rate'] is None
+    assert opt.requested['block_depth'] is None

@@ -92,6 +92,8 @@ def test_teacher_run_writes_published_outputs(data, teacher):
     assert summary['params'] == sum(p.numel() for p in models.build_model('resnet8').parameters())
     assert summary['best_acc'] == pytest.approx(acc) and summary['block_depth'] is None
     assert summary['wall_time_s'] > 0 and summary['options']['model'] == 'resnet8'
+    # the learning rate as resolved, and as given (omitted)
+    assert summary['options']['learning_rate'] == 0.05 and summary['requested_options']['learning_rate'] is None
     with open(os.path.join(os.path.dirname(os.path.dirname(run_dir)), 'result.txt')) as f:
         lines = f.read().splitlines()
     # the session's shared save root also collects other tests' runs: this run appears exactly once
