@@ -59,7 +59,8 @@ def previous_result(c):
     folder = run_folder_of(c, 'student')
     if folder.verdict()[0] == 'finished':
         s = folder.read_summary()
-        ignore = ('seed',) if c.seed_auto else ()
+        # --fast picks autocast by device: a finished --fast run recorded the amp it resolved
+        ignore = (('seed',) if c.seed_auto else ()) + (('amp',) if c.fast else ())
         key = differing_option(s.get('options', {}), options_dict(c), ignore)
         if key:
             raise UsageError(f'{folder.path} finished with a different --{key}; use another --trial')
