@@ -152,6 +152,11 @@ def resumable_paths(path):
     return [path, previous_path(path)]
 
 
+def has_resumable(path):
+    """`path`, or the previous checkpoint save_resumable kept beside it, exists: a run to --resume."""
+    return any(os.path.exists(p) for p in resumable_paths(path))
+
+
 def save_resumable(state, path):
     """Like save_checkpoint, but the checkpoint it replaces stays readable as previous_path(path)."""
     _atomic(path, lambda f: _torch_save(state, f), keep_previous=previous_path(path), delay=True)

@@ -5,8 +5,8 @@ Training (helper/run.py), search.py and report.py all read run folders through t
 import csv
 import os
 
-from helper.checkpoint import (append_line, load_resumable, read_json, remove_stale_temporaries, resumable_paths,
-                               save_checkpoint, save_resumable, set_aside, write_json, write_text)
+from helper.checkpoint import (append_line, has_resumable, load_resumable, read_json, remove_stale_temporaries,
+                               resumable_paths, save_checkpoint, save_resumable, set_aside, write_json, write_text)
 from helper.errors import UsageError
 from helper.runlock import check_free, claim, folder_state
 
@@ -65,7 +65,7 @@ class RunFolder:
 
     def has_resumable(self):
         """The last checkpoint, or the previous one that save_resumable kept."""
-        return any(os.path.exists(p) for p in resumable_paths(self.last_path))
+        return has_resumable(self.last_path)
 
     def watched_files(self):
         """The files whose change means another process wrote to the folder."""

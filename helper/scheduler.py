@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from helper.checkpoint import resumable_paths
+from helper.checkpoint import has_resumable
 from helper.errors import UsageError
 
 
@@ -51,11 +51,6 @@ def run_parallel(jobs, slots, command, poll_s=0.5, popen=subprocess.Popen):
 
 
 # ---- backends: how a driver's runs get trained (--launcher local|slurm) ----
-
-def has_checkpoint(path):
-    """A run with this resumable checkpoint, or the one kept before it, continues with --resume."""
-    return any(os.path.exists(p) for p in resumable_paths(path))
-
 
 class Run:
     """One run a driver hands to a backend: argv follows `python` (script path first), run_dir is
@@ -179,7 +174,7 @@ def train_runs(runs, opt, state_path, slots=(None,), job_name='crd'):
 
     def command(i, slot):
         env = dict(os.environ) if slot is None else dict(os.environ, CUDA_VISIBLE_DEVICES=slot)
-        resume = ['--resume'] if has_checkpoint(runs[i].resume_from) else []
+        resume = ['--resume'] if has_resumable(runs[i].resume_from) else []
         return [sys.executable, *runs[i].argv, *resume], env
     todo = [i for i, r in enumerate(runs) if not finished(r.run_dir)]
     failed = run_parallel(todo, list(slots), command)

@@ -25,7 +25,8 @@ import time
 import submitit
 
 from helper.errors import UsageError
-from helper.scheduler import finished, has_checkpoint, slurm_extra, slurm_minutes
+from helper.checkpoint import has_resumable
+from helper.scheduler import finished, slurm_extra, slurm_minutes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIGNAL_DELAY_S = 120  # submitit's signal comes this long before the time limit...
@@ -85,7 +86,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         self.__dict__.update(state, _proc=None, _code=None)
 
     def command(self):
-        return [sys.executable, *self.argv] + (['--resume'] if has_checkpoint(self.resume_from) else [])
+        return [sys.executable, *self.argv] + (['--resume'] if has_resumable(self.resume_from) else [])
 
     def _reap(self):
         self._code = self._proc.wait()  # on a thread: the main one stays free for signal handlers

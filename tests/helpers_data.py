@@ -92,3 +92,13 @@ def subprocess_env():
                CUDA_VISIBLE_DEVICES='')
     env['PYTHONPATH'] = ROOT + os.pathsep + env.get('PYTHONPATH', '')
     return env
+
+
+def failing_save(real_save, fail_when):
+    """torch.save that writes some bytes and dies (disk full) when fail_when(obj) is true."""
+    def save(obj, f, *args, **kwargs):
+        if fail_when(obj):
+            f.write(b'PK\x03\x04 half a checkpoint')
+            raise OSError(28, 'No space left on device')
+        return real_save(obj, f, *args, **kwargs)
+    return save

@@ -29,7 +29,8 @@ from helper import runlock
 from helper.checkpoint import WRITE_DELAY_ENV
 from helper.options import student_parser, teacher_parser
 from helper.run import WRITE_ERROR_EXIT, main
-from helpers_data import ROOT, load_weights_only, student_args, subprocess_env, teacher_args, tree, write_tiny_cifar100
+from helpers_data import (ROOT, failing_save, load_weights_only, student_args, subprocess_env, teacher_args, tree,
+                          write_tiny_cifar100)
 
 
 def call(kind, argv, capsys):
@@ -382,15 +383,6 @@ def test_unreadable_imagenet_image_names_the_file(tmp_path):
 
 
 # ---------------------------------------------------------------- write errors (disk full)
-
-def failing_save(real_save, fail_when):
-    def save(obj, f, *args, **kwargs):
-        if fail_when(obj):
-            f.write(b'PK\x03\x04 half a checkpoint')
-            raise OSError(28, 'No space left on device')
-        return real_save(obj, f, *args, **kwargs)
-    return save
-
 
 @pytest.mark.slow
 def test_disk_full_while_checkpointing_stops_with_its_own_exit_code(tmp_path, data, monkeypatch, capsys):

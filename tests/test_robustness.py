@@ -22,7 +22,7 @@ from helper import checkpoint as checkpoint_module
 from helper.loops import NonFiniteLoss
 from helper.options import student_parser, teacher_parser
 from helper.run import main, run
-from helpers_data import ROOT, load_weights_only, student_args, subprocess_env, teacher_args, tree
+from helpers_data import ROOT, failing_save, load_weights_only, student_args, subprocess_env, teacher_args, tree
 
 
 @pytest.fixture(scope='module')
@@ -347,16 +347,6 @@ def test_sigterm_writes_a_resumable_checkpoint_and_resumes_mid_epoch(tmp_path, d
 
 
 # ---------------------------------------------------------------- crash-safe writes
-
-def failing_save(real_save, fail_when):
-    """torch.save that writes some bytes and dies (disk full) when fail_when(obj) is true."""
-    def save(obj, f, *args, **kwargs):
-        if fail_when(obj):
-            f.write(b'PK\x03\x04 half a checkpoint')
-            raise OSError(28, 'No space left on device')
-        return real_save(obj, f, *args, **kwargs)
-    return save
-
 
 def test_checkpoint_writer_dying_mid_write_keeps_the_previous_one(tmp_path, monkeypatch):
     path = str(tmp_path / 'ckpt.pth')
