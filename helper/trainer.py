@@ -44,8 +44,12 @@ class StopFlag:
             if not sync_point:
                 return False
             flag = dist.all_reduce_sum(torch.tensor([1.0 if self.signum else 0.0]).to(_dist_device()))
-            if flag.item() > 0 and self.signum is None:
+            stop = flag.item() > 0
+            if stop and self.signum is None:
                 self.signum = signal.SIGTERM
+            # the reduced flag decides, not signum read again: a signal that lands during the
+            # all-reduce would stop this rank alone; the next sync point counts it on every rank
+            return stop
         return self.signum is not None
 
     def __exit__(self, *exc):
