@@ -61,13 +61,31 @@ def make_optimizer(params, opt, device):
                            weight_decay=opt.weight_decay, fused=fused or None)
 
 
-def compile_modules(device, *modules, graphs=True, dynamic=None):
+def _compile_frozen(module, dynamic):
+    """Compile a module whose weights never change again with inductor's freezing: the weights
+    become constants, batch norms fold into the convolutions, oneDNN packs the weights once.
+    The switch is read while tracing, which happens at calls, so it is on for this module's calls
+    only (a compiled student evaluated without gradients must keep reading its live weights)."""
+    from torch._inductor import config
+    compiled = torch.compile(module.forward, dynamic=dynamic)
+
+    def forward(*args, **kwargs):
+        with config.patch(freezing=True):
+            return compiled(*args, **kwargs)
+    module.forward = forward
+
+
+def compile_modules(device, *modules, graphs=True, dynamic=None, frozen=False):
     """torch.compile in place (state_dict keys unchanged). On CUDA with CUDA graphs: these small
     CIFAR nets are bound by kernel launches, not arithmetic. graphs=False: --step_graph captures
-    the whole step itself."""
+    the whole step itself. frozen: the teacher; frozen on the CPU (_compile_frozen)."""
     mode = 'reduce-overhead' if device.type == 'cuda' and graphs else None
     for module in modules:
-        if module is not None:
+        if module is None:
+            continue
+        if frozen and device.type == 'cpu':
+            _compile_frozen(module, dynamic)
+        else:
             module.compile(mode=mode, dynamic=dynamic)
 
 

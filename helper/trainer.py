@@ -102,7 +102,7 @@ class Trainer:
             compile_modules(self.device, self.train_module, graphs=graphs)
             # the teacher sees a few fixed batch sizes (--teacher_batch chunks, the test batch):
             # kernels specialised to each, not one dynamic-shape graph
-            compile_modules(self.device, self.teacher, graphs=graphs, dynamic=False)
+            compile_modules(self.device, self.teacher, graphs=graphs, dynamic=False, frozen=True)
         except Exception as e:  # platforms without a compiler toolchain
             log(f'--compile unavailable here ({type(e).__name__}: {e}); running eager')
 

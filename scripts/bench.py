@@ -71,7 +71,8 @@ def build(opt, device, info):
         step.to(memory_format=torch.channels_last)
         teacher.to(memory_format=torch.channels_last)
     if opt.compile:
-        compile_modules(device, step, teacher)
+        compile_modules(device, step)
+        compile_modules(device, teacher, dynamic=False, frozen=True)
     params = list(student.parameters()) + list(method.trainable.parameters())
     optimizer = make_optimizer(params, opt, device)
     return step, teacher, optimizer

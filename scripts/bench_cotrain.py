@@ -90,7 +90,7 @@ def main(argv=None):
         teacher.to(memory_format=torch.channels_last)
         Candidate.t_shapes = feature_shapes(teacher)
         if compile_:
-            compile_modules(device, teacher)
+            compile_modules(device, teacher, dynamic=False, frozen=True)
         loader_set_epoch(loader, 1)
         batches = [to_device(b, device, True) for _, b in zip(range(4), loader)]
         cands = {d: Candidate(opt, device, info, d, compile_) for phase in PHASES for d in phase}
