@@ -69,10 +69,16 @@ class StudentWithLoss(nn.Module):
 
 
 def teacher_forward(teacher, x, preact, autocast):
-    """Frozen teacher under inference mode; cloned so the features can be autograd targets."""
+    """Frozen teacher under inference mode; its outputs leave as normal tensors (inference tensors
+    cannot be autograd targets), copied once: a cast to fp32 already copies."""
     with torch.inference_mode(), autocast():
         feats, logit = teacher(x, is_feat=True, preact=preact)
-    return [at_least_fp32(f).clone() for f in feats], at_least_fp32(logit).clone()
+    return [_as_target(f) for f in feats], _as_target(logit)
+
+
+def _as_target(t):
+    out = at_least_fp32(t)
+    return out if out is not t else out.clone()
 
 
 def forward_backward(module, batch, teacher_out, epoch, autocast, optimizer, scaler):

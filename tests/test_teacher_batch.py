@@ -133,3 +133,22 @@ def test_bench_fast_side_with_teacher_batch(tmp_path):
                        '--json', str(out)]) == 0
     row = json.loads(out.read_text())['rows'][0]
     assert row['teacher_batch'] == 3 and row['fast_train_img_s'] > 0
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_teacher_outputs_are_fp32_autograd_targets(dtype):
+    """Inference tensors cannot be saved for backward: every output is a normal fp32 tensor with the
+    teacher's values, with or without bf16 autocast."""
+    teacher = trained_like_teacher()
+    x = torch.randn(4, 3, 32, 32)
+    autocast = (lambda: torch.autocast('cpu', dtype=torch.bfloat16)) if dtype == torch.bfloat16 \
+        else contextlib.nullcontext
+    feats, logit = teacher_forward(teacher, x, False, autocast)
+    with torch.inference_mode(), autocast():
+        want_feats, want_logit = teacher(x, is_feat=True)
+    for got, want in zip(feats + [logit], want_feats + [want_logit]):
+        assert not got.is_inference() and got.dtype == torch.float32
+        torch.testing.assert_close(got, want.float(), rtol=0, atol=0)
+        w = torch.ones_like(got, requires_grad=True)
+        (w * got).sum().backward()  # got saved for backward
+        torch.testing.assert_close(w.grad, got)
