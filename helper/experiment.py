@@ -61,32 +61,34 @@ def make_optimizer(params, opt, device):
                            weight_decay=opt.weight_decay, fused=fused or None)
 
 
-def _compile_frozen(module, dynamic):
-    """Compile a module whose weights never change again with inductor's freezing: the weights
+def compile_modules(device, *modules, graphs=True, dynamic=None):
+    """torch.compile in place (state_dict keys unchanged). On CUDA with CUDA graphs: these small
+    CIFAR nets are bound by kernel launches, not arithmetic. graphs=False: --step_graph captures
+    the whole step itself."""
+    mode = 'reduce-overhead' if device.type == 'cuda' and graphs else None
+    for module in modules:
+        if module is not None:
+            module.compile(mode=mode, dynamic=dynamic)
+
+
+def compile_teacher(device, teacher, graphs=True):
+    """The teacher sees a few fixed batch sizes (--teacher_batch chunks, the test batch): kernels
+    specialised to each, not one dynamic-shape graph. On the CPU it is compiled frozen: its weights
     become constants, batch norms fold into the convolutions, oneDNN packs the weights once.
-    The switch is read while tracing, which happens at calls, so it is on for this module's calls
-    only (a compiled student evaluated without gradients must keep reading its live weights)."""
+    Inductor reads the freezing switch while tracing, which happens at calls, so it is on for the
+    teacher's calls only (a compiled student evaluated without gradients keeps its live weights)."""
+    if teacher is None:
+        return
+    if device.type != 'cpu':
+        compile_modules(device, teacher, graphs=graphs, dynamic=False)
+        return
     from torch._inductor import config
-    compiled = torch.compile(module.forward, dynamic=dynamic)
+    compiled = torch.compile(teacher.forward, dynamic=False)
 
     def forward(*args, **kwargs):
         with config.patch(freezing=True):
             return compiled(*args, **kwargs)
-    module.forward = forward
-
-
-def compile_modules(device, *modules, graphs=True, dynamic=None, frozen=False):
-    """torch.compile in place (state_dict keys unchanged). On CUDA with CUDA graphs: these small
-    CIFAR nets are bound by kernel launches, not arithmetic. graphs=False: --step_graph captures
-    the whole step itself. frozen: the teacher; frozen on the CPU (_compile_frozen)."""
-    mode = 'reduce-overhead' if device.type == 'cuda' and graphs else None
-    for module in modules:
-        if module is None:
-            continue
-        if frozen and device.type == 'cpu':
-            _compile_frozen(module, dynamic)
-        else:
-            module.compile(mode=mode, dynamic=dynamic)
+    teacher.forward = forward
 
 
 def trained_model_name(opt, kind):

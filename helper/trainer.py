@@ -8,7 +8,7 @@ import torch
 from dataset import loader_set_epoch
 from helper import cotrain, dist
 from helper.errors import UsageError
-from helper.experiment import compile_modules, make_autocast, make_optimizer
+from helper.experiment import compile_modules, compile_teacher, make_autocast, make_optimizer
 from helper.loops import (EpochState, NonFiniteLoss, Preempted, StudentWithLoss, forward_backward, teacher_forward,
                           to_device, validate)
 from helper.options import options_dict, run_name
@@ -100,9 +100,7 @@ class Trainer:
         graphs = self.step_graph is None
         try:
             compile_modules(self.device, self.train_module, graphs=graphs)
-            # the teacher sees a few fixed batch sizes (--teacher_batch chunks, the test batch):
-            # kernels specialised to each, not one dynamic-shape graph
-            compile_modules(self.device, self.teacher, graphs=graphs, dynamic=False, frozen=True)
+            compile_teacher(self.device, self.teacher, graphs=graphs)
         except Exception as e:  # platforms without a compiler toolchain
             log(f'--compile unavailable here ({type(e).__name__}: {e}); running eager')
 

@@ -30,7 +30,7 @@ from distiller_zoo import METHODS, build_distiller  # noqa: E402
 from distiller_zoo.base import feature_shapes  # noqa: E402
 from helper.loops import StudentWithLoss, forward_backward, teacher_forward, to_device  # noqa: E402
 from helper.options import finalize, student_parser  # noqa: E402
-from helper.experiment import compile_modules, make_autocast, make_optimizer, resolve_speed_flags  # noqa: E402
+from helper.experiment import compile_modules, compile_teacher, make_autocast, make_optimizer, resolve_speed_flags  # noqa: E402
 from helper.teacher_batch import batched_teacher_forward  # noqa: E402
 from helper.util import pick_device  # noqa: E402
 
@@ -72,7 +72,7 @@ def build(opt, device, info):
         teacher.to(memory_format=torch.channels_last)
     if opt.compile:
         compile_modules(device, step)
-        compile_modules(device, teacher, dynamic=False, frozen=True)
+        compile_teacher(device, teacher)
     params = list(student.parameters()) + list(method.trainable.parameters())
     optimizer = make_optimizer(params, opt, device)
     return step, teacher, optimizer

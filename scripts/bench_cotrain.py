@@ -31,7 +31,7 @@ from distiller_zoo import build_distiller  # noqa: E402
 from distiller_zoo.base import feature_shapes  # noqa: E402
 from helper.loops import StudentWithLoss, forward_backward, teacher_forward, to_device  # noqa: E402
 from helper.options import finalize, student_parser  # noqa: E402
-from helper.experiment import compile_modules, make_autocast, make_optimizer, resolve_speed_flags  # noqa: E402
+from helper.experiment import compile_modules, compile_teacher, make_autocast, make_optimizer, resolve_speed_flags  # noqa: E402
 from helper.util import pick_device  # noqa: E402
 from scripts.bench import make_cifar100, sync  # noqa: E402
 
@@ -90,7 +90,7 @@ def main(argv=None):
         teacher.to(memory_format=torch.channels_last)
         Candidate.t_shapes = feature_shapes(teacher)
         if compile_:
-            compile_modules(device, teacher, dynamic=False, frozen=True)
+            compile_teacher(device, teacher)
         loader_set_epoch(loader, 1)
         batches = [to_device(b, device, True) for _, b in zip(range(4), loader)]
         cands = {d: Candidate(opt, device, info, d, compile_) for phase in PHASES for d in phase}

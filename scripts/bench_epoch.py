@@ -56,8 +56,9 @@ def main(argv=None):
         p.error('--epochs must be at least 2: epoch 1 holds the compilation')
     teacher, student, method = args.pair.split(':')
     sides = {'published': [], 'fast': []}
+    n_test = max(100, args.images // 5)
     with tempfile.TemporaryDirectory() as work:
-        make_cifar100(os.path.join(work, 'data'), args.images, max(100, args.images // 5))
+        make_cifar100(os.path.join(work, 'data'), args.images, n_test)
         torch.manual_seed(0)
         torch.save({'model': models.build_model(teacher).state_dict(), 'epoch': 240},
                    os.path.join(work, 'teacher.pth'))
@@ -71,7 +72,7 @@ def main(argv=None):
     row = {'pair': args.pair, 'images': args.images, 'epochs': args.epochs, 'rounds': args.rounds,
            'device': torch.cuda.get_device_name() if torch.cuda.is_available() else f'CPU ({os.cpu_count()} cores)',
            'epoch_times_s': sides, 'steady_epoch_s': steady, 'speedup': steady['published'] / steady['fast']}
-    print(f"steady-state epoch ({args.images} images + {max(100, args.images // 5)} test): published "
+    print(f"steady-state epoch ({args.images} images + {n_test} test): published "
           f"{steady['published']:.1f} s, --fast {steady['fast']:.1f} s: {row['speedup']:.2f}x")
     if args.json:
         with open(args.json, 'w') as f:

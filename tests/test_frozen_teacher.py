@@ -7,7 +7,7 @@ import torch
 from torch._dynamo.utils import counters
 
 import models
-from helper.experiment import compile_modules
+from helper.experiment import compile_modules, compile_teacher
 from helper.loops import teacher_forward
 
 pytestmark = pytest.mark.slow  # compiles a network
@@ -25,7 +25,7 @@ def test_frozen_teacher_matches_eager(preact):
             m.bias.data.normal_()
     frozen = models.build_model('resnet8', num_classes=10).eval()
     frozen.load_state_dict(eager.state_dict())
-    compile_modules(torch.device('cpu'), frozen, dynamic=False, frozen=True)
+    compile_teacher(torch.device('cpu'), frozen)
     counters.clear()
     x = torch.randn(16, 3, 32, 32)
     want_feats, want_logit = teacher_forward(eager, x, preact, contextlib.nullcontext)
@@ -45,7 +45,7 @@ def test_a_compiled_student_evaluated_without_gradients_reads_its_live_weights()
     evaluated under no_grad must see the weights the optimizer has since changed."""
     torch.manual_seed(0)
     teacher, student = torch.nn.Linear(4, 2), torch.nn.Linear(4, 2)
-    compile_modules(torch.device('cpu'), teacher, frozen=True)
+    compile_teacher(torch.device('cpu'), teacher)
     compile_modules(torch.device('cpu'), student)
     x = torch.randn(3, 4)
     with torch.no_grad():
@@ -61,8 +61,8 @@ def test_only_the_cpu_teacher_is_frozen(monkeypatch):
     seen = []
     monkeypatch.setattr(torch.nn.Module, 'compile', lambda self, **kw: seen.append(kw))
     frozen, plain, cuda = (torch.nn.Linear(2, 2) for _ in range(3))
-    compile_modules(torch.device('cpu'), frozen, frozen=True)
+    compile_teacher(torch.device('cpu'), frozen)
     compile_modules(torch.device('cpu'), plain)
-    compile_modules(torch.device('cuda'), cuda, frozen=True)
+    compile_teacher(torch.device('cuda'), cuda)
     assert 'forward' in vars(frozen) and 'forward' not in vars(plain) and 'forward' not in vars(cuda)
     assert [kw['mode'] for kw in seen] == [None, 'reduce-overhead']
