@@ -162,9 +162,25 @@ def test_every_method_trains_one_epoch(data, teacher, tmp_path, capsys, distill,
         assert f.read().split('\t')[0] == os.path.basename(run_dir)
 
 
-def test_kdsvd_survives_dead_channels(tmp_path, teacher):
+def test_kdsvd_survives_dead_channels(tmp_path, teacher, monkeypatch):
+    svd = torch.linalg.svd
+    smallest = []  # per SVD: the smallest singular value over the largest
+
+    def recording_svd(x, *args, **kwargs):
+        out = svd(x, *args, **kwargs)
+        smallest.append((out[1].min() / out[1].max().clamp_min(1e-30)).item())
+        return out
+    monkeypatch.setattr(torch.linalg, 'svd', recording_svd)
     two_per_class = write_tiny_cifar100(str(tmp_path / 'data'), train_per_class=2)
-    student(two_per_class, tmp_path / 'save', teacher, 'kdsvd')
+    summary = student(two_per_class, tmp_path / 'save', teacher, 'kdsvd')
+    assert summary['status'] == 'finished' and summary['epochs_done'] == 1
+    # dead channels (all zero after the ReLU) make a zero singular value: the case this test is about
+    assert smallest and min(smallest) < 1e-6
+    rows = read_log(summary['run_dir'])
+    assert len(rows) == 1
+    for name in LOG_HEADER[1:]:
+        assert math.isfinite(rows[0][name]), name
+    assert rows[0]['loss_method'] > 0  # the SVD loss itself was computed, not skipped
 
 
 # ---------------------------------------------------------------- resume
