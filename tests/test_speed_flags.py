@@ -1,9 +1,13 @@
 """The speed flags on the CPU: --amp, --channels_last, --data_on_device, --compile and --fast, and that
 --fast does not move accuracy on the real digits set."""
 import pytest
+import torch
+from torch._dynamo.utils import counters
 
+from dataset.device_loader import DeviceLoader
 from helper.options import teacher_parser
 from helper.run import run
+from helper.trainer import Trainer
 
 pytestmark = pytest.mark.slow  # trains epochs or starts processes
 
@@ -15,21 +19,78 @@ def train(tmp_path, *flags, model='resnet8', epochs=1, seed=0):
     return run(teacher_parser().parse_args(argv), 'teacher')
 
 
+@pytest.fixture
+def watched(monkeypatch):
+    """The run's Trainer and, without --compile, what its first convolution saw in training steps:
+    (output dtype, input in channels_last)."""
+    seen = {'conv': []}
+    fit = Trainer.fit
+
+    def watching_fit(self, test_loader):
+        seen['trainer'] = self
+        if self.opt.compile:
+            return fit(self, test_loader)
+        conv = next(m for m in self.student.modules() if isinstance(m, torch.nn.Conv2d))
+
+        def hook(module, inputs, output):
+            if module.training:
+                seen['conv'].append((output.dtype, inputs[0].is_contiguous(memory_format=torch.channels_last)))
+        handle = conv.register_forward_hook(hook)
+        try:
+            return fit(self, test_loader)
+        finally:
+            handle.remove()
+    monkeypatch.setattr(Trainer, 'fit', watching_fit)
+    return seen
+
+
+def weights_channels_last(module):
+    weights = [p for p in module.parameters() if p.dim() == 4]
+    return bool(weights) and all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+
+
+def compiled_or_said_why(out):
+    """Dynamo traced graphs and inductor compiled them, or the run said once that it runs eager."""
+    eager = [line for line in out.splitlines() if 'running eager' in line]
+    if eager:
+        assert len(eager) == 1 and eager[0].startswith('--compile unavailable here ('), eager
+        return
+    assert counters['stats']['unique_graphs'] > 0, dict(counters['stats'])
+    assert counters['inductor'] and sum(counters['inductor'].values()) > 0, dict(counters['inductor'])
+
+
+def test_plain_run_is_fp32_contiguous_on_the_host_loader(tmp_path, watched):
+    summary = train(tmp_path, '--trial', 'plain')
+    assert summary['status'] == 'finished'
+    assert watched['conv'] and set(watched['conv']) == {(torch.float32, False)}
+    assert not weights_channels_last(watched['trainer'].student)
+    assert not isinstance(watched['trainer'].train_loader, DeviceLoader)
+
+
 @pytest.mark.parametrize('flags', [['--amp'], ['--channels_last'], ['--data_on_device'], ['--fast']])
-def test_speed_flags_train_one_epoch(tmp_path, flags):
+def test_speed_flags_do_what_they_say(tmp_path, watched, capsys, flags):
+    counters.clear()
     summary = train(tmp_path, *flags, '--trial', '-'.join(f.strip('-') for f in flags))
     assert summary['status'] == 'finished'
-    assert summary['options'][flags[0].strip('-')] is True
-    assert 0 <= summary['last_acc'] <= 100
+    trainer = watched['trainer']
+    if flags == ['--amp']:  # CPU autocast: convolutions compute in bf16
+        assert watched['conv'] and {dtype for dtype, _ in watched['conv']} == {torch.bfloat16}
+    if flags == ['--channels_last']:
+        assert weights_channels_last(trainer.student) and weights_channels_last(trainer.module)
+        assert watched['conv'] and {cl for _, cl in watched['conv']} == {True}
+    if flags == ['--data_on_device']:
+        assert isinstance(trainer.train_loader, DeviceLoader)
+    if flags == ['--fast']:  # all of them (bf16 only where the CPU computes it natively)
+        assert isinstance(trainer.train_loader, DeviceLoader) and weights_channels_last(trainer.student)
+        assert trainer.opt.compile and trainer.opt.data_on_device and trainer.opt.channels_last
+        compiled_or_said_why(capsys.readouterr().out)
 
 
-def test_compile_runs_or_says_why(tmp_path, capsys):
+def test_compile_runs_or_says_why(tmp_path, capsys, watched):
+    counters.clear()
     summary = train(tmp_path, '--compile', '--trial', 'compile')
-    assert summary['status'] == 'finished'
-    out = capsys.readouterr().out
-    # either it compiled, or it said clearly that it runs eager
-    if 'compile unavailable' not in out:  # compiled: the model step ran through inductor
-        assert summary['options']['compile'] is True
+    assert summary['status'] == 'finished' and watched['trainer'].opt.compile
+    compiled_or_said_why(capsys.readouterr().out)
 
 
 def test_fast_reaches_the_same_accuracy(tmp_path):
