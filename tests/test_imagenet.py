@@ -370,17 +370,48 @@ def test_crd_mc_student_and_a_bcs_phase_on_generated_imagenet(folder, tmp_path):
     assert found['status'] == 'finished'
 
 
-def test_loader_benchmark_runs_on_generated_jpegs(tmp_path):
+def test_loader_benchmark_runs_on_generated_jpegs(tmp_path, monkeypatch):
     import sys
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                     'scripts'))
     import bench_imagenet_loader
+    seen = []  # per loader: (--data_on_device, [(images, batch shape, dtype) per pass])
+    get_loaders = bench_imagenet_loader.get_loaders
+
+    class Counted:
+        def __init__(self, loader):
+            self.loader, self.passes = loader, []
+
+        def __getattr__(self, name):
+            return getattr(self.loader, name)
+
+        def __iter__(self):
+            n, kinds = 0, set()
+            for batch in self.loader:
+                n += batch['input'].shape[0]
+                kinds.add((tuple(batch['input'].shape[1:]), batch['input'].dtype))
+                yield batch
+            self.passes.append((n, kinds))
+
+    def counting_get_loaders(opt, device):
+        train, test, info = get_loaders(opt, device)
+        train = Counted(train)
+        seen.append((opt.data_on_device, train.passes))
+        return train, test, info
+    monkeypatch.setattr(bench_imagenet_loader, 'get_loaders', counting_get_loaders)
     out = tmp_path / 'bench.json'
     result = bench_imagenet_loader.main(['--images', '12', '--batch_size', '4', '--workers', '0',
                                          '--epochs', '1', '--device', 'cpu', '--json', str(out)])
+    # both sides ran: the published pipeline, then the device path, each a warm-up pass and one timed
+    # pass over all 12 images, yielding the same kind of batch
+    assert [on_device for on_device, _ in seen] == [False, True]
+    for _, passes in seen:
+        assert [n for n, _ in passes] == [12, 12]
+        assert all(kinds == {((3, 224, 224), torch.float32)} for _, kinds in passes)
     assert result['published'] > 0 and result['fast'] > 0
-    assert result['speedup'] == pytest.approx(result['fast'] / result['published'])
-    assert json.loads(out.read_text())['device'] == 'cpu'
+    saved = json.loads(out.read_text())
+    assert saved == result and saved['device'] == 'cpu'
+    assert (saved['workers'], saved['batch_size']) == (0, 4)
 
 
 def _ddp_loader_worker(rank, store, folder, out_dir):

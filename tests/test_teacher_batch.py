@@ -122,17 +122,37 @@ def test_teacher_batch_must_be_positive(data, teacher, tmp_path):
 
 
 @pytest.mark.slow
-def test_bench_fast_side_with_teacher_batch(tmp_path):
+def test_bench_fast_side_with_teacher_batch(tmp_path, monkeypatch):
     import json
     import sys
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'scripts'))
     import bench
+    steps = {True: 0, False: 0}  # training steps by side (published?)
+    teacher_calls = []  # ('alone', 1) per step-owned teacher forward, ('batched', K) per batched one
+    train_step, single, batched = bench.Setup.train_step, bench.teacher_forward, bench.batched_teacher_forward
+
+    def counting_step(self):
+        steps[self.published] += 1
+        return train_step(self)
+    monkeypatch.setattr(bench.Setup, 'train_step', counting_step)
+    monkeypatch.setattr(bench, 'teacher_forward', lambda *a: teacher_calls.append(('alone', 1)) or single(*a))
+    monkeypatch.setattr(bench, 'batched_teacher_forward',
+                        lambda t, inputs, *a: teacher_calls.append(('batched', len(inputs))) or batched(t, inputs, *a))
     out = tmp_path / 'row.json'
     assert bench.main(['--device', 'cpu', '--steps', '2', '--warmup', '1', '--rounds', '1', '--n_images', '300',
                        '--pairs', 'resnet8:resnet8:kd', '--one_pair', '--teacher_batch', '3',
                        '--json', str(out)]) == 0
-    row = json.loads(out.read_text())['rows'][0]
+    saved = json.loads(out.read_text())
+    assert (saved['steps'], saved['rounds'], len(saved['rows'])) == (2, 1, 1)
+    row = saved['rows'][0]
     assert row['teacher_batch'] == 3 and row['fast_train_img_s'] > 0
+    # both sides measured: 1 warm-up + 2 timed steps each, one timed round each
+    assert steps == {True: 3, False: 3}
+    for side in ('published', 'fast'):
+        assert row[f'{side}_train_img_s'] > 0 and row[f'{side}_load_img_s'] > 0
+        assert len(row[f'{side}_rounds_img_s']) == 1
+    # the published side runs the teacher in each step; the fast side once for 3 batches
+    assert sorted(teacher_calls) == [('alone', 1)] * 3 + [('batched', 3)]
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
