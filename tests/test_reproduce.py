@@ -35,10 +35,16 @@ def test_dry_run_lists_every_run_and_the_device_hours(capsys, tmp_path):
     assert any('fetch_pretrained_teachers.sh resnet32x4' in l for l in lines)
 
 
-def test_newer_methods_are_planned_even_before_this_build_has_them(capsys, tmp_path):
+def test_dkd_table_is_planned_and_a_missing_teacher_stops_it_with_the_fetch_command(capsys, tmp_path):
     lines = dry_run(['dkd_same', 'resnet56:resnet20', '--seeds', '1', '--save_root', str(tmp_path)], capsys)
     assert any('--distill dkd' in l for l in lines)
-    assert reproduce.main(['dkd_same', 'resnet56:resnet20', '--seeds', '1', '--save_root', str(tmp_path)]) in (1, 2)
+    save_root = tmp_path / 'save'
+    assert reproduce.main(['dkd_same', 'resnet56:resnet20', '--seeds', '1', '--save_root', str(save_root),
+                           '--teacher_dir', str(tmp_path / 'no_teachers')]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ['error: teacher checkpoint missing for resnet56: run bash scripts/fetch_pretrained_teachers.sh '
+                   'resnet56 (or pass --teacher_dir)']
+    assert not save_root.exists() or not any(save_root.iterdir())  # no run started
 
 
 def test_usage_errors(capsys):
