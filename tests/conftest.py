@@ -1,5 +1,6 @@
 import os
 import sys
+import threading
 
 import pytest
 import torch
@@ -19,6 +20,26 @@ def one_thread():
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_thread_everywhere(monkeypatch):
+    """For bitwise comparisons: one intra-op thread in this thread, in every thread started during the
+    test (co-trained runs) and, through the environment, in every process it starts. Returns the
+    names of the threads that set it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    for name in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
+        monkeypatch.setenv(name, '1')
+    started, run = [], threading.Thread.run
+
+    def run_with_one_thread(self):
+        torch.set_num_threads(1)
+        started.append(self.name)
+        run(self)
+    monkeypatch.setattr(threading.Thread, 'run', run_with_one_thread)
+    yield started
     torch.set_num_threads(before)
 
 

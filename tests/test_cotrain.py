@@ -46,7 +46,7 @@ def setup(data, teachers):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('teacher_batch', ['1', '4'])
-def test_cotrained_candidates_equal_alone(setup, tmp_path, monkeypatch, teacher_batch):
+def test_cotrained_candidates_equal_alone(setup, tmp_path, monkeypatch, teacher_batch, one_thread_everywhere):
     data, path_t = setup
     torch.use_deterministic_algorithms(True)
     try:
@@ -69,6 +69,7 @@ def test_cotrained_candidates_equal_alone(setup, tmp_path, monkeypatch, teacher_
         assert_same_run(a['run_dir'], b['run_dir'])
     shared = forwards[0]
     assert shared.served == 3 * shared.computed  # every teacher forward served all three
+    assert {f'cotrain-{i}' for i in range(3)} <= set(one_thread_everywhere)  # each run's thread set one thread
 
 
 def test_incompatible_candidates_are_refused(setup, tmp_path):
@@ -115,7 +116,7 @@ def test_failure_of_one_run_lets_the_others_finish(setup, tmp_path):
 
 
 @pytest.mark.slow
-def test_stopped_cotraining_resumes(setup, tmp_path, monkeypatch):
+def test_stopped_cotraining_resumes(setup, tmp_path, monkeypatch, one_thread_everywhere):
     """A stop mid-phase checkpoints every candidate; the rerun with --resume finishes them all
     with the weights of an uninterrupted co-training."""
     data, path_t = setup
@@ -141,6 +142,7 @@ def test_stopped_cotraining_resumes(setup, tmp_path, monkeypatch):
     for a, b in zip(resumed, straight):
         assert a['status'] == 'finished'
         assert_same_run(a['run_dir'], b['run_dir'])
+    assert one_thread_everywhere.count('cotrain-0') == 3  # stopped, resumed, straight: one thread each time
 
 
 def test_gpus_split_a_phase_into_cotrained_groups(setup, tmp_path, monkeypatch, capsys):
@@ -222,7 +224,7 @@ def test_cotrain_entry_point_parses_groups_and_exits_like_train_student(setup, t
 
 
 @pytest.mark.slow
-def test_cotrained_fast_path_equals_alone(data, teacher, tmp_path):
+def test_cotrained_fast_path_equals_alone(data, teacher, tmp_path, one_thread_everywhere):
     """--fast (compiled modules in each run's thread, data on the device, batched teacher):
     still the same log.csv as alone."""
     path_t = teacher
@@ -234,3 +236,4 @@ def test_cotrained_fast_path_equals_alone(data, teacher, tmp_path):
     alone = [run(fast('alone', c), 'student') for c in ('1,1,1', '1,2,1')]
     for a, b in zip(alone, together):
         assert run_files(a['run_dir'])[0] == run_files(b['run_dir'])[0]
+    assert {'cotrain-0', 'cotrain-1'} <= set(one_thread_everywhere)

@@ -481,7 +481,7 @@ def wait_for_write(run_dir, proc):
 
 
 @pytest.mark.slow
-def test_random_sigkills_then_resume_end_with_the_uninterrupted_weights(tmp_path, data, capsys):
+def test_random_sigkills_then_resume_end_with_the_uninterrupted_weights(tmp_path, data, capsys, one_thread_everywhere):
     """12 SIGKILLs, half of them while a checkpoint is being written, each followed by --resume."""
     epochs = 16
 
@@ -494,6 +494,7 @@ def test_random_sigkills_then_resume_end_with_the_uninterrupted_weights(tmp_path
 
     save_root = str(tmp_path / 'killed')
     env = dict(subprocess_env(), **{WRITE_DELAY_ENV: '0.4'})  # a checkpoint write takes >= 0.8 s
+    assert env['OMP_NUM_THREADS'] == env['MKL_NUM_THREADS'] == '1'  # as the in-process reference
     rng = random.Random(0)
     kills, in_write, resumes, launches, progress = 0, 0, 0, 0, []
     while kills < 12 and launches < 40:

@@ -206,7 +206,7 @@ def stop_in_epoch(monkeypatch, epoch_to_stop, mid_epoch, signum):
     ('crd', True, ()), ('kd', False, ('--data_on_device',)), ('crd', True, ('--data_on_device',)),
 ])
 def test_resume_ends_where_an_uninterrupted_run_ends(data, teacher, tmp_path, monkeypatch, capsys,
-                                                       distill, mid_epoch, flags):
+                                                       distill, mid_epoch, flags, one_thread_everywhere):
     schedule = ('--epochs', '2', '--lr_decay_epochs', '1', *flags)  # epoch 2 runs at the decayed rate
     whole = student(data, tmp_path / 'a', teacher, distill, 'resnet8', *schedule)
 
