@@ -7,6 +7,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import models
 from crd import ContrastMemory, CRDLoss, Embed, LinearEmbed, Normalize
@@ -399,6 +401,55 @@ def test_crd_runs_on_cuda():
         torch.cuda.set_sync_debug_mode('default')
     assert loss.device.type == 'cuda' and torch.isfinite(loss).all()
     assert crd.contrast.z_v1.device.type == 'cuda' and crd.contrast.z_v1 > 0
+
+
+class NoHostSync(TorchDispatchMode):
+    """The CPU stand-in for CUDA's sync debug mode: raises on every operation that would make the
+    host wait for the device (a tensor read as a Python value, an output sized by its data)."""
+    SYNCING = {'_local_scalar_dense', 'item', 'is_nonzero', 'equal', 'nonzero', 'nonzero_static', 'masked_select',
+               '_unique2', 'unique_dim', 'unique_consecutive', 'repeat_interleave'}
+    MASK_INDEXED = {'index', 'index_put', 'index_put_', '_index_put_impl_'}  # a mask is turned into indices
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name in self.SYNCING:
+            raise AssertionError(f'host sync in the step: aten.{name}')
+        if name in self.MASK_INDEXED and any(getattr(i, 'dtype', None) == torch.bool for i in args[1] or ()):
+            raise AssertionError(f'host sync in the step: aten.{name} with a boolean mask')
+        return func(*args, **(kwargs or {}))
+
+
+class NoHostRead(TorchFunctionMode):
+    """Reads that bypass the dispatcher on the CPU (on CUDA they copy to the host and wait)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in (torch.Tensor.tolist, torch.Tensor.numpy, torch.Tensor.cpu):
+            raise AssertionError(f'host read in the step: {func.__name__}')
+        return func(*args, **(kwargs or {}))
+
+
+def test_no_host_sync_stand_in_catches_what_cuda_would():
+    x = torch.ones(3)
+    for sync in (lambda: x.sum().item(), lambda: bool(x[0] > 0), lambda: float(x[0]), lambda: x[x > 0],
+                 lambda: x.nonzero(), lambda: x.tolist(), lambda: x.index_put_((x > 0,), x[0])):
+        with pytest.raises(AssertionError, match='host'), NoHostSync(), NoHostRead():
+            sync()
+
+
+def test_crd_step_has_no_host_sync_on_cpu():
+    """The CPU counterpart of test_crd_runs_on_cuda: the first step sets Z, the second reuses it, and
+    neither forward nor backward reads a value back to the host."""
+    opt = argparse.Namespace(s_dim=16, t_dim=24, feat_dim=8, nce_k=10, nce_t=0.07, nce_m=0.5,
+                             n_data=40)
+    crd = CRDLoss(opt)
+    idx = torch.arange(4)
+    for _ in range(2):
+        f_s, f_t = torch.randn(4, 16), torch.randn(4, 24)
+        with NoHostSync(), NoHostRead():
+            loss = crd(f_s, f_t, idx)
+            loss.sum().backward()
+    assert torch.isfinite(loss).all()
+    assert (crd.contrast.z_v1 > 0).all() and (crd.contrast.z_v2 > 0).all()
 
 
 # ---- AB -------------------------------------------------------------------------------------
