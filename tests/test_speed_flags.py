@@ -5,6 +5,7 @@ import torch
 from torch._dynamo.utils import counters
 
 from dataset.device_loader import DeviceLoader
+from helper.cpu_bf16 import cpu_bf16_native
 from helper.options import teacher_parser
 from helper.run import run
 from helper.trainer import Trainer
@@ -83,6 +84,9 @@ def test_speed_flags_do_what_they_say(tmp_path, watched, capsys, flags):
     if flags == ['--fast']:  # all of them (bf16 only where the CPU computes it natively)
         assert isinstance(trainer.train_loader, DeviceLoader) and weights_channels_last(trainer.student)
         assert trainer.opt.compile and trainer.opt.data_on_device and trainer.opt.channels_last
+        with trainer.autocast():
+            out = torch.nn.functional.conv2d(torch.randn(1, 3, 8, 8), torch.randn(4, 3, 3, 3))
+        assert summary['options']['amp'] == (out.dtype == torch.bfloat16) == cpu_bf16_native()
         compiled_or_said_why(capsys.readouterr().out)
 
 
