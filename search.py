@@ -241,9 +241,22 @@ class Search:
         with RunLock(self.dir, 'search'):  # a second search on this folder stops here, before any candidate
             return self._run()
 
+    def plan(self):
+        """How many candidates, why only one where no block can move, and the schedule."""
+        o = self.opt
+        if self.planned == 1:
+            count = (f'1 candidate, the start composition alone: no block can move '
+                     f'({bcs.why_no_moves(o.block_depth, self.rates, self.limits)})')
+        else:
+            count = f'about {self.planned} candidates (more if a later phase starts elsewhere)'
+        if o.search_epochs is None:
+            return f'{count}, each trained {o.epochs} epochs'
+        return (f'{count}, each scored on {o.search_epochs} epochs; then the winner is retrained on '
+                f'the full --epochs {o.epochs}')
+
     def _run(self):
         print(f'BCS over {self.opt.model_s} from {self.opt.block_depth} (teacher {self.opt.model_t}); '
-              f'exchange rates {self.rates}; about {self.planned} candidates; results in {self.dir}', flush=True)
+              f'exchange rates {self.rates}; {self.plan()}; results in {self.dir}', flush=True)
         _, best = bcs.search(self.opt.block_depth, self.rates, self.limits, self.score_phase)
         winner = next(r for r in self.records if tuple(r['block_depth']) == tuple(best))
         final = None
@@ -264,15 +277,14 @@ class Search:
                      'device_hours': summary['wall_time_s'] * self.gpus_per_run / 3600.0}
             if summary['run_dir'] in self.jobs:
                 final['job_id'] = self.jobs[summary['run_dir']]['job_id']
-        line = (f'winner: block_depth {",".join(map(str, best))} params {winner["params"]} '
-                f'best_acc {winner["best_acc"]:.2f} last_acc {winner["last_acc"]:.2f}')
+        scores = bcs.winner_scores(winner, final, self.opt.search_epochs, self.opt.epochs)
+        line = f'winner: block_depth {",".join(map(str, best))} params {winner["params"]} {scores}'
         result_path = os.path.join(self.dir, 'search-result.txt')
         lines = _lines(result_path)
         if not lines or lines[-1] != line:  # rerunning a finished search adds no duplicate
             append_line(result_path, line)
         self.save(winner, final, status='finished')
-        print(f'[BCS] winner {list(best)}: best acc {winner["best_acc"]:.2f}; '
-              f'{os.path.join(self.dir, "search.json")}', flush=True)
+        print(f'[BCS] winner {list(best)}: {scores}; {os.path.join(self.dir, "search.json")}', flush=True)
         return {'winner': winner, 'final': final, 'candidates': self.records}
 
 

@@ -11,6 +11,7 @@ matplotlib.use('Agg')  # headless: runs on clusters and in tests
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from helper.bcs import winner_scores  # noqa: E402
 from helper.errors import UsageError  # noqa: E402
 from helper.run_folder import summary_or_empty  # noqa: E402
 
@@ -194,7 +195,9 @@ def plot_search(search_dir, out=None, metric='best'):
             ax.scatter(at[:1], [winner[key]], marker='*', s=300, color='red', edgecolors='black',
                        zorder=4, label='winner')
         params = f" ({winner['params']:,} params)" if isinstance(winner.get('params'), (int, float)) else ''
-        title += f"\nwinner {_depth(winner)}: {winner[key]:.2f}%{params}"
+        epochs = (search.get('options') or {}).get('epochs')
+        title += (f"\nwinner {_depth(winner)}{params}: "
+                  f"{winner_scores(winner, search.get('final'), search.get('search_epochs'), epochs, (key,))}")
     ax.set_xticks(xs, [_depth(c) for c in points], rotation=30, ha='right', fontsize=8)
     ax.set(xlabel='candidate, in visiting order (block composition)', ylabel=f'{metric} test accuracy (%)',
            title=title)

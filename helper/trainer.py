@@ -64,7 +64,8 @@ def _dist_device():
 
 def log(msg):
     if dist.is_main():
-        print(msg, flush=True)
+        label = cotrain.run_label()
+        print(f'[{label.strip()}] {msg}' if label else msg, flush=True)
 
 
 class Trainer:
@@ -127,7 +128,7 @@ class Trainer:
         set_rng_state(ckpt['rng'])
 
     def progress(self, total, desc):
-        return Progress(total, desc=desc, print_freq=self.opt.print_freq, enable=dist.is_main())
+        return Progress(total, desc=cotrain.run_label() + desc, print_freq=self.opt.print_freq, enable=dist.is_main())
 
     def log(self, msg):
         log(msg)

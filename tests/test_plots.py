@@ -73,6 +73,21 @@ def test_plot_search_writes_search_png(tmp_path):
     assert_png(path)
 
 
+def test_plot_search_title_gives_the_retrained_winner_beside_its_search_score(tmp_path, monkeypatch):
+    winner = {'block_depth': [3, 7, 2], 'params': 278580, 'best_acc': 3.0, 'last_acc': 3.0, 'phase': 1,
+              'status': 'finished', 'run_dir': 'b'}
+    search = {'model_s': 'myresnet20', 'model_t': 'resnet110', 'distill': 'crd', 'mc': 1, 'search_epochs': 1,
+              'candidates': [winner], 'winner': winner, 'options': {'epochs': 2},
+              'final': {'block_depth': [3, 7, 2], 'best_acc': 1.5, 'last_acc': 1.0, 'run_dir': 'f'}}
+    (tmp_path / 'search.json').write_text(json.dumps(search))
+    titles = []
+    real = plots._save
+    monkeypatch.setattr(plots, '_save', lambda fig, out: titles.append(fig.axes[0].get_title()) or real(fig, out))
+    plots.plot_search(str(tmp_path), metric='last')
+    assert titles[0].endswith('winner [3,7,2] (278,580 params): retrained on 2 epochs: last_acc 1.00; '
+                              'search score on 1 epoch: last_acc 3.00')
+
+
 def test_plot_methods_draws_bars_with_error_bars(tmp_path):
     out = str(tmp_path / 'sub' / 'methods.png')
     values = {'kd': [70.1, 70.5, 70.3], 'crd': [71.2], 'crd+MC': [71.9, 72.1]}
