@@ -74,6 +74,17 @@ def search(start, rates, limits, score_phase):
     return visited, best
 
 
+def phase_plan(start, rates, limits):
+    """[(phase, source stage index or None, compositions)] the search visits if the start stays
+    best: phase 1 holds the start itself and its moves."""
+    n = len(start)
+    if n == 1:
+        return [(1, None, [tuple(start)])]
+    return [(phase, src, ([tuple(start)] if phase == 1 else [])
+             + phase_moves(start, src, src - 1, rates[src - 1], limits))
+            for phase, src in enumerate(range(n - 1, 0, -1), start=1)]
+
+
 def planned_count(start, rates, limits):
     """Candidates the search will train if the start composition stays best (progress estimate)."""
     n = len(start)

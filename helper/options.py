@@ -7,7 +7,7 @@ import argparse
 import os
 import random
 
-from helper.errors import UsageError, unknown_name
+from helper.errors import UsageError, teacher_missing, unknown_name
 
 MOBILE_STUDENTS = ('MobileNetV2', 'ShuffleV1', 'ShuffleV2')  # published lr 0.01
 
@@ -51,7 +51,9 @@ def _add_common(p):
     g.add_argument('--device', default='auto', choices=['auto', 'cuda', 'mps', 'cpu'])
     g.add_argument('--resume', action='store_true', help='continue the run in its folder')
     g.add_argument('--test', type=int, default=0, choices=[0, 1], help='1: only evaluate the saved model')
-    g.add_argument('--dry_run', action='store_true', help='check the options and exit')
+    g.add_argument('--dry_run', action='store_true',
+                   help='check everything short of training (options, run folder, data, teacher, shapes by one '
+                        'forward), print the plan, write nothing')
     g = p.add_argument_group('speed (see README: Fast path)')
     g.add_argument('--data_on_device', action='store_true', help='keep the train set on the device, augment there (ImageNet: decode the JPEGs there)')
     g.add_argument('--amp', action='store_true', help='bf16 autocast where supported, else fp16 + GradScaler')
@@ -233,7 +235,7 @@ def _finalize_student(opt, models, METHODS):
         if opt.model_t is None:
             if not os.path.isfile(opt.path_t):  # the real problem, not the folder name
                 folder = ' (a folder: give the .pth file in it)' if os.path.isdir(opt.path_t) else ''
-                raise UsageError(f'teacher checkpoint not found: {opt.path_t}{folder}')
+                raise teacher_missing(opt.path_t, folder)
             raise UsageError(f'cannot tell the teacher architecture from {opt.path_t!r}; pass --model_t')
     _check_name('model', opt.model_t, models.model_dict, '--model_t')
     if opt.nce_k <= 0:

@@ -2,7 +2,7 @@
 
 Commands are read from the seed README, README.md, scripts/train.sh and scripts/search.sh: each
 `python <script>.py ...` (or torchrun / the scripts' `run` helper) is parsed with its script's parser
-and checked with --dry_run, which validates everything that needs no files.
+and its options checked as the script checks them before it reads any file.
 """
 import os
 import re
@@ -11,9 +11,8 @@ import shlex
 import pytest
 
 from helper.options import finalize, student_parser, teacher_parser
-from helper.run import run
 from helpers_data import ROOT
-from search import run_search, search_parser
+from search import checked_options, search_parser
 
 SEED_README = os.path.join(os.path.dirname(ROOT), 'shared', 'seed', 'README.md')
 SOURCES = {
@@ -56,17 +55,12 @@ def commands_in(text):
 
 
 def check(script, argv, capsys):
-    """Parse and validate one command as its script would, without touching files."""
+    """Parse and validate one command's options as its script would, without touching files (a
+    --dry_run goes further: it needs the data and the teacher, tests/test_dry_run.py)."""
     if script == 'search':
-        opt = search_parser().parse_args(argv + ['--dry_run'])
-        run_search(opt)
-        kind = 'student'
-    else:
-        kind = 'teacher' if script == 'train_teacher' else 'student'
-        opt = (teacher_parser() if kind == 'teacher' else student_parser()).parse_args(argv + ['--dry_run'])
-        assert run(opt, kind)['status'] == 'dry_run'
-    assert 'options OK' in capsys.readouterr().out
-    return finalize(opt, kind)
+        return checked_options(search_parser().parse_args(argv))
+    kind = 'teacher' if script == 'train_teacher' else 'student'
+    return finalize((teacher_parser() if kind == 'teacher' else student_parser()).parse_args(argv), kind)
 
 
 @pytest.mark.parametrize('source', sorted(SOURCES))
@@ -101,8 +95,7 @@ def test_seed_readme_mc_example_means_what_it_says(capsys, tmp_path, monkeypatch
     assert (opt.mc, opt.mc_weight, opt.gamma, opt.alpha, opt.beta, opt.trial) == (1, 0.001, 1.0, 0.0, 0.8, '1')
     search = [argv for script, argv in found if script == 'search']
     assert len(search) == 1
-    opt = finalize(search_parser().parse_args(search[0] + ['--dry_run']), 'student')
-    run_search(opt)
+    opt = check('search', search[0], capsys)
     assert opt.block_depth == [3, 3, 3] and opt.model_s == 'myresnet20'
 
 

@@ -260,13 +260,22 @@ def test_test_mode_evaluates_only(data, teacher, tmp_path, capsys):
     assert out['student']['acc'] == pytest.approx(trained['best_acc'])
     assert out['teacher']['acc'] == pytest.approx(trained['teacher_acc'])
     assert tree(str(tmp_path)) == before
-    assert 'test acc' in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert 'test acc' in printed
+    # which weights it evaluated, and from which epoch
+    best = os.path.join(trained['run_dir'], 'resnet8_best.pth')
+    assert f'--test 1: evaluated {best} (the best weights, epoch {trained["best_epoch"]})' in printed
+    # a dry run of it checks that the weights are there, and evaluates nothing
+    assert student(data, tmp_path, teacher, 'kd', 'resnet8', '--test', '1', '--dry_run')['status'] == 'dry_run'
+    assert 'evaluate its best checkpoint' in capsys.readouterr().out
 
 
 def test_test_mode_without_a_trained_model_is_a_usage_error(data, teacher, tmp_path):
     from helper.errors import UsageError
     with pytest.raises(UsageError, match='--test 1: no trained model'):
         student(data, tmp_path, teacher, 'kd', 'resnet8', '--test', '1')
+    with pytest.raises(UsageError, match='--test 1: no trained model'):
+        student(data, tmp_path, teacher, 'kd', 'resnet8', '--test', '1', '--dry_run')
     assert tree(str(tmp_path)) == {}
 
 
