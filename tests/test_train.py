@@ -349,3 +349,29 @@ def test_a_first_epoch_at_zero_accuracy_still_writes_best(data, teacher, tmp_pat
     best = load_weights_only(os.path.join(summary['run_dir'], 'resnet8_best.pth'))
     assert best['epoch'] == 1 and best['best_acc'] == 0.0
     assert student(data, tmp_path, teacher, 'kd', 'resnet8', '--test', '1')['status'] == 'test'
+
+
+def test_tensorboard_writes_each_iterations_own_scalars_every_tb_freq(data, teacher, tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from helper.trainer import Trainer
+    losses, lrs = [], []
+    real_step = Trainer.step
+
+    def recording_step(self, *args, **kwargs):
+        logit, terms = real_step(self, *args, **kwargs)
+        losses.append(float(terms[0]))
+        lrs.append(self.optimizer.param_groups[0]['lr'])
+        return logit, terms
+    monkeypatch.setattr(Trainer, 'step', recording_step)
+    # 7 iterations per epoch, printed only at the epoch's end; --tb_freq 2 does not divide 7
+    summary = student(data, tmp_path, teacher, 'crd', 'resnet8', '--epochs', '2', '--lr_decay_epochs', '1',
+                      '--tb_freq', '2')
+    events = EventAccumulator(os.path.join(summary['run_dir'], 'tb', 'iterations'))
+    events.Reload()
+    points = events.Scalars('train_iter/loss')
+    # every 2nd iteration, counted over the run: the step does not restart with epoch 2
+    assert [p.step for p in points] == [2, 4, 6, 8, 10, 12, 14]
+    # each point is that iteration's own loss (not the epoch's running average)
+    assert [p.value for p in points] == pytest.approx([losses[s - 1] for s in (2, 4, 6, 8, 10, 12, 14)], rel=1e-6)
+    assert [p.value for p in events.Scalars('train_iter/lr')] == pytest.approx([lrs[s - 1] for s in (2, 4, 6, 8, 10, 12, 14)])
+    assert {'train_iter/acc', 'train_iter/loss_ce', 'train_iter/loss_method'} <= set(events.Tags()['scalars'])
