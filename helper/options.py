@@ -68,9 +68,20 @@ def _add_common(p):
     g.add_argument('--sync_bn', action='store_true', help='SyncBatchNorm under torchrun')
 
 
+def _model_names():
+    """The model registry's names, for help texts (my* names take --block_depth)."""
+    import models
+    return ', '.join(sorted(models.model_dict, key=str.lower))
+
+
+def _method_names():
+    from distiller_zoo import METHODS
+    return list(METHODS)
+
+
 def teacher_parser():
     p = Parser(description='Train a teacher (or a student from scratch) with cross-entropy.')
-    p.add_argument('--model', default='resnet110')
+    p.add_argument('--model', default='resnet110', help=f'default resnet110; one of: {_model_names()}')
     p.add_argument('--block_depth', default=None, help='blocks per stage for my* models, e.g. 3,7,2')
     p.add_argument('-t', '--trial', default='0', help='experiment id')
     _add_common(p)
@@ -79,14 +90,14 @@ def teacher_parser():
 
 def add_student_args(p):
     g = p.add_argument_group('models')
-    g.add_argument('--model_s', default='resnet8')
+    g.add_argument('--model_s', default='resnet8', help=f'student, default resnet8; one of: {_model_names()}')
     g.add_argument('--model_t', default=None, help='default: read from --path_t\'s folder name')
     g.add_argument('--path_t', default=None,
                    help='teacher checkpoint, or torchvision:resnet18|34|50 (ImageNet)')
     g.add_argument('--block_depth', default=None, help='student blocks per stage for my* models, e.g. 3,7,2')
     g.add_argument('--trial', default='1', help='experiment id')
     g = p.add_argument_group('distillation')
-    g.add_argument('--distill', default='kd')
+    g.add_argument('--distill', default='kd', help=f'method, default kd; one of: {", ".join(_method_names())}')
     g.add_argument('--init_epochs', type=int, default=30, help='init stage of abound, factor, fsp')
     g.add_argument('--mc', type=int, default=0, choices=[0, 1], help='1: milestone checking')
     g.add_argument('--mc_weight', type=float, default=0.001)

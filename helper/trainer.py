@@ -244,7 +244,7 @@ class Trainer:
         opt = self.opt
         log(f'run folder: {self.folder.path}')
         depth = f' ({",".join(map(str, opt.block_depth))})' if opt.block_depth else ''
-        log(f'student {self.folder.model}{depth}: {self.n_params:,} parameters; device {self.device}'
+        log(f'{self.kind} {self.folder.model}{depth}: {self.n_params:,} parameters; device {self.device}'
             f'{"; world size " + str(dist.world_size()) if dist.active() else ""}')
         if self.teacher is not None:
             if self.teacher_acc is None:

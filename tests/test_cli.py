@@ -159,3 +159,22 @@ def test_options_keep_what_was_requested_beside_what_was_resolved():
     c = search.candidate_options(opt, (2, 6, 1), short=False)  # a candidate's own flags count as given
     assert c.requested['block_depth'] == [2, 6, 1] and c.requested['learning_rate'] is None
     assert opt.requested['block_depth'] is None
+
+
+def test_help_lists_the_models_and_methods_to_choose_from():
+    import models
+    from distiller_zoo import METHODS
+    for parser, flags in ((student_parser(), ('--model_s', '--distill')), (teacher_parser(), ('--model',)),
+                          (search_parser(), ('--model_s', '--distill'))):
+        words = set(re.split(r'[\s,;:]+', parser.format_help()))
+        for flag, names in (('--model_s', models.model_dict), ('--model', models.model_dict),
+                            ('--distill', METHODS)):
+            if flag in flags:
+                assert set(names) <= words, (flag, set(names) - words)
+
+
+def test_block_depth_with_spaces_is_told_to_use_commas():
+    from helper.errors import UsageError
+    argv = ['--path_t', 'x/resnet110_vanilla/c.pth', '--model_s', 'myresnet20', '--block_depth', '3 7 2']
+    with pytest.raises(UsageError, match='separate the counts with commas: 3,7,2'):
+        finalize(student_parser().parse_args(argv), 'student')

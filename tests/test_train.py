@@ -111,11 +111,13 @@ def test_teacher_checkpoint_loads_as_path_t(teacher):
     assert opt.model_t == 'resnet8'
 
 
-def test_teacher_with_block_depth_names_its_folder(data, tmp_path):
+def test_teacher_with_block_depth_names_its_folder(data, tmp_path, capsys):
     summary = train_teacher(teacher_parser().parse_args(
         ['--model', 'myresnet8', '--block_depth', '2,1,1', '--data_folder', data, '--save_root', str(tmp_path),
          '--epochs', '1', '--batch_size', '50', '--num_workers', '0', '--seed', '0', '--print_freq', '1000']))
     assert os.path.basename(summary['run_dir']).startswith('myresnet8-2-1-1_cifar100_')
+    out = capsys.readouterr().out
+    assert f"teacher myresnet8 (2,1,1): {summary['params']:,} parameters" in out and 'student' not in out
     assert summary['block_depth'] == [2, 1, 1]
     assert summary['params'] == sum(p.numel() for p in models.build_model('myresnet8', 100, [2, 1, 1]).parameters())
     state = load_weights_only(os.path.join(summary['run_dir'], 'ckpt_epoch_1.pth'))['model']
