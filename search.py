@@ -251,7 +251,7 @@ class Search:
             count = (f'1 candidate, the start composition alone: no block can move '
                      f'({bcs.why_no_moves(o.block_depth, self.rates, self.limits)})')
         else:
-            count = f'about {self.planned} candidates (more if a later phase starts elsewhere)'
+            count = f'about {self.planned} candidates (counted as if the start stays best)'
         if o.search_epochs is None:
             return f'{count}, each trained {o.epochs} epochs'
         return (f'{count}, each scored on {o.search_epochs} epochs; then the winner is retrained on '

@@ -361,7 +361,7 @@ def test_tensorboard_writes_each_iterations_own_scalars_every_tb_freq(data, teac
 
     def recording_step(self, *args, **kwargs):
         logit, terms = real_step(self, *args, **kwargs)
-        losses.append(float(terms[0]))
+        losses.append(float(terms[0].detach()))
         lrs.append(self.optimizer.param_groups[0]['lr'])
         return logit, terms
     monkeypatch.setattr(Trainer, 'step', recording_step)
