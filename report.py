@@ -428,7 +428,8 @@ def _search_score(search, winner, metric):
         return ''
     score = winner.get(f'{metric}_acc')
     n = search.get('search_epochs')
-    return ' (retrained' + (f'; search score {score:.2f} on {n} epochs)' if score is not None else ')')
+    epochs = f' on {n} epoch{"s" if n != 1 else ""}' if n is not None else ''
+    return ' (retrained' + (f'; search score {score:.2f}{epochs})' if score is not None else ')')
 
 
 def _search_status(search):
