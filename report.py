@@ -398,8 +398,7 @@ def markdown(tables, searches, incomplete, metric, figures=None):
                          str(len(search.get('candidates') or [])),
                          _depth_text(winner['block_depth']) if winner.get('block_depth') else 'none yet',
                          f"{winner['params']:,}" if isinstance(winner.get('params'), int) else '',
-                         (f'{acc:.2f}' if acc is not None else '') +
-                         (' (retrained)' if search.get('final') else ''),
+                         (f'{acc:.2f}' if acc is not None else '') + _search_score(search, winner, metric),
                          f'{hours:.2f}' if isinstance(hours, (int, float)) else ''])
         lines += _md_table(rows) + ['']
 
@@ -421,6 +420,16 @@ def markdown(tables, searches, incomplete, metric, figures=None):
     else:
         lines += ['None.']
     return '\n'.join(lines) + '\n'
+
+
+def _search_score(search, winner, metric):
+    """Beside a retrained winner's accuracy: the label, and the search's own score of it."""
+    if not search.get('final'):
+        return ''
+    score = winner.get(f'{metric}_acc')
+    n = search.get('search_epochs')
+    epochs = f' on {n} epoch{"s" if n != 1 else ""}' if n is not None else ''
+    return ' (retrained' + (f'; search score {score:.2f}{epochs})' if score is not None else ')')
 
 
 def _search_status(search):

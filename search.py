@@ -11,15 +11,16 @@ import os
 import sys
 
 import models
+from models import pretrained
 from models.loader import read_state_dict, saved_block_depth
 from helper import bcs, cotrain
 from helper.checkpoint import WriteError, append_line, read_json, write_json
-from helper.errors import UsageError
+from helper.errors import UsageError, teacher_missing
 from helper.loops import NonFiniteLoss, Preempted
 from helper.options import (Parser, add_student_args, differing_option, finalize, options_argv, options_dict,
                             run_name, student_parser)
 from helper.run import exit_code, run_folder_of
-from helper.runlock import RunLock
+from helper.runlock import RunLock, check_free
 from helper.scheduler import Run, add_launcher_args, check_launcher_args, run_parallel, slots_for, slurm_backend
 from train_student import train_student
 
@@ -92,6 +93,8 @@ class Search:
             pass
         self.rates = bcs.exchange_rates(opt.model_s)
         # a my* teacher may have been trained at another depth: its checkpoint says which
+        if not pretrained.is_torchvision(opt.path_t) and not os.path.isfile(opt.path_t):
+            raise teacher_missing(opt.path_t)
         teacher_depth = (saved_block_depth(read_state_dict(opt.path_t)[1])
                          if models.is_variable_depth(opt.model_t) else None)
         self.limits = bcs.teacher_limits(opt.model_t, len(opt.block_depth), teacher_depth)
@@ -241,9 +244,47 @@ class Search:
         with RunLock(self.dir, 'search'):  # a second search on this folder stops here, before any candidate
             return self._run()
 
+    def plan(self):
+        """How many candidates, why only one where no block can move, and the schedule."""
+        o = self.opt
+        if self.planned == 1:
+            count = (f'1 candidate, the start composition alone: no block can move '
+                     f'({bcs.why_no_moves(o.block_depth, self.rates, self.limits)})')
+        else:
+            count = f'about {self.planned} candidates (counted as if the start stays best)'
+        if o.search_epochs is None:
+            return f'{count}, each trained {o.epochs} epochs'
+        return (f'{count}, each scored on {o.search_epochs} epochs; then the winner is retrained on '
+                f'the full --epochs {o.epochs}')
+
+    def dry_run(self):
+        """The checks a search makes before its first candidate, and the plan: the candidates by
+        phase, the schedule, and a dry run of the first candidate it would train."""
+        check_free(self.dir, 'search')
+        o, short = self.opt, self.opt.search_epochs is not None
+        print(f'dry run: BCS over {o.model_s} from {o.block_depth} (teacher {o.model_t}); exchange rates '
+              f'{self.rates}; {self.plan()}; results in {self.dir}', flush=True)
+        first = None
+        for phase, src, comps in bcs.phase_plan(o.block_depth, self.rates, self.limits):
+            where = 'from the start' if phase == 1 else 'from the best so far, here the start'
+            states = []
+            for comp in comps:
+                c = candidate_options(o, comp, short)
+                state, _ = previous_result(c)  # a finished candidate made with other options: refused
+                states.append(f'{",".join(map(str, comp))} ({state or "new"})')
+                if first is None and state != 'done' and phase == 1:
+                    first = c.replace(resume=state == 'resume')
+            move = f'stage {src + 1} -> {src}, ' if src else ''
+            print(f'  phase {phase} ({move}{where}): {"; ".join(states) or "no move fits"}', flush=True)
+        if first is None:
+            print('  phase 1 is finished: nothing to check by a dry run of a candidate', flush=True)
+            return None
+        print(f'first candidate to train, {",".join(map(str, first.block_depth))}:', flush=True)
+        return train_student(first)
+
     def _run(self):
         print(f'BCS over {self.opt.model_s} from {self.opt.block_depth} (teacher {self.opt.model_t}); '
-              f'exchange rates {self.rates}; about {self.planned} candidates; results in {self.dir}', flush=True)
+              f'exchange rates {self.rates}; {self.plan()}; results in {self.dir}', flush=True)
         _, best = bcs.search(self.opt.block_depth, self.rates, self.limits, self.score_phase)
         winner = next(r for r in self.records if tuple(r['block_depth']) == tuple(best))
         final = None
@@ -264,15 +305,14 @@ class Search:
                      'device_hours': summary['wall_time_s'] * self.gpus_per_run / 3600.0}
             if summary['run_dir'] in self.jobs:
                 final['job_id'] = self.jobs[summary['run_dir']]['job_id']
-        line = (f'winner: block_depth {",".join(map(str, best))} params {winner["params"]} '
-                f'best_acc {winner["best_acc"]:.2f} last_acc {winner["last_acc"]:.2f}')
+        scores = bcs.winner_scores(winner, final, self.opt.search_epochs, self.opt.epochs)
+        line = f'winner: block_depth {",".join(map(str, best))} params {winner["params"]} {scores}'
         result_path = os.path.join(self.dir, 'search-result.txt')
         lines = _lines(result_path)
         if not lines or lines[-1] != line:  # rerunning a finished search adds no duplicate
             append_line(result_path, line)
         self.save(winner, final, status='finished')
-        print(f'[BCS] winner {list(best)}: best acc {winner["best_acc"]:.2f}; '
-              f'{os.path.join(self.dir, "search.json")}', flush=True)
+        print(f'[BCS] winner {list(best)}: {scores}; {os.path.join(self.dir, "search.json")}', flush=True)
         return {'winner': winner, 'final': final, 'candidates': self.records}
 
 
@@ -285,6 +325,12 @@ def _lines(path):
 
 
 def run_search(opt):
+    opt = checked_options(opt)
+    return Search(opt).dry_run() if opt.dry_run else Search(opt).run()
+
+
+def checked_options(opt):
+    """search.py's options, checked and completed (what any search command must pass first)."""
     opt = finalize(opt, 'student')
     if not models.is_variable_depth(opt.model_s):
         raise UsageError(f'search.py needs a variable-depth student (a my* name), got {opt.model_s!r}')
@@ -301,10 +347,7 @@ def run_search(opt):
     if not opt.gpus and (opt.runs_per_gpu != 1 or opt.nproc_per_node != 1):
         raise UsageError('--runs_per_gpu and --nproc_per_node schedule candidates over --gpus; '
                          'add --gpus (e.g. --gpus 0,1,2,3)')
-    if opt.dry_run:
-        print(f'options OK: BCS over {opt.model_s} from {opt.block_depth}')
-        return None
-    return Search(opt).run()
+    return opt
 
 
 def main(argv=None):

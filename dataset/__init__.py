@@ -22,8 +22,8 @@ DATASETS = ('cifar100', 'cifar10', 'tiny_imagenet', 'imagenet', 'digits')
 DEVICE_DATASETS = ('cifar100', 'cifar10', 'digits')  # small enough for --data_on_device
 JPEG_DATASETS = ('imagenet',)  # --data_on_device: decoded and augmented on the device
 _LOADERS = {
-    'cifar100': lambda root, opt: cifar.load('cifar100', root),
-    'cifar10': lambda root, opt: cifar.load('cifar10', root),
+    'cifar100': lambda root, opt: cifar.load('cifar100', root, download=not getattr(opt, 'dry_run', False)),
+    'cifar10': lambda root, opt: cifar.load('cifar10', root, download=not getattr(opt, 'dry_run', False)),
     'tiny_imagenet': lambda root, opt: tiny_imagenet.load(
         root, opt.tiny_imagenet_transform),
     'imagenet': lambda root, opt: imagenet.load(root, opt.imagenet_transform),

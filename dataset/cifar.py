@@ -88,15 +88,46 @@ def _files(cls, root):
     return [(os.path.join(root, cls.base_folder, name), md5) for name, md5 in names]
 
 
-def ensure_files(name, root):
+class DownloadNeeded(UsageError):
+    """The files are missing and downloading was not allowed (a dry run). info: the set's shape
+    (as get_loaders gives it), so a dry run can check the models without the files."""
+
+    def __init__(self, message, info):
+        super().__init__(message)
+        self.info = info
+
+
+def _new_folders(path):
+    """path and those of its parents that do not exist yet, deepest first (what a download creates)."""
+    out = []
+    while path and not os.path.exists(path):
+        out.append(path)
+        path = os.path.dirname(path.rstrip(os.sep))
+    return out
+
+
+def ensure_files(name, root, download=True):
     cls = CLASSES[name]
     files = _files(cls, root)
     if all(os.path.isfile(path) for path, _ in files):
         return
     folder = os.path.join(root, cls.base_folder)
+    if not download:
+        raise DownloadNeeded(f'{name} is not in {folder}: the run downloads it ({cls.url})',
+                             dict(n_data=50000, num_classes=100 if name == 'cifar100' else 10, image_size=32,
+                                  mean=MEAN[name], std=STD[name]))
+    created = _new_folders(os.path.abspath(root))
+    archive = os.path.join(root, cls.filename)
+    had_archive = os.path.exists(archive)
     try:
         download_and_extract_archive(cls.url, root, filename=cls.filename, md5=cls.tgz_md5)
     except Exception as err:  # offline, proxy, refused, truncated: all end the same way
+        # leave no partial archive and no empty folder behind: the next try starts clean
+        if os.path.isfile(archive) and not had_archive:
+            os.remove(archive)
+        for path in created:
+            if os.path.isdir(path) and not os.listdir(path):
+                os.rmdir(path)
         reason = ' '.join(str(err).split()) or type(err).__name__
         listed = ', '.join(os.path.basename(path) for path, _ in files)
         raise UsageError(f'{name} is not in {folder} and could not be downloaded ({reason}); '
@@ -107,8 +138,8 @@ def ensure_files(name, root):
                          f'{folder}; delete the folder and try again')
 
 
-def load(name, root):
-    ensure_files(name, root)
+def load(name, root, download=True):
+    ensure_files(name, root, download)
     cls = CLASSES[name]
     normalize = transforms.Normalize(MEAN[name], STD[name])
     train = cls(root, train=True, transform=transforms.Compose([

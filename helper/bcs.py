@@ -74,6 +74,17 @@ def search(start, rates, limits, score_phase):
     return visited, best
 
 
+def phase_plan(start, rates, limits):
+    """[(phase, source stage index or None, compositions)] the search visits if the start stays
+    best: phase 1 holds the start itself and its moves."""
+    n = len(start)
+    if n == 1:
+        return [(1, None, [tuple(start)])]
+    return [(phase, src, ([tuple(start)] if phase == 1 else [])
+             + phase_moves(start, src, src - 1, rates[src - 1], limits))
+            for phase, src in enumerate(range(n - 1, 0, -1), start=1)]
+
+
 def planned_count(start, rates, limits):
     """Candidates the search will train if the start composition stays best (progress estimate)."""
     n = len(start)
@@ -81,3 +92,30 @@ def planned_count(start, rates, limits):
     for src in range(n - 1, 0, -1):
         total += len(phase_moves(start, src, src - 1, rates[src - 1], limits))
     return total
+
+
+def why_no_moves(start, rates, limits):
+    """Why no phase can move a block from start (planned_count 1), one reason per phase."""
+    reasons = []
+    for src in range(len(start) - 1, 0, -1):
+        dst, rate = src - 1, rates[src - 1]
+        if start[src] - 1 < 1:
+            reasons.append(f'stage {src + 1} has 1 block, none to give')
+        elif start[dst] + rate > limits[dst]:
+            reasons.append(f'{rate} more in stage {dst + 1} would pass the teacher\'s {limits[dst]:g} there')
+    return '; '.join(reasons) or 'a single stage'
+
+
+def winner_scores(winner, final, search_epochs, epochs, keys=('best_acc', 'last_acc')):
+    """A winner's accuracy, as every report of it words it: with a retrain (final), the retrained
+    figures first, labelled, beside the search score; without, the search's own (full) runs."""
+    score = ' '.join(f'{k} {winner[k]:.2f}' for k in keys)
+    if final is None:
+        return score
+    retrained = ' '.join(f'{k} {final[k]:.2f}' for k in keys)
+    return (f'retrained{_on_epochs(epochs)}: {retrained}; search score{_on_epochs(search_epochs)}: {score}')
+
+
+def _on_epochs(n):
+    return '' if n is None else f' on {n} epoch{"s" if n != 1 else ""}'
+

@@ -33,6 +33,11 @@ def in_cotrain():
     return getattr(_local, 'baton', None) is not None
 
 
+def run_label():
+    """'3,7,2 ' (its composition) for a co-trained run, whose lines interleave with the others'; else ''."""
+    return getattr(_local, 'label', '')
+
+
 def stop_signal():
     """The signal the co-training process received (its runs check it like their own), or None."""
     return _stop['signum']
@@ -127,6 +132,10 @@ def cotrain(opts, kind='student', run_fn=None):
 
     def work(i):
         _local.baton, _local.index = baton, i
+        depth = getattr(opts[i], 'block_depth', None)
+        if depth is not None and not isinstance(depth, str):
+            depth = ','.join(map(str, depth))
+        _local.label = f'{depth or f"run {i + 1}"} '
         # on CUDA a stream per run: one run's small kernels can overlap another's on the GPU
         stream = torch.cuda.stream(torch.cuda.Stream()) if torch.cuda.is_available() else contextlib.nullcontext()
         baton.wait_turn(i)
@@ -137,7 +146,7 @@ def cotrain(opts, kind='student', run_fn=None):
             errors[i] = e
         finally:
             baton.leave(i)
-            _local.baton = None
+            _local.baton, _local.label = None, ''
 
     _stop['signum'] = None
     previous = {}

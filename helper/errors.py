@@ -19,3 +19,9 @@ def unknown_name(what, value, names, n=3, cutoff=0.6):
     close = close_names(value, names, n, cutoff)
     hint = f'did you mean {", ".join(close)}?' if close else f'choose from {", ".join(names)}'
     return UsageError(f'unknown {what} {value!r}; {hint}')
+
+
+def teacher_missing(path, detail=''):
+    """UsageError for a --path_t that is not there: what it is, and where a teacher comes from."""
+    return UsageError(f'teacher checkpoint not found: {path}{detail}; fetch the published CIFAR-100 teachers '
+                      f'with bash scripts/fetch_pretrained_teachers.sh, or train one with train_teacher.py')

@@ -1,5 +1,6 @@
 """Building an experiment: options -> device settings, data loaders, student, teacher, method."""
 import contextlib
+import os
 from dataclasses import dataclass
 
 import torch
@@ -12,7 +13,7 @@ from distiller_zoo.mc import (MilestoneChecking, WithMilestones, check_mc_shapes
                               stage_weight_flags)
 from helper import dist
 from helper.cpu_bf16 import cpu_bf16_native
-from helper.errors import UsageError
+from helper.errors import UsageError, teacher_missing
 from models import pretrained
 
 
@@ -116,6 +117,8 @@ def build_method(opt, kind, student, teacher, info):
 
 def load_teacher(opt, num_classes):
     path = opt.path_t
+    if not pretrained.is_torchvision(path) and not os.path.isfile(path):
+        raise teacher_missing(path)
     if pretrained.is_torchvision(path):  # the main process downloads, the others wait for it
         problem = None
         if dist.is_main():
@@ -130,13 +133,21 @@ def load_teacher(opt, num_classes):
     return models.load_model(path, opt.model_t, num_classes=num_classes)
 
 
-def build_experiment(opt, kind, device):
-    contrast = kind == 'student' and METHODS[opt.distill].needs_contrast
-    train_loader, test_loader, info = get_loaders(opt, device, contrast)
+def needs_contrast(opt, kind):
+    return kind == 'student' and METHODS[opt.distill].needs_contrast
+
+
+def build_models(opt, kind, info):
+    """(student, teacher or None, method) for a data set described by info."""
     student = models.build_model(trained_model_name(opt, kind), num_classes=info['num_classes'],
                                  block_depth=opt.block_depth)
     teacher = None
     if kind == 'student':
         teacher, _ = load_teacher(opt, info['num_classes'])
-    method = build_method(opt, kind, student, teacher, info)
+    return student, teacher, build_method(opt, kind, student, teacher, info)
+
+
+def build_experiment(opt, kind, device):
+    train_loader, test_loader, info = get_loaders(opt, device, needs_contrast(opt, kind))
+    student, teacher, method = build_models(opt, kind, info)
     return Experiment(student, teacher, method, train_loader, test_loader, info)

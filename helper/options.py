@@ -7,7 +7,7 @@ import argparse
 import os
 import random
 
-from helper.errors import UsageError, unknown_name
+from helper.errors import UsageError, teacher_missing, unknown_name
 
 MOBILE_STUDENTS = ('MobileNetV2', 'ShuffleV1', 'ShuffleV2')  # published lr 0.01
 
@@ -51,7 +51,9 @@ def _add_common(p):
     g.add_argument('--device', default='auto', choices=['auto', 'cuda', 'mps', 'cpu'])
     g.add_argument('--resume', action='store_true', help='continue the run in its folder')
     g.add_argument('--test', type=int, default=0, choices=[0, 1], help='1: only evaluate the saved model')
-    g.add_argument('--dry_run', action='store_true', help='check the options and exit')
+    g.add_argument('--dry_run', action='store_true',
+                   help='check everything short of training (options, run folder, data, teacher, shapes by one '
+                        'forward), print the plan, write nothing')
     g = p.add_argument_group('speed (see README: Fast path)')
     g.add_argument('--data_on_device', action='store_true', help='keep the train set on the device, augment there (ImageNet: decode the JPEGs there)')
     g.add_argument('--amp', action='store_true', help='bf16 autocast where supported, else fp16 + GradScaler')
@@ -66,9 +68,20 @@ def _add_common(p):
     g.add_argument('--sync_bn', action='store_true', help='SyncBatchNorm under torchrun')
 
 
+def _model_names():
+    """The model registry's names, for help texts (my* names take --block_depth)."""
+    import models
+    return ', '.join(sorted(models.model_dict, key=str.lower))
+
+
+def _method_names():
+    from distiller_zoo import METHODS
+    return list(METHODS)
+
+
 def teacher_parser():
     p = Parser(description='Train a teacher (or a student from scratch) with cross-entropy.')
-    p.add_argument('--model', default='resnet110')
+    p.add_argument('--model', default='resnet110', help=f'default resnet110; one of: {_model_names()}')
     p.add_argument('--block_depth', default=None, help='blocks per stage for my* models, e.g. 3,7,2')
     p.add_argument('-t', '--trial', default='0', help='experiment id')
     _add_common(p)
@@ -77,14 +90,14 @@ def teacher_parser():
 
 def add_student_args(p):
     g = p.add_argument_group('models')
-    g.add_argument('--model_s', default='resnet8')
+    g.add_argument('--model_s', default='resnet8', help=f'student, default resnet8; one of: {_model_names()}')
     g.add_argument('--model_t', default=None, help='default: read from --path_t\'s folder name')
     g.add_argument('--path_t', default=None,
                    help='teacher checkpoint, or torchvision:resnet18|34|50 (ImageNet)')
     g.add_argument('--block_depth', default=None, help='student blocks per stage for my* models, e.g. 3,7,2')
     g.add_argument('--trial', default='1', help='experiment id')
     g = p.add_argument_group('distillation')
-    g.add_argument('--distill', default='kd')
+    g.add_argument('--distill', default='kd', help=f'method, default kd; one of: {", ".join(_method_names())}')
     g.add_argument('--init_epochs', type=int, default=30, help='init stage of abound, factor, fsp')
     g.add_argument('--mc', type=int, default=0, choices=[0, 1], help='1: milestone checking')
     g.add_argument('--mc_weight', type=float, default=0.001)
@@ -233,7 +246,7 @@ def _finalize_student(opt, models, METHODS):
         if opt.model_t is None:
             if not os.path.isfile(opt.path_t):  # the real problem, not the folder name
                 folder = ' (a folder: give the .pth file in it)' if os.path.isdir(opt.path_t) else ''
-                raise UsageError(f'teacher checkpoint not found: {opt.path_t}{folder}')
+                raise teacher_missing(opt.path_t, folder)
             raise UsageError(f'cannot tell the teacher architecture from {opt.path_t!r}; pass --model_t')
     _check_name('model', opt.model_t, models.model_dict, '--model_t')
     if opt.nce_k <= 0:

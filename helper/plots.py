@@ -11,6 +11,7 @@ matplotlib.use('Agg')  # headless: runs on clusters and in tests
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from helper.bcs import winner_scores  # noqa: E402
 from helper.errors import UsageError  # noqa: E402
 from helper.run_folder import summary_or_empty  # noqa: E402
 
@@ -61,8 +62,11 @@ def plot_run(run_dir, out=None):
         best = max(range(len(epochs)), key=lambda i: -math.inf if math.isnan(log['test_acc'][i])
                    else log['test_acc'][i])
         ax_acc.plot(epochs[best], log['test_acc'][best], 'o', color='C1')
+        # aligned inward from the nearer side, so the label stays inside the panel
+        inward = 'right' if best >= len(epochs) / 2 else 'left'
         ax_acc.annotate(f"best {log['test_acc'][best]:.2f}", (epochs[best], log['test_acc'][best]),
-                        textcoords='offset points', xytext=(0, -14), ha='center', fontsize=8)
+                        textcoords='offset points', xytext=(-4 if inward == 'right' else 4, -14), ha=inward,
+                        fontsize=8)
     ax_acc.set(xlabel='epoch', ylabel='accuracy (%)', title='accuracy')
 
     series = [('train (total)', log.get('train_loss'), '-'), ('test CE', log.get('test_loss'), '-')]
@@ -194,7 +198,9 @@ def plot_search(search_dir, out=None, metric='best'):
             ax.scatter(at[:1], [winner[key]], marker='*', s=300, color='red', edgecolors='black',
                        zorder=4, label='winner')
         params = f" ({winner['params']:,} params)" if isinstance(winner.get('params'), (int, float)) else ''
-        title += f"\nwinner {_depth(winner)}: {winner[key]:.2f}%{params}"
+        epochs = (search.get('options') or {}).get('epochs')
+        title += (f"\nwinner {_depth(winner)}{params}: "
+                  f"{winner_scores(winner, search.get('final'), search.get('search_epochs'), epochs, (key,))}")
     ax.set_xticks(xs, [_depth(c) for c in points], rotation=30, ha='right', fontsize=8)
     ax.set(xlabel='candidate, in visiting order (block composition)', ylabel=f'{metric} test accuracy (%)',
            title=title)
@@ -207,6 +213,9 @@ def plot_search(search_dir, out=None, metric='best'):
 
 def _depth(candidate):
     return '[' + ','.join(map(str, candidate.get('block_depth') or [])) + ']'
+
+
+MIN_SPAN = 10.0  # accuracy points a method figure's y axis shows at least
 
 
 def plot_methods(values, out, title='', teacher_acc=None, scratch_acc=None, ylabel='accuracy (%)'):
@@ -232,11 +241,13 @@ def plot_methods(values, out, title='', teacher_acc=None, scratch_acc=None, ylab
     for acc, label, color in refs:
         if acc is not None:
             ax.axhline(acc, linestyle='--', color=color, linewidth=1, label=f'{label} {acc:.2f}')
-    # Accuracies differ by a few points: start the axis near the lowest bar, not at 0.
+    # Accuracies differ by a few points: start the axis below the lowest bar, not at 0, but show
+    # at least MIN_SPAN points so that tenths of a point do not look like a gap.
     lows = [m - s for m, s in zip(means, stds)] + [a for a, _, _ in refs if a is not None]
     highs = [m + s for m, s in zip(means, stds)] + [a for a, _, _ in refs if a is not None]
-    span = max(highs) - min(lows) or 1.0
-    ax.set_ylim(max(0.0, min(lows) - 0.5 * span), max(highs) + 0.25 * span)
+    span = max(max(highs) - min(lows), MIN_SPAN)
+    floor = max(0.0, 5.0 * math.floor((min(lows) - 0.5 * span) / 5.0))  # a round number
+    ax.set_ylim(floor, max(highs) + 0.25 * span)
     ax.set_xticks(list(positions), labels, rotation=40, ha='right', fontsize=8)
     ax.set(ylabel=ylabel, title=title)
     ax.grid(axis='y', alpha=0.3)

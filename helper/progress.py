@@ -1,19 +1,26 @@
 """Progress of long loops: a tqdm bar on a terminal, a plain line every print_freq steps otherwise."""
+import os
 import sys
 
 from tqdm import tqdm
 
+# as the epoch lines print them (helper/trainer.py): accuracy in % to 2 decimals, loss to 4
+FORMATS = {'acc': '.2f', 'loss': '.4f'}
+# the bar last: a narrow terminal cuts the bar and the times, never the count or the metrics
+BAR_FORMAT = '{desc}{percentage:3.0f}% {n_fmt}/{total_fmt}{postfix} [{elapsed}<{remaining}, {rate_fmt}] |{bar}|'
+
 
 def format_metrics(metrics):
-    """'loss 2.31 acc 41.2': 4 significant digits keep lines short but precise enough."""
-    return ' '.join(f'{name} {_format_value(value)}' for name, value in metrics.items())
+    """'loss 2.3100 acc 41.20': accuracy and loss as the epoch lines give them, others to 4
+    significant digits."""
+    return ' '.join(f'{name} {_format_value(value, FORMATS.get(name, ".4g"))}' for name, value in metrics.items())
 
 
-def _format_value(value):
-    if isinstance(value, float):
-        return f'{value:.4g}'
+def _format_value(value, spec):
     if hasattr(value, 'item'):  # 0-dim tensors / numpy scalars
-        return _format_value(value.item())
+        value = value.item()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f'{value:{spec}}'
     return str(value)
 
 
@@ -22,6 +29,14 @@ def _is_terminal(stream):
         return stream.isatty()
     except (AttributeError, ValueError):  # no isatty, or a closed stream
         return False
+
+
+def _columns(stream):
+    """The terminal's width, or None when it cannot be read (a bar is drawn anyway)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, ValueError, OSError):  # no fileno (io.UnsupportedOperation is both)
+        return None
 
 
 class Progress:
@@ -57,11 +72,13 @@ class Progress:
         self.unit = unit
         self.n = self._shown = initial
         self.metrics = {}
-        use_bar = _is_terminal(self.file) if enable_bar is None else enable_bar
+        # a terminal that reads as 0 columns wide (some containers, CI logs) would show no bar: lines
+        use_bar = _is_terminal(self.file) and _columns(self.file) != 0 if enable_bar is None else enable_bar
         self._bar = None
         if use_bar and enable:
-            units = dict(unit='B', unit_scale=True, unit_divisor=1000) if unit == 'B' else {}
-            self._bar = tqdm(total=total, desc=desc, file=self.file, leave=leave, initial=initial,
+            units = (dict(unit='B', unit_scale=True, unit_divisor=1000, desc=desc) if unit == 'B'
+                     else dict(bar_format=BAR_FORMAT, desc=f'{desc}: ' if desc else ''))
+            self._bar = tqdm(total=total, file=self.file, leave=leave, initial=initial,
                              mininterval=mininterval, dynamic_ncols=True, **units)
 
     def update(self, n=1, **metrics):

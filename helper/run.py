@@ -14,6 +14,7 @@ import torch
 import models
 from helper import cotrain, dist
 from helper.checkpoint import WriteError
+from helper.dry_run import dry_run, no_trained_model
 from helper.errors import UsageError
 from helper.experiment import build_experiment, make_autocast, resolve_speed_flags, trained_model_name
 from helper.loops import NonFiniteLoss, Preempted, validate
@@ -48,9 +49,6 @@ def run(opt, kind):
 
 def _run(opt, kind, held):
     opt = finalize(opt, kind)
-    if opt.dry_run:
-        print(f'options OK: {run_name(opt, kind)}')
-        return {'status': 'dry_run', 'run_dir': run_dir_of(opt, kind)}
     device = pick_device(opt.device)
     opt, amp_dtype = resolve_speed_flags(opt, device)
     dist.init(device)
@@ -68,6 +66,8 @@ def _run(opt, kind, held):
         if ckpt is not None and opt.seed_auto:  # a resume replays the run's own seed
             opt = opt.replace(seed=ckpt['opt']['seed'])
     set_seed(opt.seed)
+    if opt.dry_run:  # the same checks as above, then the data, teacher and shapes; nothing written
+        return dry_run(opt, kind, folder, device, amp_dtype, ckpt)
     exp = build_experiment(opt, kind, device)
     if opt.test:
         return evaluate_only(opt, folder, exp, device, make_autocast(device, amp_dtype))
@@ -112,13 +112,13 @@ def resume_checkpoint(opt, folder):
 
 def evaluate_only(opt, folder, exp, device, autocast):
     if not os.path.exists(folder.best_path):
-        raise UsageError(f'--test 1: no trained model at {folder.best_path}; train it first '
-                         f'(same options, without --test)')
-    state, _ = models.read_state_dict(folder.best_path)
+        raise no_trained_model(folder)
+    state, meta = models.read_state_dict(folder.best_path)
     exp.student.load_state_dict(state)
     exp.student.to(device)
     out = {'status': 'test', 'run_dir': folder.path,
            'student': validate(exp.student, exp.test_loader, device, autocast)}
+    log(f'--test 1: evaluated {folder.best_path} (the best weights, epoch {meta.get("epoch", "?")})')
     log(f'{folder.model}: test acc {out["student"]["acc"]:.2f} top5 {out["student"]["acc_top5"]:.2f} '
         f'loss {out["student"]["loss"]:.4f}')
     if exp.teacher is not None:

@@ -1,4 +1,5 @@
 """The trainer: one run's epochs, steps, checkpoints and logs, for every method alike."""
+import os
 import signal
 import threading
 import time
@@ -64,7 +65,8 @@ def _dist_device():
 
 def log(msg):
     if dist.is_main():
-        print(msg, flush=True)
+        label = cotrain.run_label()
+        print(f'[{label.strip()}] {msg}' if label else msg, flush=True)
 
 
 class Trainer:
@@ -94,7 +96,7 @@ class Trainer:
         if opt.compile:
             self._compile()
         self.n_params = sum(p.numel() for p in self.student.parameters())
-        self.tb, self.stop_requested = None, lambda sync_point=True: False
+        self.tb, self.tb_iter, self.stop_requested = None, None, lambda sync_point=True: False
 
     def _compile(self):
         graphs = self.step_graph is None
@@ -127,7 +129,7 @@ class Trainer:
         set_rng_state(ckpt['rng'])
 
     def progress(self, total, desc):
-        return Progress(total, desc=desc, print_freq=self.opt.print_freq, enable=dist.is_main())
+        return Progress(total, desc=cotrain.run_label() + desc, print_freq=self.opt.print_freq, enable=dist.is_main())
 
     def log(self, msg):
         log(msg)
@@ -220,8 +222,9 @@ class Trainer:
                 self.folder.write_summary(self.summary('failed', len(self.history)))
             raise
         finally:
-            if self.tb is not None:
-                self.tb.close()
+            for writer in (self.tb, self.tb_iter):
+                if writer is not None:
+                    writer.close()
         return self.finish()
 
     def claim_folder(self):
@@ -241,7 +244,7 @@ class Trainer:
         opt = self.opt
         log(f'run folder: {self.folder.path}')
         depth = f' ({",".join(map(str, opt.block_depth))})' if opt.block_depth else ''
-        log(f'student {self.folder.model}{depth}: {self.n_params:,} parameters; device {self.device}'
+        log(f'{self.kind} {self.folder.model}{depth}: {self.n_params:,} parameters; device {self.device}'
             f'{"; world size " + str(dist.world_size()) if dist.active() else ""}')
         if self.teacher is not None:
             if self.teacher_acc is None:
@@ -326,10 +329,11 @@ class Trainer:
                 state.check_finite(epoch)
                 avg = state.averages()
                 progress.update(1, loss=avg['loss'], acc=avg['acc'])
-                if self.tb is not None and (it + 1) % opt.tb_freq == 0:
-                    self.tb.add_scalar('train/loss_iter', avg['loss'], (epoch - 1) * n_steps + it + 1)
             else:
                 progress.update(1)
+            run_step = (epoch - 1) * n_steps + it + 1  # iterations since the run began
+            if self.tb is not None and run_step % opt.tb_freq == 0:
+                self.tb_iteration(logit, terms, batch['target'], run_step)
             if self.stop_requested(sync_point=boundary):
                 state.check_finite(epoch)
                 progress.close()
@@ -337,6 +341,21 @@ class Trainer:
         progress.close()
         state.check_finite(epoch)
         return True
+
+    def tb_iteration(self, logit, terms, target, step):
+        """This iteration's own loss terms, batch accuracy and lr, at a step counted over the run."""
+        if self.tb_iter is None:
+            # steps count iterations, not epochs: a writer of their own, which on a resume drops
+            # what an earlier process logged from this step on
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb_iter = SummaryWriter(self.folder.file(os.path.join('tb', 'iterations')), purge_step=step)
+        values = terms.detach().float().tolist()
+        self.tb_iter.add_scalar('train_iter/loss', values[0], step)
+        for name, value in zip(self.module.names[1:], values[1:]):
+            self.tb_iter.add_scalar(f'train_iter/loss_{name}', value, step)
+        acc = (logit.detach().argmax(1) == target).float().mean().item() * 100
+        self.tb_iter.add_scalar('train_iter/acc', acc, step)
+        self.tb_iter.add_scalar('train_iter/lr', self.optimizer.param_groups[0]['lr'], step)
 
     def step(self, batch, teacher_out, epoch, state, it, epoch_t=None):
         """One optimizer step on one batch already on the device: (logit, loss terms).

@@ -93,7 +93,8 @@ def _to_count(item, text):
         return int(item)
     if isinstance(item, int) and not isinstance(item, bool):
         return item
-    raise UsageError(f'--block_depth {text}: {str(item).strip()!r} is not a whole number')
+    hint = f' (separate the counts with commas: {",".join(text.split())})' if len(str(text).split()) > 1 else ''
+    raise UsageError(f'--block_depth {text}: {str(item).strip()!r} is not a whole number{hint}')
 
 
 def parse_block_depth(name, value):

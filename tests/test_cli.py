@@ -2,7 +2,7 @@
 
 Commands are read from the seed README, README.md, scripts/train.sh and scripts/search.sh: each
 `python <script>.py ...` (or torchrun / the scripts' `run` helper) is parsed with its script's parser
-and checked with --dry_run, which validates everything that needs no files.
+and its options checked as the script checks them before it reads any file.
 """
 import os
 import re
@@ -11,10 +11,9 @@ import shlex
 import pytest
 
 from helper.options import finalize, student_parser, teacher_parser
-from helper.run import run
 from conftest import FIXTURES
 from helpers_data import ROOT
-from search import run_search, search_parser
+from search import checked_options, search_parser
 
 SEED_README = os.path.join(FIXTURES, 'seed_README.md')  # the published README: its commands are a contract
 SOURCES = {
@@ -57,17 +56,12 @@ def commands_in(text):
 
 
 def check(script, argv, capsys):
-    """Parse and validate one command as its script would, without touching files."""
+    """Parse and validate one command's options as its script would, without touching files (a
+    --dry_run goes further: it needs the data and the teacher, tests/test_dry_run.py)."""
     if script == 'search':
-        opt = search_parser().parse_args(argv + ['--dry_run'])
-        run_search(opt)
-        kind = 'student'
-    else:
-        kind = 'teacher' if script == 'train_teacher' else 'student'
-        opt = (teacher_parser() if kind == 'teacher' else student_parser()).parse_args(argv + ['--dry_run'])
-        assert run(opt, kind)['status'] == 'dry_run'
-    assert 'options OK' in capsys.readouterr().out
-    return finalize(opt, kind)
+        return checked_options(search_parser().parse_args(argv))
+    kind = 'teacher' if script == 'train_teacher' else 'student'
+    return finalize((teacher_parser() if kind == 'teacher' else student_parser()).parse_args(argv), kind)
 
 
 @pytest.mark.parametrize('source', sorted(SOURCES))
@@ -97,8 +91,7 @@ def test_seed_readme_mc_example_means_what_it_says(capsys, tmp_path, monkeypatch
     assert (opt.mc, opt.mc_weight, opt.gamma, opt.alpha, opt.beta, opt.trial) == (1, 0.001, 1.0, 0.0, 0.8, '1')
     search = [argv for script, argv in found if script == 'search']
     assert len(search) == 1
-    opt = finalize(search_parser().parse_args(search[0] + ['--dry_run']), 'student')
-    run_search(opt)
+    opt = check('search', search[0], capsys)
     assert opt.block_depth == [3, 3, 3] and opt.model_s == 'myresnet20'
 
 
@@ -162,3 +155,22 @@ def test_options_keep_what_was_requested_beside_what_was_resolved():
     c = search.candidate_options(opt, (2, 6, 1), short=False)  # a candidate's own flags count as given
     assert c.requested['block_depth'] == [2, 6, 1] and c.requested['learning_rate'] is None
     assert opt.requested['block_depth'] is None
+
+
+def test_help_lists_the_models_and_methods_to_choose_from():
+    import models
+    from distiller_zoo import METHODS
+    for parser, flags in ((student_parser(), ('--model_s', '--distill')), (teacher_parser(), ('--model',)),
+                          (search_parser(), ('--model_s', '--distill'))):
+        words = set(re.split(r'[\s,;:]+', parser.format_help()))
+        for flag, names in (('--model_s', models.model_dict), ('--model', models.model_dict),
+                            ('--distill', METHODS)):
+            if flag in flags:
+                assert set(names) <= words, (flag, set(names) - words)
+
+
+def test_block_depth_with_spaces_is_told_to_use_commas():
+    from helper.errors import UsageError
+    argv = ['--path_t', 'x/resnet110_vanilla/c.pth', '--model_s', 'myresnet20', '--block_depth', '3 7 2']
+    with pytest.raises(UsageError, match='separate the counts with commas: 3,7,2'):
+        finalize(student_parser().parse_args(argv), 'student')

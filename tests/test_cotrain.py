@@ -115,6 +115,25 @@ def test_failure_of_one_run_lets_the_others_finish(setup, tmp_path):
     assert sorted(done) == ['2,2,2', '3,1,1']
 
 
+def test_cotrained_runs_name_their_composition_in_their_lines(setup, tmp_path, capsys):
+    """Co-trained runs print in turns: each epoch line and progress bar says which candidate it is."""
+    from types import SimpleNamespace
+    from helper.trainer import Trainer, log
+    data, path_t = setup
+    descs = []
+
+    def fake_run(opt, kind):
+        log('epoch 1/2: train acc 1.00')
+        cotrain.yield_turn()
+        descs.append(Trainer.progress(SimpleNamespace(opt=opt), 7, 'epoch 1/2').desc)
+        return {}
+    cotrain.cotrain([cand(data, tmp_path, path_t, c) for c in COMPS], run_fn=fake_run)
+    assert sorted(capsys.readouterr().out.splitlines()) == sorted(f'[{c}] epoch 1/2: train acc 1.00' for c in COMPS)
+    assert sorted(descs) == sorted(f'{c} epoch 1/2' for c in COMPS)
+    log('alone')  # a run outside co-training prints as it always did
+    assert capsys.readouterr().out == 'alone\n'
+
+
 @pytest.mark.slow
 def test_stopped_cotraining_resumes(setup, tmp_path, monkeypatch, one_thread_everywhere):
     """A stop mid-phase checkpoints every candidate; the rerun with --resume finishes them all

@@ -286,6 +286,27 @@ def test_missing_cifar_offline_is_one_line_error(tmp_path, monkeypatch):
         assert os.path.join(str(tmp_path), folder) in message and a_file in message
 
 
+def test_failed_cifar_download_leaves_no_empty_folder_nor_partial_archive(tmp_path, monkeypatch):
+    def cut_off(url, root, filename, md5):  # as torchvision's: the folder, part of the archive, then an error
+        os.makedirs(root, exist_ok=True)
+        if not os.path.exists(os.path.join(root, filename)):
+            with open(os.path.join(root, filename), 'wb') as f:
+                f.write(b'\x1f\x8b partial')
+        raise urllib.error.URLError('connection reset')
+    monkeypatch.setattr(cifar, 'download_and_extract_archive', cut_off)
+    data = tmp_path / 'new' / 'data'
+    with pytest.raises(UsageError, match='could not be downloaded'):
+        dataset.get_loaders(options(data_folder=str(data)), 'cpu')
+    assert os.listdir(tmp_path) == []  # both folders it made are gone
+    # a folder that was there, with the user's own archive in it, stays as it was
+    mine = tmp_path / 'mine'
+    mine.mkdir()
+    (mine / cifar.CIFAR100.filename).write_bytes(b'the user\'s copy')
+    with pytest.raises(UsageError, match='could not be downloaded'):
+        dataset.get_loaders(options(data_folder=str(mine)), 'cpu')
+    assert (mine / cifar.CIFAR100.filename).read_bytes() == b'the user\'s copy'
+
+
 def test_downloaded_cifar_is_md5_checked(tmp_path, monkeypatch):
     calls = []
 

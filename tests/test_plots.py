@@ -73,6 +73,21 @@ def test_plot_search_writes_search_png(tmp_path):
     assert_png(path)
 
 
+def test_plot_search_title_gives_the_retrained_winner_beside_its_search_score(tmp_path, monkeypatch):
+    winner = {'block_depth': [3, 7, 2], 'params': 278580, 'best_acc': 3.0, 'last_acc': 3.0, 'phase': 1,
+              'status': 'finished', 'run_dir': 'b'}
+    search = {'model_s': 'myresnet20', 'model_t': 'resnet110', 'distill': 'crd', 'mc': 1, 'search_epochs': 1,
+              'candidates': [winner], 'winner': winner, 'options': {'epochs': 2},
+              'final': {'block_depth': [3, 7, 2], 'best_acc': 1.5, 'last_acc': 1.0, 'run_dir': 'f'}}
+    (tmp_path / 'search.json').write_text(json.dumps(search))
+    titles = []
+    real = plots._save
+    monkeypatch.setattr(plots, '_save', lambda fig, out: titles.append(fig.axes[0].get_title()) or real(fig, out))
+    plots.plot_search(str(tmp_path), metric='last')
+    assert titles[0].endswith('winner [3,7,2] (278,580 params): retrained on 2 epochs: last_acc 1.00; '
+                              'search score on 1 epoch: last_acc 3.00')
+
+
 def test_plot_methods_draws_bars_with_error_bars(tmp_path):
     out = str(tmp_path / 'sub' / 'methods.png')
     values = {'kd': [70.1, 70.5, 70.3], 'crd': [71.2], 'crd+MC': [71.9, 72.1]}
@@ -166,3 +181,26 @@ def test_run_curves_use_the_recorded_term_weights(tmp_path, kept_figures):
     lines = {line.get_label(): list(line.get_ydata()) for line in kept_figures[0].axes[1].get_lines()}
     assert lines['γ·CE (×0.5)'] == pytest.approx([1.0] * 2)
     assert lines['β·crd (×2)'] == pytest.approx([1.0] * 2)
+
+
+def test_method_figure_does_not_make_tenths_of_a_point_look_like_a_gap(kept_figures, tmp_path):
+    plots.plot_methods({'kd': [33.0, 33.1], 'crd': [33.3, 33.4], 'crd+MC': [33.2]}, str(tmp_path / 'm.png'))
+    low, high = kept_figures[0].axes[0].get_ylim()
+    assert high - low >= 10  # 0.5 points apart: a sliver of the axis, not its whole height
+    assert low % 5 == 0 and 0 <= low <= 33.0 - 5  # a round floor well below the bars
+    # far apart, the bars keep their room
+    plots.plot_methods({'kd': [40.0], 'crd': [70.0]}, str(tmp_path / 'n.png'))
+    low, high = kept_figures[1].axes[0].get_ylim()
+    assert low <= 40 - 10 and high >= 70
+
+
+def test_curves_keep_the_best_label_inside_the_accuracy_panel(tmp_path, kept_figures):
+    write_log(str(tmp_path))  # test accuracy rises: the best epoch is the last, at the right edge
+    plots.plot_run(str(tmp_path))
+    fig = kept_figures[0]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    panel = fig.axes[0]
+    (label,) = [t for t in panel.texts if t.get_text().startswith('best ')]
+    box, inside = label.get_window_extent(renderer), panel.get_window_extent(renderer)
+    assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1

@@ -207,6 +207,13 @@ def test_metric_best_uses_best_epoch_accuracy(save):
     assert 'best-epoch' in text
 
 
+def test_retrained_search_winner_shows_the_retrain_beside_the_search_score(save):
+    _, _, text = report.report([save])
+    (row,) = [r for r in parse_table(text, '## Block composition searches')[1:] if r[5] == '[3,7,2]']
+    # last_acc: the final retrain's, labelled; the 30-epoch search scored the winner 62.5
+    assert row[7] == f'{BCS_FINAL[0]:.2f} (retrained; search score 62.50 on 30 epochs)'
+
+
 def test_search_without_its_run_folders_uses_search_json(tmp_path):
     root = tmp_path / 'only_search'
     root.mkdir()

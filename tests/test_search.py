@@ -118,13 +118,18 @@ def test_rerun_with_other_result_options_is_refused(data, deep_teacher, tmp_path
     assert err.startswith('error: ') and '--kd_T' in err and len(err.strip().splitlines()) == 1
 
 
-def test_search_epochs_shortens_candidates_then_retrains_winner(data, teachers, tmp_path):
+def test_search_epochs_shortens_candidates_then_retrains_winner(data, teachers, tmp_path, capsys):
     # resnet32 has 5 blocks per stage: no move fits, the search is the start composition only.
     teacher = teachers('resnet32')
     argv = search_argv(data, tmp_path, teacher, '--search_epochs', '2')
     argv[argv.index('--epochs') + 1] = '3'
     argv += ['--lr_decay_epochs', '2']
     assert search.main(argv) == 0
+    out = capsys.readouterr().out
+    # the plan says why only the start is visited, and that the winner is retrained on --epochs
+    assert ("1 candidate, the start composition alone: no block can move (4 more in stage 2 would pass "
+            "the teacher's 5 there; 4 more in stage 1 would pass the teacher's 5 there)") in out
+    assert 'each scored on 2 epochs; then the winner is retrained on the full --epochs 3' in out
     assert only_search_dir(tmp_path).endswith('_bcs2')  # its own record, apart from a full search
     with open(os.path.join(only_search_dir(tmp_path), 'search.json')) as f:
         result = json.load(f)
@@ -144,6 +149,12 @@ def test_search_epochs_shortens_candidates_then_retrains_winner(data, teachers, 
     assert final['block_depth'] == [2, 2, 2] and final['run_dir'] != cand['run_dir']
     assert final['best_acc'] == full['best_acc']
     assert result['device_hours'] == pytest.approx(cand['device_hours'] + final['device_hours'])
+    # where the winner is named, the retrained figures come first, labelled, beside the search score
+    scores = (f"retrained on 3 epochs: best_acc {full['best_acc']:.2f} last_acc {full['last_acc']:.2f}; "
+              f"search score on 2 epochs: best_acc {short['best_acc']:.2f} last_acc {short['last_acc']:.2f}")
+    with open(os.path.join(only_search_dir(tmp_path), 'search-result.txt')) as f:
+        assert f.read().splitlines()[-1] == f"winner: block_depth 2,2,2 params {cand['params']} {scores}"
+    assert f'[BCS] winner [2, 2, 2]: {scores};' in out
 
 
 class FakeProcess:

@@ -111,11 +111,13 @@ def test_teacher_checkpoint_loads_as_path_t(teacher):
     assert opt.model_t == 'resnet8'
 
 
-def test_teacher_with_block_depth_names_its_folder(data, tmp_path):
+def test_teacher_with_block_depth_names_its_folder(data, tmp_path, capsys):
     summary = train_teacher(teacher_parser().parse_args(
         ['--model', 'myresnet8', '--block_depth', '2,1,1', '--data_folder', data, '--save_root', str(tmp_path),
          '--epochs', '1', '--batch_size', '50', '--num_workers', '0', '--seed', '0', '--print_freq', '1000']))
     assert os.path.basename(summary['run_dir']).startswith('myresnet8-2-1-1_cifar100_')
+    out = capsys.readouterr().out
+    assert f"teacher myresnet8 (2,1,1): {summary['params']:,} parameters" in out and 'student' not in out
     assert summary['block_depth'] == [2, 1, 1]
     assert summary['params'] == sum(p.numel() for p in models.build_model('myresnet8', 100, [2, 1, 1]).parameters())
     state = load_weights_only(os.path.join(summary['run_dir'], 'ckpt_epoch_1.pth'))['model']
@@ -276,13 +278,22 @@ def test_test_mode_evaluates_only(data, teacher, tmp_path, capsys):
     assert out['student']['acc'] == pytest.approx(trained['best_acc'])
     assert out['teacher']['acc'] == pytest.approx(trained['teacher_acc'])
     assert tree(str(tmp_path)) == before
-    assert 'test acc' in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert 'test acc' in printed
+    # which weights it evaluated, and from which epoch
+    best = os.path.join(trained['run_dir'], 'resnet8_best.pth')
+    assert f'--test 1: evaluated {best} (the best weights, epoch {trained["best_epoch"]})' in printed
+    # a dry run of it checks that the weights are there, and evaluates nothing
+    assert student(data, tmp_path, teacher, 'kd', 'resnet8', '--test', '1', '--dry_run')['status'] == 'dry_run'
+    assert 'evaluate its best checkpoint' in capsys.readouterr().out
 
 
 def test_test_mode_without_a_trained_model_is_a_usage_error(data, teacher, tmp_path):
     from helper.errors import UsageError
     with pytest.raises(UsageError, match='--test 1: no trained model'):
         student(data, tmp_path, teacher, 'kd', 'resnet8', '--test', '1')
+    with pytest.raises(UsageError, match='--test 1: no trained model'):
+        student(data, tmp_path, teacher, 'kd', 'resnet8', '--test', '1', '--dry_run')
     assert tree(str(tmp_path)) == {}
 
 
@@ -356,3 +367,29 @@ def test_a_first_epoch_at_zero_accuracy_still_writes_best(data, teacher, tmp_pat
     best = load_weights_only(os.path.join(summary['run_dir'], 'resnet8_best.pth'))
     assert best['epoch'] == 1 and best['best_acc'] == 0.0
     assert student(data, tmp_path, teacher, 'kd', 'resnet8', '--test', '1')['status'] == 'test'
+
+
+def test_tensorboard_writes_each_iterations_own_scalars_every_tb_freq(data, teacher, tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from helper.trainer import Trainer
+    losses, lrs = [], []
+    real_step = Trainer.step
+
+    def recording_step(self, *args, **kwargs):
+        logit, terms = real_step(self, *args, **kwargs)
+        losses.append(float(terms[0].detach()))
+        lrs.append(self.optimizer.param_groups[0]['lr'])
+        return logit, terms
+    monkeypatch.setattr(Trainer, 'step', recording_step)
+    # 7 iterations per epoch, printed only at the epoch's end; --tb_freq 2 does not divide 7
+    summary = student(data, tmp_path, teacher, 'crd', 'resnet8', '--epochs', '2', '--lr_decay_epochs', '1',
+                      '--tb_freq', '2')
+    events = EventAccumulator(os.path.join(summary['run_dir'], 'tb', 'iterations'))
+    events.Reload()
+    points = events.Scalars('train_iter/loss')
+    # every 2nd iteration, counted over the run: the step does not restart with epoch 2
+    assert [p.step for p in points] == [2, 4, 6, 8, 10, 12, 14]
+    # each point is that iteration's own loss (not the epoch's running average)
+    assert [p.value for p in points] == pytest.approx([losses[s - 1] for s in (2, 4, 6, 8, 10, 12, 14)], rel=1e-6)
+    assert [p.value for p in events.Scalars('train_iter/lr')] == pytest.approx([lrs[s - 1] for s in (2, 4, 6, 8, 10, 12, 14)])
+    assert {'train_iter/acc', 'train_iter/loss_ce', 'train_iter/loss_method'} <= set(events.Tags()['scalars'])
