@@ -6,7 +6,7 @@ import time
 import torch
 
 from dataset import loader_set_epoch
-from helper import cotrain, dist
+from helper import compile_policy, cotrain, dist
 from helper.errors import UsageError
 from helper.experiment import compile_modules, compile_teacher, make_autocast, make_optimizer
 from helper.loops import (EpochState, NonFiniteLoss, Preempted, StudentWithLoss, forward_backward, teacher_forward,
@@ -91,8 +91,7 @@ class Trainer:
         self.step_graph = make_step_graph(opt, device, self.train_module, self.optimizer, amp_dtype,
                                           self.module.preact, log)
         self.shared_teacher = cotrain.shared_teacher()  # co-trained runs: one teacher forward per batch
-        if opt.compile:
-            self._compile()
+        self.compiled = bool(opt.compile) and self._compile()
         self.n_params = sum(p.numel() for p in self.student.parameters())
         self.tb, self.stop_requested = None, lambda sync_point=True: False
 
@@ -101,8 +100,10 @@ class Trainer:
         try:
             compile_modules(self.device, self.train_module, graphs=graphs)
             compile_teacher(self.device, self.teacher, graphs=graphs)
+            return True
         except Exception as e:  # platforms without a compiler toolchain
             log(f'--compile unavailable here ({type(e).__name__}: {e}); running eager')
+            return False
 
     def _prepare_teacher(self):
         if self.teacher is not None:
@@ -192,6 +193,7 @@ class Trainer:
     def fit(self, test_loader):
         """Train to --epochs (or stop on a signal with a resumable checkpoint); the summary."""
         opt = self.opt
+        epoch_ends = [time.time()]  # the first interval holds start-up and compilation
         self.announce(test_loader)
         self.claim_folder()
         if dist.is_main():
@@ -211,6 +213,8 @@ class Trainer:
                 self.run_init_stage()
                 for epoch in range(self.start_epoch, opt.epochs + 1):
                     self.run_epoch(epoch, test_loader, stop)
+                    epoch_ends.append(time.time())
+            self.record_costs(epoch_ends)
         except Preempted:
             log(f'stopped by signal {self.where} (checkpoint written). To continue, rerun '
                 f'the same command with --resume')
@@ -223,6 +227,14 @@ class Trainer:
             if self.tb is not None:
                 self.tb.close()
         return self.finish()
+
+    def record_costs(self, epoch_ends):
+        """Epoch times of a whole fresh run, for --fast's later compile decisions."""
+        core = self.method.core
+        if (self.start_epoch == 1 and dist.is_main() and not cotrain.in_cotrain()
+                and not (getattr(core, 'has_init_stage', False) and self.opt.init_epochs > 0)):
+            times = [b - a for a, b in zip(epoch_ends, epoch_ends[1:])]
+            compile_policy.record(self.opt, self.device, times, len(self.train_loader), self.compiled)
 
     def claim_folder(self):
         """The first write: the main process locks the run folder; every rank stops if it lost
