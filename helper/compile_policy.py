@@ -87,10 +87,9 @@ def costs(device, entry):
 
 def decide(steps, compile_s, saving_s, source):
     """(compile or not, the one line that says why)."""
-    gain = steps * saving_s
-    if gain > compile_s:
-        return True, f'--fast: compiling: {steps} steps × ~{saving_s:.3g} s saved > ~{compile_s:.0f} s to compile ({source})'
-    return False, f'--fast: not compiling: {steps} steps × ~{saving_s:.3g} s saved < ~{compile_s:.0f} s to compile ({source})'
+    pays = steps * saving_s > compile_s
+    verb, sign = ('compiling', '>') if pays else ('not compiling', '<')
+    return pays, f'--fast: {verb}: {steps} steps × ~{saving_s:.3g} s saved {sign} ~{compile_s:.0f} s to compile ({source})'
 
 
 def planned_steps(opt, exp, ckpt=None):
