@@ -60,31 +60,40 @@ def bench_set(work, teacher, images):
     return n_test
 
 
-def process_bench(args):
-    """Whole processes, published against --fast, alternating; medians and their ratio."""
+def alternate(args):
+    """Both sides, alternating for args.rounds: {side: [(epoch times, process seconds, decision lines)]}."""
     teacher, student, method = args.pair.split(':')
-    walls, decisions = {'published': [], 'fast': []}, []
+    sides = {'published': [], 'fast': []}
     with tempfile.TemporaryDirectory() as work:
         n_test = bench_set(work, teacher, args.images)
         for r in range(args.rounds):
-            for side in walls:
-                _, wall, decision = epoch_times(work, teacher, student, method, args.epochs, side == 'fast',
-                                                f'{side}{r}')
-                walls[side].append(wall)
-                decisions += decision
-                print(f'round {r + 1}/{args.rounds} {side:<9}: {wall:.1f} s', flush=True)
+            for side, runs in sides.items():
+                runs.append(epoch_times(work, teacher, student, method, args.epochs, side == 'fast', f'{side}{r}'))
+                times, wall, _ = runs[-1]
+                print(f'round {r + 1}/{args.rounds} {side:<9}: ' + ', '.join(f'{t:.1f}' for t in times)
+                      + f' s (process {wall:.1f} s)', flush=True)
+    return sides, n_test
+
+
+def process_row(args, sides):
+    """Whole processes: medians and their ratio, and what --fast chose."""
+    walls = {side: [wall for _, wall, _ in runs] for side, runs in sides.items()}
     med = {side: float(np.median(w)) for side, w in walls.items()}
-    row = {'pair': args.pair, 'images': args.images, 'test_images': n_test, 'epochs': args.epochs,
-           'rounds': args.rounds, 'process_s': walls, 'median_process_s': med,
-           'speedup': med['published'] / med['fast'], 'fast_decisions': decisions}
+    decisions = [line for _, _, lines in sides['fast'] for line in lines]
     for line in sorted(set(decisions)):
         print(line)
     print(f"whole {args.epochs}-epoch process: published {med['published']:.1f} s, --fast {med['fast']:.1f} s: "
-          f"{row['speedup']:.2f}x")
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(row, f, indent=2)
-    return 0
+          f"{med['published'] / med['fast']:.2f}x")
+    return {'process_s': walls, 'median_process_s': med, 'speedup': med['published'] / med['fast'],
+            'fast_decisions': decisions}
+
+
+def steady_row(args, sides, n_test):
+    times = {side: [t for t, _, _ in runs] for side, runs in sides.items()}
+    steady = {side: float(np.median([t for run in runs for t in run[1:]])) for side, runs in times.items()}
+    print(f"steady-state epoch ({args.images} images + {n_test} test): published "
+          f"{steady['published']:.1f} s, --fast {steady['fast']:.1f} s: {steady['published'] / steady['fast']:.2f}x")
+    return {'epoch_times_s': times, 'steady_epoch_s': steady, 'speedup': steady['published'] / steady['fast']}
 
 
 def main(argv=None):
@@ -96,27 +105,13 @@ def main(argv=None):
     p.add_argument('--json', default=None)
     p.add_argument('--process', action='store_true', help='time whole processes (one epoch allowed)')
     args = p.parse_args(argv)
-    if args.process:
-        return process_bench(args)
-    if args.epochs < 2:
+    if args.epochs < 2 and not args.process:
         p.error('--epochs must be at least 2: epoch 1 holds the compilation')
-    teacher, student, method = args.pair.split(':')
-    sides = {'published': [], 'fast': []}
-    with tempfile.TemporaryDirectory() as work:
-        n_test = bench_set(work, teacher, args.images)
-        for r in range(args.rounds):
-            for side in sides:
-                times, _, _ = epoch_times(work, teacher, student, method, args.epochs, side == 'fast',
-                                          f'{side}{r}')
-                sides[side].append(times)
-                print(f'round {r + 1}/{args.rounds} {side:<9}: ' + ', '.join(f'{t:.1f}' for t in times) + ' s',
-                      flush=True)
-    steady = {side: float(np.median([t for run in runs for t in run[1:]])) for side, runs in sides.items()}
-    row = {'pair': args.pair, 'images': args.images, 'epochs': args.epochs, 'rounds': args.rounds,
-           'device': torch.cuda.get_device_name() if torch.cuda.is_available() else f'CPU ({os.cpu_count()} cores)',
-           'epoch_times_s': sides, 'steady_epoch_s': steady, 'speedup': steady['published'] / steady['fast']}
-    print(f"steady-state epoch ({args.images} images + {n_test} test): published "
-          f"{steady['published']:.1f} s, --fast {steady['fast']:.1f} s: {row['speedup']:.2f}x")
+    sides, n_test = alternate(args)
+    row = {'pair': args.pair, 'images': args.images, 'test_images': n_test, 'epochs': args.epochs,
+           'rounds': args.rounds,
+           'device': torch.cuda.get_device_name() if torch.cuda.is_available() else f'CPU ({os.cpu_count()} cores)'}
+    row.update(process_row(args, sides) if args.process else steady_row(args, sides, n_test))
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(row, f, indent=2)
