@@ -53,11 +53,11 @@ def device_key(device):
 
 
 def run_key(opt):
-    """What a step's cost depends on besides the device."""
+    """What a step's cost mostly depends on besides the device. Not --block_depth: BCS candidates
+    (each composition trained once) share what the ones before them measured."""
     pair = f'{opt.model_t}>{opt.model_s}' if getattr(opt, 'model_t', None) else opt.model
-    depth = ','.join(map(str, opt.block_depth)) if getattr(opt, 'block_depth', None) else ''
     method = getattr(opt, 'distill', 'ce')
-    return f'{pair}{"(" + depth + ")" if depth else ""} {method} b{opt.batch_size}{" amp" if opt.amp else ""}'
+    return f'{pair} {method} b{opt.batch_size}{" amp" if opt.amp else ""}'
 
 
 def read_cache(path=None):

@@ -154,3 +154,10 @@ def test_a_short_fast_run_does_not_compile_and_records_why(tmp_path, monkeypatch
     (tmp_path / 'summary.json.d').write_text('')  # a file where the cache dir's parent would be
     again = run(options('--fast', '--trial', 'unwritable', root=tmp_path), 'teacher')
     assert again['status'] == 'finished' and again['options']['compile'] is False
+
+
+def test_search_candidates_share_measurements_across_compositions():
+    argv = ['--model', 'myresnet14', '--dataset', 'digits', '--fast', '--device', 'cpu', '--block_depth']
+    a, b = (finalize(teacher_parser().parse_args(argv + [d]), 'teacher') for d in ('1,1,1', '1,2,1'))
+    assert cp.run_key(a) == cp.run_key(b)
+    assert cp.run_key(a) != cp.run_key(a.replace(batch_size=128)) != cp.run_key(a.replace(amp=True))
