@@ -194,6 +194,7 @@ class Trainer:
         """Train to --epochs (or stop on a signal with a resumable checkpoint); the summary."""
         opt = self.opt
         epoch_ends = [time.time()]  # the first interval holds start-up and compilation
+        fresh = self.start_epoch == 1 and not self.partial
         self.announce(test_loader)
         self.claim_folder()
         if dist.is_main():
@@ -214,7 +215,8 @@ class Trainer:
                 for epoch in range(self.start_epoch, opt.epochs + 1):
                     self.run_epoch(epoch, test_loader, stop)
                     epoch_ends.append(time.time())
-            self.record_costs(epoch_ends)
+            if fresh:
+                self.record_costs(epoch_ends)
         except Preempted:
             log(f'stopped by signal {self.where} (checkpoint written). To continue, rerun '
                 f'the same command with --resume')
@@ -231,7 +233,7 @@ class Trainer:
     def record_costs(self, epoch_ends):
         """Epoch times of a whole fresh run, for --fast's later compile decisions."""
         core = self.method.core
-        if (self.start_epoch == 1 and dist.is_main() and not cotrain.in_cotrain()
+        if (dist.is_main() and not cotrain.in_cotrain()
                 and not (getattr(core, 'has_init_stage', False) and self.opt.init_epochs > 0)):
             times = [b - a for a, b in zip(epoch_ends, epoch_ends[1:])]
             compile_policy.record(self.opt, self.device, times, len(self.train_loader), self.compiled)
