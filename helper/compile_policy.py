@@ -69,6 +69,16 @@ def read_cache(path=None):
         return {}
 
 
+def cached_entry(data, device, opt):
+    """This run's measured figures in the cache data; anything malformed counts as unmeasured."""
+    runs = data.get(device_key(device))
+    entry = runs.get(run_key(opt)) if isinstance(runs, dict) else None
+    if not isinstance(entry, dict):
+        return {}
+    return {k: float(v) for k, v in entry.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < float('inf')}
+
+
 def costs(device, entry):
     """(compile seconds, seconds saved per step, where the figures come from) for one run key."""
     compile_s, ratio, step_s = ESTIMATES.get(device.type, NO_GAIN)
@@ -90,7 +100,8 @@ def decide(steps, compile_s, saving_s, source):
     """(compile or not, the one line that says why)."""
     pays = steps * saving_s > compile_s
     verb, sign = ('compiling', '>') if pays else ('not compiling', '<')
-    return pays, f'--fast: {verb}: {steps} steps × ~{saving_s:.3g} s saved {sign} ~{compile_s:.0f} s to compile ({source})'
+    return pays, (f'--fast: {verb}: {steps} steps × ~{saving_s:.3g} s saved {sign} ~{compile_s:.0f} s '
+                  f'to compile ({source})')
 
 
 def planned_steps(opt, exp, ckpt=None):
@@ -111,7 +122,7 @@ def choose(opt, exp, device, ckpt=None):
     steps = planned_steps(opt, exp, ckpt)
     verdict = None
     if dist.is_main():
-        entry = read_cache().get(device_key(device), {}).get(run_key(opt), {})
+        entry = cached_entry(read_cache(), device, opt)
         verdict = decide(steps, *costs(device, entry))
         print(verdict[1], flush=True)
     compile_on, reason = dist.broadcast_object(verdict)

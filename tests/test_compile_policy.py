@@ -138,6 +138,16 @@ def test_a_corrupt_cache_reads_as_empty():
         f.write('{"truncated": ')
     assert cp.read_cache() == {}
     assert cp.costs(CPU, {})[2] == 'estimated for a CPU'
+    opt = options('--fast')
+    for data in ({cp.device_key(CPU): ['not', 'a', 'dict']}, {cp.device_key(CPU): {cp.run_key(opt): 3}},
+                 {cp.device_key(CPU): {cp.run_key(opt): {'compile_s': 'x', 'eager_step_s': None,
+                                                         'compiled_step_s': float('nan')}}}):
+        with open(path, 'w') as f:
+            json.dump(data, f)
+        assert cp.cached_entry(cp.read_cache(), CPU, opt) == {}
+        assert cp.choose(opt, experiment(20), CPU).compile_decision.endswith('(estimated for a CPU)')
+    assert cp.cached_entry({cp.device_key(CPU): {cp.run_key(opt): {'compile_s': 9, 'x': True}}}, CPU, opt) == \
+        {'compile_s': 9.0}
 
 
 @pytest.mark.slow  # trains an epoch
