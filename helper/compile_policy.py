@@ -129,21 +129,22 @@ def choose(opt, exp, device, ckpt=None):
     return opt.replace(compile=compile_on, compile_decision=reason)
 
 
-def measurements(epoch_s, steps_per_epoch, compiled):
-    """What a finished run's epoch times say: compiled runs give the compile cost (the first
-    epoch, start-up included, less a steady one) and their step; eager runs their step."""
+def measurements(epoch_s, steps_per_epoch, compiled, startup_s=0.0):
+    """What a finished run's times say: compiled runs give the compile cost (start-up, where the
+    teacher is first called, and the first epoch, less a steady epoch) and their step; eager runs
+    their step (start-up left out: it is paid once, not per step)."""
     if steps_per_epoch < 1 or not epoch_s or (compiled and len(epoch_s) < 2):
         return {}
     steady = statistics.median(epoch_s[1:] or epoch_s)
     if compiled:
-        return {'compile_s': round(max(0.0, epoch_s[0] - steady), 3),
+        return {'compile_s': round(max(0.0, startup_s + epoch_s[0] - steady), 3),
                 'compiled_step_s': round(steady / steps_per_epoch, 5)}
     return {'eager_step_s': round(steady / steps_per_epoch, 5)}
 
 
-def record(opt, device, epoch_s, steps_per_epoch, compiled, path=None):
+def record(opt, device, epoch_s, steps_per_epoch, compiled, startup_s=0.0, path=None):
     """Merge a --fast run's measurements into the cache; never raises (an optimisation only)."""
-    found = measurements(epoch_s, steps_per_epoch, compiled)
+    found = measurements(epoch_s, steps_per_epoch, compiled, startup_s)
     if not opt.fast or not found:
         return False
     path = path or cache_path()

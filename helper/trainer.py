@@ -193,7 +193,7 @@ class Trainer:
     def fit(self, test_loader):
         """Train to --epochs (or stop on a signal with a resumable checkpoint); the summary."""
         opt = self.opt
-        epoch_ends = [time.time()]  # the first interval holds start-up and compilation
+        marks = [time.time()]  # start, first epoch, then each epoch's end
         fresh = self.start_epoch == 1 and not self.partial
         self.announce(test_loader)
         self.claim_folder()
@@ -212,11 +212,12 @@ class Trainer:
             with StopFlag() as stop:
                 self.stop_requested = stop.requested
                 self.run_init_stage()
+                marks.append(time.time())
                 for epoch in range(self.start_epoch, opt.epochs + 1):
                     self.run_epoch(epoch, test_loader, stop)
-                    epoch_ends.append(time.time())
+                    marks.append(time.time())
             if fresh:
-                self.record_costs(epoch_ends)
+                self.record_costs(marks)
         except Preempted:
             log(f'stopped by signal {self.where} (checkpoint written). To continue, rerun '
                 f'the same command with --resume')
@@ -230,13 +231,13 @@ class Trainer:
                 self.tb.close()
         return self.finish()
 
-    def record_costs(self, epoch_ends):
-        """Epoch times of a whole fresh run, for --fast's later compile decisions."""
+    def record_costs(self, marks):
+        """Start-up and epoch times of a whole fresh run, for --fast's later compile decisions."""
         core = self.method.core
         if (dist.is_main() and not cotrain.in_cotrain()
                 and not (getattr(core, 'has_init_stage', False) and self.opt.init_epochs > 0)):
-            times = [b - a for a, b in zip(epoch_ends, epoch_ends[1:])]
-            compile_policy.record(self.opt, self.device, times, len(self.train_loader), self.compiled)
+            startup, *epochs = [b - a for a, b in zip(marks, marks[1:])]
+            compile_policy.record(self.opt, self.device, epochs, len(self.train_loader), self.compiled, startup)
 
     def claim_folder(self):
         """The first write: the main process locks the run folder; every rank stops if it lost

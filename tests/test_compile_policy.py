@@ -105,7 +105,10 @@ def test_compile_is_not_a_result_option():
 def test_measurements_from_epoch_times():
     assert cp.measurements([20.0, 5.0, 7.0, 5.0], 10, compiled=True) == {'compile_s': 15.0,
                                                                          'compiled_step_s': 0.5}
+    assert cp.measurements([18.0, 5.0], 10, compiled=True, startup_s=2.0) == {'compile_s': 15.0,
+                                                                              'compiled_step_s': 0.5}
     assert cp.measurements([6.0, 4.0, 4.0], 10, compiled=False) == {'eager_step_s': 0.4}
+    assert cp.measurements([6.0, 4.0, 4.0], 10, compiled=False, startup_s=30.0) == {'eager_step_s': 0.4}
     assert cp.measurements([6.0], 10, compiled=False) == {'eager_step_s': 0.6}
     assert cp.measurements([20.0], 10, compiled=True) == {}  # no steady epoch to subtract
 
@@ -152,8 +155,12 @@ def test_a_corrupt_cache_reads_as_empty():
 
 @pytest.mark.slow  # trains an epoch
 def test_a_short_fast_run_does_not_compile_and_records_why(tmp_path, monkeypatch):
-    summary = run(options('--fast', '--trial', 'short', root=tmp_path), 'teacher')
+    calls, record = [], cp.record
+    monkeypatch.setattr(cp, 'record', lambda *a, **k: calls.append(a) or record(*a, **k))
+    summary = run(options('--fast', '--trial', 'short', '--epochs', '2', root=tmp_path), 'teacher')
     assert summary['status'] == 'finished'
+    ((_, _, epoch_s, steps_per_epoch, compiled, startup_s),) = calls  # start-up apart from the epochs
+    assert len(epoch_s) == 2 and steps_per_epoch > 1 and compiled is False and startup_s > 0
     with open(os.path.join(summary['run_dir'], 'summary.json')) as f:
         saved = json.load(f)['options']
     assert saved['compile'] is False and saved['fast'] is True
