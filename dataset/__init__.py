@@ -104,7 +104,8 @@ def get_loaders(opt, device, contrast=False):
     if seed is None:  # DDP ranks must agree on the shuffle: DistributedSampler's default, 0
         seed = 0 if world_size > 1 else int(torch.randint(2 ** 62, ()).item())
     batch_size = int(opt.batch_size)
-    # Static batch shapes for torch.compile: --compile implies dropping the last partial batch.
+    # Static batch shapes for torch.compile: --compile (and --fast, whether or not it then
+    # compiles, so that its results do not depend on that choice) drops the last partial batch.
     drop_last = bool(opt.compile)
 
     if contrast:

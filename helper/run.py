@@ -12,7 +12,7 @@ import sys
 import torch
 
 import models
-from helper import cotrain, dist
+from helper import compile_policy, cotrain, dist
 from helper.checkpoint import WriteError
 from helper.dry_run import dry_run, no_trained_model
 from helper.errors import UsageError
@@ -71,6 +71,7 @@ def _run(opt, kind, held):
     exp = build_experiment(opt, kind, device)
     if opt.test:
         return evaluate_only(opt, folder, exp, device, make_autocast(device, amp_dtype))
+    opt = compile_policy.choose(opt, exp, device, ckpt)  # --fast compiles only where it pays
     return Trainer(opt, kind, exp, folder, device, amp_dtype, ckpt).fit(exp.test_loader)
 
 

@@ -7,7 +7,7 @@ import time
 import torch
 
 from dataset import loader_set_epoch
-from helper import cotrain, dist
+from helper import compile_policy, cotrain, dist
 from helper.errors import UsageError
 from helper.experiment import compile_modules, compile_teacher, make_autocast, make_optimizer
 from helper.loops import (EpochState, NonFiniteLoss, Preempted, StudentWithLoss, forward_backward, teacher_forward,
@@ -93,8 +93,7 @@ class Trainer:
         self.step_graph = make_step_graph(opt, device, self.train_module, self.optimizer, amp_dtype,
                                           self.module.preact, log)
         self.shared_teacher = cotrain.shared_teacher()  # co-trained runs: one teacher forward per batch
-        if opt.compile:
-            self._compile()
+        self.compiled = bool(opt.compile) and self._compile()
         self.n_params = sum(p.numel() for p in self.student.parameters())
         self.tb, self.tb_iter, self.stop_requested = None, None, lambda sync_point=True: False
 
@@ -103,8 +102,10 @@ class Trainer:
         try:
             compile_modules(self.device, self.train_module, graphs=graphs)
             compile_teacher(self.device, self.teacher, graphs=graphs)
+            return True
         except Exception as e:  # platforms without a compiler toolchain
             log(f'--compile unavailable here ({type(e).__name__}: {e}); running eager')
+            return False
 
     def _prepare_teacher(self):
         if self.teacher is not None:
@@ -194,6 +195,8 @@ class Trainer:
     def fit(self, test_loader):
         """Train to --epochs (or stop on a signal with a resumable checkpoint); the summary."""
         opt = self.opt
+        marks = [time.time()]  # start, first epoch, then each epoch's end
+        fresh = self.start_epoch == 1 and not self.partial
         self.announce(test_loader)
         self.claim_folder()
         if dist.is_main():
@@ -211,8 +214,12 @@ class Trainer:
             with StopFlag() as stop:
                 self.stop_requested = stop.requested
                 self.run_init_stage()
+                marks.append(time.time())
                 for epoch in range(self.start_epoch, opt.epochs + 1):
                     self.run_epoch(epoch, test_loader, stop)
+                    marks.append(time.time())
+            if fresh:
+                self.record_costs(marks)
         except Preempted:
             log(f'stopped by signal {self.where} (checkpoint written). To continue, rerun '
                 f'the same command with --resume')
@@ -226,6 +233,14 @@ class Trainer:
                 if writer is not None:
                     writer.close()
         return self.finish()
+
+    def record_costs(self, marks):
+        """Start-up and epoch times of a whole fresh run, for --fast's later compile decisions."""
+        core = self.method.core
+        if (dist.is_main() and not cotrain.in_cotrain()
+                and not (getattr(core, 'has_init_stage', False) and self.opt.init_epochs > 0)):
+            startup, *epochs = [b - a for a, b in zip(marks, marks[1:])]
+            compile_policy.record(self.opt, self.device, epochs, len(self.train_loader), self.compiled, startup)
 
     def claim_folder(self):
         """The first write: the main process locks the run folder; every rank stops if it lost

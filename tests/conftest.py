@@ -43,6 +43,19 @@ def one_thread_everywhere(monkeypatch):
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope='session', autouse=True)
+def private_cache_dir(tmp_path_factory):
+    """--fast's measured compile costs go to a per-session cache (subprocesses inherit it): the
+    suite neither reads nor changes the user's."""
+    before = os.environ.get('XDG_CACHE_HOME')
+    os.environ['XDG_CACHE_HOME'] = str(tmp_path_factory.mktemp('xdg_cache'))
+    yield
+    if before is None:
+        os.environ.pop('XDG_CACHE_HOME', None)
+    else:
+        os.environ['XDG_CACHE_HOME'] = before
+
+
 @pytest.fixture(scope='session')
 def shared_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp('shared_train_data'))

@@ -244,13 +244,13 @@ def test_cotrain_entry_point_parses_groups_and_exits_like_train_student(setup, t
 
 @pytest.mark.slow
 def test_cotrained_fast_path_equals_alone(data, teacher, tmp_path, one_thread_everywhere):
-    """--fast (compiled modules in each run's thread, data on the device, batched teacher):
+    """--fast --compile (compiled modules in each run's thread, data on the device, batched teacher):
     still the same log.csv as alone."""
     path_t = teacher
 
     def fast(root, comp):
         return parse_student(student_args(data, str(tmp_path / root), path_t, 'crd', 'myresnet14', '--block_depth',
-                                          comp, '--fast', '--teacher_batch', '2'))
+                                          comp, '--fast', '--compile', '--teacher_batch', '2'))
     together = cotrain.cotrain([fast('co', c) for c in ('1,1,1', '1,2,1')])
     alone = [run(fast('alone', c), 'student') for c in ('1,1,1', '1,2,1')]
     for a, b in zip(alone, together):

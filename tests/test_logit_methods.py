@@ -284,12 +284,12 @@ def test_the_loop_tells_dkd_each_epoch(data, teacher, tmp_path, monkeypatch):
 @pytest.mark.parametrize('argv', [['dkd', '--logit_stand', '--mc', '1', '--epochs', '2'], ['dist', '--mc', '1']],
                          ids=['dkd-ls-mc-2epochs', 'dist-mc'])
 def test_new_methods_under_fast(data, teacher, tmp_path, argv):
-    """--fast compiles the whole step on the CPU too: DKD's warm-up changes between epochs, and
-    --logit_stand runs in the step's KD term as well as in DKD."""
+    """--fast --compile compiles the whole step on the CPU too: DKD's warm-up changes between epochs,
+    and --logit_stand runs in the step's KD term as well as in DKD."""
     distill, *extra = argv
     model_s = 'myresnet8' if '--mc' in extra else 'resnet8'
     summary = train_student(parse_student(student_args(data, str(tmp_path), teacher, distill, model_s,
-                                                       '--fast', *extra)))
+                                                       '--fast', '--compile', *extra)))
     assert summary['status'] == 'finished' and summary['options']['fast'] is True
     history = load_weights_only(os.path.join(summary['run_dir'], f'{model_s}_last.pth'))['history']
     assert len(history) == summary['epochs'] and all(math.isfinite(v) for row in history for v in row.values())
