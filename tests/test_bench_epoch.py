@@ -33,11 +33,14 @@ def test_epoch_bench_times_both_sides_from_their_log_lines(tmp_path, capsys, mon
     assert {k: row[k] for k in ('pair', 'images', 'epochs', 'rounds')} == {
         'pair': 'resnet8:resnet8:kd', 'images': 200, 'epochs': 2, 'rounds': 1}
     assert written == [200, 100]  # the set it says it timed: 200 train images, a fifth (at least 100) test
-    # one real train_student.py run per side, the same command but for --fast (and its own folder)
+    # one real train_student.py run per side, the same command but for --fast --compile (the steady state
+    # is what a long run gets, and a long run compiles) and its own folder
     assert len(commands) == 2 and commands[0][1].endswith('train_student.py')
     published, fast = commands
     assert '--fast' not in published and fast.count('--fast') == 1
-    strip = lambda cmd: [a for a in cmd if a != '--fast' and 'published0' not in a and 'fast0' not in a]
+    assert '--compile' not in published and fast.count('--compile') == 1
+    strip = lambda cmd: [a for a in cmd if a not in ('--fast', '--compile') and 'published0' not in a
+                         and 'fast0' not in a]
     assert strip(published) == strip(fast)
     assert published[published.index('--epochs') + 1] == '2'
     assert set(row['epoch_times_s']) == set(row['steady_epoch_s']) == {'published', 'fast'}

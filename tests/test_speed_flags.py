@@ -68,7 +68,8 @@ def test_plain_run_is_fp32_contiguous_on_the_host_loader(tmp_path, watched):
     assert not isinstance(watched['trainer'].train_loader, DeviceLoader)
 
 
-@pytest.mark.parametrize('flags', [['--amp'], ['--channels_last'], ['--data_on_device'], ['--fast']])
+@pytest.mark.parametrize('flags', [['--amp'], ['--channels_last'], ['--data_on_device'], ['--fast'],
+                                   ['--fast', '--compile']])
 def test_speed_flags_do_what_they_say(tmp_path, watched, capsys, flags):
     counters.clear()
     summary = train(tmp_path, *flags, '--trial', '-'.join(f.strip('-') for f in flags))
@@ -81,13 +82,19 @@ def test_speed_flags_do_what_they_say(tmp_path, watched, capsys, flags):
         assert watched['conv'] and {cl for _, cl in watched['conv']} == {True}
     if flags == ['--data_on_device']:
         assert isinstance(trainer.train_loader, DeviceLoader)
-    if flags == ['--fast']:  # all of them (bf16 only where the CPU computes it natively)
+    if flags[0] == '--fast':  # all of them (bf16 only where the CPU computes it natively)
         assert isinstance(trainer.train_loader, DeviceLoader) and weights_channels_last(trainer.student)
-        assert trainer.opt.compile and trainer.opt.data_on_device and trainer.opt.channels_last
+        assert trainer.opt.data_on_device and trainer.opt.channels_last
         with trainer.autocast():
             out = torch.nn.functional.conv2d(torch.randn(1, 3, 8, 8), torch.randn(4, 3, 3, 3))
         assert summary['options']['amp'] == (out.dtype == torch.bfloat16) == cpu_bf16_native()
-        compiled_or_said_why(capsys.readouterr().out)
+        if '--compile' in flags:  # asked for: compiled whatever the run's length
+            assert trainer.opt.compile
+            compiled_or_said_why(capsys.readouterr().out)
+        else:  # a one-epoch run cannot pay for compilation: eager, and it says why
+            assert not trainer.opt.compile and counters['stats']['unique_graphs'] == 0
+            assert summary['options']['compile_decision'].startswith('--fast: not compiling: ')
+            assert summary['options']['compile_decision'] in capsys.readouterr().out
 
 
 def test_compile_runs_or_says_why(tmp_path, capsys, watched):
