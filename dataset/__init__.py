@@ -13,7 +13,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from dataset import cifar, digits, imagenet, tiny_imagenet
-from dataset.common import CollateBatch, Indexed
+from dataset.common import CollateBatch, Indexed, worker_leaves_signals_to_main
 from dataset.contrast import ContrastSampler
 from dataset.device_loader import DeviceLoader, derive_seed
 from helper.errors import UsageError
@@ -138,8 +138,8 @@ def get_loaders(opt, device, contrast=False):
         test_sampler = ShardSampler(len(test_set), rank, world_size)
     generator = torch.Generator()
     generator.manual_seed(derive_seed(seed, rank, 4))
-    common = dict(num_workers=workers, pin_memory=device.type == 'cuda',
-                  persistent_workers=workers > 0)
+    common = dict(num_workers=workers, pin_memory=device.type == 'cuda', persistent_workers=workers > 0,
+                  worker_init_fn=worker_leaves_signals_to_main if workers > 0 else None)
     train_loader = DataLoader(train_set, batch_size, shuffle=train_sampler is None,
                               sampler=train_sampler, drop_last=drop_last,
                               collate_fn=collate(contrast), generator=generator, **common)

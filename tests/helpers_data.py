@@ -102,3 +102,21 @@ def failing_save(real_save, fail_when):
             raise OSError(28, 'No space left on device')
         return real_save(obj, f, *args, **kwargs)
     return save
+
+
+def descendants(pid):
+    """The pids of every process below pid (loader workers, a job's tasks and their runs)."""
+    parents = {}
+    for entry in os.listdir('/proc'):
+        if entry.isdigit():
+            try:
+                with open(f'/proc/{entry}/stat') as f:
+                    parents.setdefault(int(f.read().rsplit(')', 1)[1].split()[1]), []).append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found

@@ -29,8 +29,8 @@ from helper import runlock
 from helper.checkpoint import WRITE_DELAY_ENV
 from helper.options import student_parser, teacher_parser
 from helper.run import WRITE_ERROR_EXIT, main
-from helpers_data import (ROOT, failing_save, load_weights_only, student_args, subprocess_env, teacher_args, tree,
-                          write_tiny_cifar100)
+from helpers_data import (ROOT, descendants, failing_save, load_weights_only, student_args, subprocess_env,
+                          teacher_args, tree, write_tiny_cifar100)
 
 
 def call(kind, argv, capsys):
@@ -538,3 +538,74 @@ def test_random_sigkills_then_resume_end_with_the_uninterrupted_weights(tmp_path
     assert json.load(open(os.path.join(run_dir, 'summary.json')))['status'] == 'finished'
     assert same_weights(weights(os.path.join(run_dir, 'resnet8_last.pth')), expected)
     assert not [n for n in os.listdir(run_dir) if n.endswith('.tmp') or n == runlock.LOCK_NAME]
+
+
+# ---------------------------------------------------------------- preemption as clusters deliver it
+
+def start_session(script, args, out_path):
+    """script as the leader of a session of its own: os.killpg reaches it and all it started."""
+    out = open(out_path, 'w')
+    proc = subprocess.Popen([sys.executable, script, *args], cwd=ROOT, env=subprocess_env(), stdout=out,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    watchdog = threading.Timer(300, lambda: os.killpg(proc.pid, signal.SIGKILL))
+    watchdog.start()
+    return proc, out, watchdog
+
+
+def signal_group_mid_epoch(proc, out, watchdog, prefix):
+    """SIGTERM to the whole process group once prefix shows, loader workers running; (exit code, stderr)."""
+    try:
+        seen = ''.join(wait_for(proc, prefix))
+        assert len(descendants(proc.pid)) >= 2  # the loader workers get the signal too
+        os.killpg(proc.pid, signal.SIGTERM)
+        err = seen + proc.stderr.read()
+        code = proc.wait(120)
+    finally:
+        watchdog.cancel()
+        out.close()
+        proc.stderr.close()
+    return code, err
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_process_group_with_loader_workers_stops_with_a_checkpoint(tmp_path, data, teacher,
+                                                                                    capsys):
+    save_root = str(tmp_path / 'save')
+    args = student_args(data, save_root, teacher, 'kd', 'resnet8', '--epochs', '2', '--print_freq', '1')
+    args[args.index('--num_workers') + 1] = '2'
+    proc, out, watchdog = start_session('train_student.py', args, tmp_path / 'stdout.txt')
+    code, err = signal_group_mid_epoch(proc, out, watchdog, '[epoch 2/2] 2/')
+    assert code == 128 + signal.SIGTERM, err
+    assert 'Traceback' not in err and 'error' not in err
+    assert 'stopped by signal in epoch 2 after iteration' in (tmp_path / 'stdout.txt').read_text()
+    (run_dir,) = glob.glob(os.path.join(save_root, 'student_model', '*'))
+    assert json.load(open(os.path.join(run_dir, 'summary.json')))['status'] == 'stopped'
+    last = load_weights_only(os.path.join(run_dir, 'resnet8_last.pth'))
+    assert last['epoch'] == 1 and last['partial']['epoch'] == 2
+    assert not os.path.exists(os.path.join(run_dir, runlock.LOCK_NAME))
+    code, _, err = call('student', args + ['--resume'], capsys)
+    assert code == 0, err
+    assert log_epochs(run_dir) == [1, 2]
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_process_group_of_a_cotrained_search_phase_stops_every_candidate(tmp_path, data, teachers):
+    teacher = teachers('myresnet14', '2,6,2')  # two candidates in the first phase: co-trained
+    save_root = str(tmp_path / 'save')
+    argv = student_args(data, save_root, teacher, 'kd', 'myresnet14', '--block_depth', '2,2,2', '--epochs', '2',
+                        '--print_freq', '1')
+    argv[argv.index('--num_workers') + 1] = '2'
+    proc, out, watchdog = start_session('search.py', argv, tmp_path / 'stdout.txt')
+    code, err = signal_group_mid_epoch(proc, out, watchdog, '[epoch 2/2] 2/')
+    assert code == 128 + signal.SIGTERM, err
+    assert 'Traceback' not in err and 'failed' not in err
+    assert 'co-training 2 candidates' in (tmp_path / 'stdout.txt').read_text()
+    run_dirs = glob.glob(os.path.join(save_root, 'student_model', '*'))
+    assert len(run_dirs) == 2
+    for run_dir in run_dirs:
+        assert json.load(open(os.path.join(run_dir, 'summary.json')))['status'] == 'stopped'
+        (last,) = glob.glob(os.path.join(run_dir, '*_last.pth'))
+        assert load_weights_only(last)['epoch'] == 1
+        assert not os.path.exists(os.path.join(run_dir, runlock.LOCK_NAME))
+    assert search.main(argv) == 0  # the rerun continues the phase
+    assert all(log_epochs(run_dir) == [1, 2] for run_dir in run_dirs)

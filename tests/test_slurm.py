@@ -16,7 +16,7 @@ import search
 from helper.errors import UsageError
 from helper.run import run_dir_of
 from helper.scheduler import Run, slurm_minutes
-from helpers_data import ROOT, student_args, subprocess_env
+from helpers_data import ROOT, descendants, student_args, subprocess_env
 
 submitit = pytest.importorskip('submitit')
 
@@ -274,17 +274,20 @@ def epochs_of(run_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('how', ['preempted', 'time_limit', 'preempted_2_processes'])
+@pytest.mark.parametrize('how', ['preempted', 'time_limit', 'preempted_2_processes', 'preempted_every_process'])
 def test_requeued_job_continues_its_run_with_resume(data, teacher, tmp_path, monkeypatch, how):
     """Preempted: SIGTERM to the job. Time limit: submitit's USR2 to it. Either way the run writes its
     checkpoint, submitit's checkpointing hook requeues the job and the run continues with --resume.
-    With 2 processes (2 "GPUs", gloo on the CPU) the job is one DDP run, as under torchrun."""
+    With 2 processes (2 "GPUs", gloo on the CPU) the job is one DDP run, as under torchrun. Every
+    process: SIGTERM to each process of the job at once (its loader workers too), as SLURM sends it."""
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv('OMP_NUM_THREADS', '1')
     epochs = 6
     gpus = '2' if how.endswith('2_processes') else '1'
     argv = search_argv(data, tmp_path, teacher, '--launcher', 'slurm', '--slurm_executor', 'local',
                        '--slurm_poll', '0.2', '--slurm_gpus_per_job', gpus, epochs=epochs)
+    if how == 'preempted_every_process':
+        argv[argv.index('--num_workers') + 1] = '2'
     opt = parse(argv, final=True)
     c = search.candidate_options(opt, (2, 2, 2), short=False)
     run_dir = run_dir_of(c, 'student')
@@ -294,7 +297,12 @@ def test_requeued_job_continues_its_run_with_resume(data, teacher, tmp_path, mon
     backend = backend_for(opt, jobs, log)
     (job,) = backend.submit([run])
     wait_for(lambda: summary_of(run_dir).get('epochs_done', 0) >= 1, what='epoch 1')
-    if how.startswith('preempted'):
+    if how == 'preempted_every_process':
+        pids = [int(job.job_id)] + descendants(int(job.job_id))
+        assert len(pids) >= 5  # controller, task, run, its loader workers
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+    elif how.startswith('preempted'):
         os.kill(int(job.job_id), signal.SIGTERM)  # the controller passes it on, as SLURM signals the job
     else:
         os.kill(worker_pid(job.job_id), signal.SIGUSR2)
