@@ -6,10 +6,12 @@ import glob
 import json
 import os
 import pickle
+import pickletools
 import random
 import resource
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -23,7 +25,7 @@ from PIL import Image
 import dataset
 import search
 from dataset import cifar
-from dataset.datafiles import DataFileError, md5_of
+from dataset.datafiles import STAND_INS, DataFileError, md5_of, read_pickle
 from helper import checkpoint as checkpoint_module
 from helper import runlock
 from helper.checkpoint import WRITE_DELAY_ENV
@@ -242,6 +244,38 @@ class RunsCode:
         return os.system, (f'touch {self.marker}',)
 
 
+def unicode_op(text):
+    data = text.encode()
+    return b'X' + struct.pack('<I', len(data)) + data
+
+
+# numpy.dtype('O8') with its flags (the state's last field) cleared: numpy stops treating the items
+# as object references, so raw bytes from the file become object pointers. Written opcode by
+# opcode: these streams are never given to the plain pickle module.
+FORGED_OBJECT_DTYPE = (b'cnumpy\ndtype\n(' + unicode_op('O8') + b'\x89\x88tR(K\x03' + unicode_op('|') +
+                       b'NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb')
+FORGED = {  # the value of 'data': through scalar(dtype, raw), or _reconstruct then BUILD with raw bytes
+    'forged dtype via scalar': b'cnumpy._core.multiarray\nscalar\n' + FORGED_OBJECT_DTYPE + b'C\x08' + b'A' * 8 + b'\x86R',
+    'forged dtype via _reconstruct': (b'cnumpy._core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85C\x01b\x87R'
+                                      b'(K\x01K\x01\x85' + FORGED_OBJECT_DTYPE + b'\x89C\x08' + b'A' * 8 + b'tb'),
+}
+
+
+def forged_batch(damage):
+    """A cifar-100-python batch whose 'data' is FORGED[damage], at pickle protocol 3."""
+    return (b'\x80\x03}(' + unicode_op('data') + FORGED[damage] + unicode_op('fine_labels') + b']K\x00a' +
+            b'u.')
+
+
+def test_forged_dtype_pickles_use_only_allowed_globals():
+    """They pass the allow-list of globals: only the rebuilt arrays keep numpy from their state."""
+    for damage in FORGED:
+        ops = [(op.name, arg) for op, arg, _ in pickletools.genops(forged_batch(damage))]
+        names = [tuple(arg.split(' ')) for name, arg in ops if name == 'GLOBAL']
+        assert len(names) >= 2 and all(n in STAND_INS for n in names)
+        assert ('BUILD', None) in ops
+
+
 def damaged_cifar(tmp_path, damage):
     root = write_tiny_cifar100(str(tmp_path / 'data'))
     path = os.path.join(root, 'cifar-100-python', 'train')
@@ -257,6 +291,12 @@ def damaged_cifar(tmp_path, damage):
         'wrong shape': lambda: pickle.dumps({'data': np.zeros((2, 100), np.uint8), 'fine_labels': [0, 1]}),
         'labels out of range': lambda: pickle.dumps({'data': np.zeros((1, 3072), np.uint8),
                                                      'fine_labels': [100]}),
+        'nested labels': lambda: pickle.dumps({'data': np.zeros((2, 3072), np.uint8), 'fine_labels': [[0], [1]]}),
+        'ragged labels': lambda: pickle.dumps({'data': np.zeros((2, 3072), np.uint8),
+                                               'fine_labels': [[0], [1, 2]]}),
+        'float data': lambda: pickle.dumps({'data': np.zeros((1, 3072), np.float32), 'fine_labels': [0]}),
+        'object array': lambda: pickle.dumps({'data': np.array([None, 1], dtype=object), 'fine_labels': [0]}),
+        **{name: lambda name=name: forged_batch(name) for name in FORGED},
     }[damage]()
     with open(path, 'wb') as f:
         f.write(content)
@@ -271,6 +311,12 @@ def damaged_cifar(tmp_path, damage):
     ('foreign', 'is not a cifar-100-python batch'),
     ('wrong shape', 'is not a cifar-100-python batch'),
     ('labels out of range', 'is not a cifar-100-python batch'),
+    ('nested labels', 'is not a cifar-100-python batch'),
+    ('ragged labels', 'is not a cifar-100-python batch'),
+    ('float data', 'is not a cifar-100-python batch'),
+    ('object array', "is not a data file (it holds a numpy dtype 'O8'"),
+    ('forged dtype via scalar', "is not a data file (it holds a numpy dtype 'O8'"),
+    ('forged dtype via _reconstruct', "is not a data file (it holds a numpy dtype 'O8'"),
 ])
 def test_damaged_cifar_file_is_a_one_line_error_and_nothing_is_written(tmp_path, capsys, damage, fragment):
     root, path, marker = damaged_cifar(tmp_path, damage)
@@ -281,6 +327,35 @@ def test_damaged_cifar_file_is_a_one_line_error_and_nothing_is_written(tmp_path,
     assert f'error: {path} ' in line and fragment in line and 'cifar-100-python.tar.gz' in line
     assert not os.path.exists(save_root)
     assert not os.path.exists(marker)  # the crafted file ran no code
+
+
+# an ndarray as Python 2 wrote it (protocol 2, the raw bytes as a str): uint8 [1, 2, 255]
+PYTHON2_ARRAY = (b'\x80\x02cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85U\x01b\x87R(K\x01K\x03\x85'
+                 b'cnumpy\ndtype\nU\x02u1K\x00K\x01\x87R(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb'
+                 b'\x89U\x03\x01\x02\xfftb.')
+
+
+@pytest.mark.parametrize('protocol', [2, 3, 4, 5])
+def test_data_pickles_rebuild_every_numeric_array_exactly(tmp_path, protocol):
+    arrays = {name: (np.arange(24) % 7).astype(name).reshape(2, 3, 4) for name in
+              ('bool', 'int8', '>i2', '<i4', 'int64', 'uint8', '>u2', 'uint32', 'uint64', 'float16', '>f4', 'float64')}
+    arrays['fortran'] = np.asfortranarray(np.arange(6.0).reshape(2, 3))
+    arrays['empty'] = np.zeros((0, 3), np.int16)
+    content = dict(arrays, scalar=np.float32(1.5), labels=[1, np.int64(2)], raw=b'xyz', nothing=b'', text='t')
+    path = tmp_path / 'batch'
+    path.write_bytes(pickle.dumps(content, protocol=protocol))
+    loaded = read_pickle(str(path), 'remedy')
+    assert loaded.keys() == content.keys()
+    for name, array in arrays.items():
+        got = loaded[name]
+        assert isinstance(got, np.ndarray) and got.dtype == array.dtype and got.shape == array.shape
+        assert np.array_equal(got, array) and got.flags.writeable
+    assert loaded['fortran'].flags.f_contiguous
+    assert loaded['scalar'] == np.float32(1.5) and loaded['scalar'].dtype == np.float32
+    assert loaded['labels'] == [1, 2] and (loaded['raw'], loaded['nothing'], loaded['text']) == (b'xyz', b'', 't')
+    path.write_bytes(PYTHON2_ARRAY)
+    python2 = read_pickle(str(path), 'remedy')
+    assert python2.dtype == np.uint8 and python2.tolist() == [1, 2, 255]
 
 
 def test_official_sized_cifar_file_must_have_the_official_md5(tmp_path, monkeypatch):
