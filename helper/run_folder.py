@@ -143,6 +143,14 @@ class RunFolder:
         """One line in SAVE_ROOT/result.txt, the published list of finished runs."""
         append_line(os.path.join(save_root, RESULTS), line)
 
+    def results(self, save_root):
+        """The lines of SAVE_ROOT/result.txt ([] when there is none)."""
+        try:
+            with open(os.path.join(save_root, RESULTS)) as f:
+                return f.read().splitlines()
+        except OSError:
+            return []
+
 
 def summary_or_empty(path):
     """The summary.json of the run folder at path; {} when it is missing or unreadable."""

@@ -1,5 +1,6 @@
 """The trainer: one run's epochs, steps, checkpoints and logs, for every method alike."""
 import signal
+import sys
 import threading
 import time
 
@@ -7,6 +8,7 @@ import torch
 
 from dataset import loader_set_epoch
 from helper import cotrain, dist
+from helper.checkpoint import TensorBoardLog, WriteError
 from helper.errors import UsageError
 from helper.experiment import compile_modules, compile_teacher, make_autocast, make_optimizer
 from helper.loops import (EpochState, NonFiniteLoss, Preempted, StudentWithLoss, forward_backward, teacher_forward,
@@ -95,6 +97,7 @@ class Trainer:
             self._compile()
         self.n_params = sum(p.numel() for p in self.student.parameters())
         self.tb, self.stop_requested = None, lambda sync_point=True: False
+        self.epochs_saved = self.start_epoch - 1  # the epochs the resumable checkpoint holds
 
     def _compile(self):
         graphs = self.step_graph is None
@@ -166,6 +169,7 @@ class Trainer:
             return
         if checkpoint is not None:
             self.folder.save_last(checkpoint)
+            self.epochs_saved = checkpoint['epoch']
         self.folder.write_log(self.history, self.columns)
         self.folder.write_summary(self.summary(status, epochs_done))
 
@@ -194,16 +198,17 @@ class Trainer:
         opt = self.opt
         self.announce(test_loader)
         self.claim_folder()
-        if dist.is_main():
-            from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(self.folder.file('tb'), purge_step=self.start_epoch)
-            self.save('running', self.start_epoch - 1)
         try:
+            if dist.is_main():
+                self.tb = TensorBoardLog(self.folder.file('tb'), purge_step=self.start_epoch)
+                self.save('running', self.start_epoch - 1)
             if self.start_epoch > opt.epochs and not self.partial:
                 log(f'{self.folder.path} is already finished; nothing to resume')
                 done = dict(self.summary('finished', opt.epochs), wall_time_s=round(self.wall_before, 2))
                 if dist.is_main():
                     self.folder.write_summary(done)
+                    if self.result_line(done) not in self.folder.results(opt.save_root):  # its write failed
+                        self.folder.append_result(opt.save_root, self.result_line(done))
                 return done
             self.where = 'in the init stage'
             with StopFlag() as stop:
@@ -211,18 +216,36 @@ class Trainer:
                 self.run_init_stage()
                 for epoch in range(self.start_epoch, opt.epochs + 1):
                     self.run_epoch(epoch, test_loader, stop)
+            self.close_tb()
+            return self.finish()
         except Preempted:
             log(f'stopped by signal {self.where} (checkpoint written). To continue, rerun '
                 f'the same command with --resume')
             raise
-        except NonFiniteLoss:
-            if dist.is_main():
-                self.folder.write_summary(self.summary('failed', len(self.history)))
+        except BaseException as err:
+            self.record_failure(err)
             raise
         finally:
-            if self.tb is not None:
-                self.tb.close()
-        return self.finish()
+            self.close_tb(quiet=sys.exc_info()[1] is not None)  # the first error is the one reported
+
+    def close_tb(self, quiet=False):
+        tb, self.tb = self.tb, None
+        if tb is not None:
+            try:
+                tb.close()
+            except OSError:
+                if not quiet:
+                    raise
+
+    def record_failure(self, err):
+        """summary.json says 'failed' with the one-line reason (when it can still be written)."""
+        if not dist.is_main():
+            return
+        reason = ' '.join(str(err).split()) or type(err).__name__
+        try:
+            self.folder.write_summary(dict(self.summary('failed', self.epochs_saved), error=reason))
+        except OSError:
+            pass  # a full disk: the error itself is reported
 
     def claim_folder(self):
         """The first write: the main process locks the run folder; every rank stops if it lost
@@ -231,11 +254,11 @@ class Trainer:
         if dist.is_main():
             try:
                 self.folder.prepare(log)
-            except UsageError as e:
-                problem = str(e)
+            except (UsageError, WriteError) as e:
+                problem = e
         problem = dist.broadcast_object(problem)
         if problem:
-            raise UsageError(problem)
+            raise problem
 
     def announce(self, test_loader):
         opt = self.opt
@@ -253,11 +276,13 @@ class Trainer:
         opt, result = self.opt, self.summary('finished', self.opt.epochs)
         if dist.is_main():
             self.folder.write_summary(result)
-            self.folder.append_result(opt.save_root, f'{run_name(opt, self.kind)}\tbest {self.best_acc:.2f}'
-                                                     f'\tlast {result["last_acc"]:.2f}')
+            self.folder.append_result(opt.save_root, self.result_line(result))
             log(f'best accuracy {self.best_acc:.2f} (epoch {self.best_epoch}), last {result["last_acc"]:.2f}; '
                 f'summary: {self.folder.summary_path}')
         return result
+
+    def result_line(self, result):
+        return f'{run_name(self.opt, self.kind)}\tbest {self.best_acc:.2f}\tlast {result["last_acc"]:.2f}'
 
     def run_init_stage(self):
         core = self.method.core

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils.tensorboard import SummaryWriter
 
 import dataset
 import search
@@ -31,7 +32,7 @@ from helper import runlock
 from helper.checkpoint import WRITE_DELAY_ENV
 from helper.options import student_parser, teacher_parser
 from helper.run import WRITE_ERROR_EXIT, main
-from helpers_data import (ROOT, descendants, failing_save, load_weights_only, student_args, subprocess_env,
+from helpers_data import (ROOT, descendants, disk_full_for, failing_save, load_weights_only, student_args, subprocess_env,
                           teacher_args, tree, write_tiny_cifar100)
 
 
@@ -478,6 +479,82 @@ def test_disk_full_while_checkpointing_stops_with_its_own_exit_code(tmp_path, da
     assert not os.path.exists(os.path.join(run_dir, runlock.LOCK_NAME))
     assert call('teacher', args + ['--resume'], capsys)[0] == 0  # space is back
     assert log_epochs(run_dir) == [1, 2, 3]
+
+
+WRITERS = ['run.lock', 'summary.json', 'log.csv', 'tfevents', 'resnet8_best.pth', 'ckpt_epoch_2', 'result.txt']
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('writer', WRITERS)
+def test_disk_full_at_each_writer_is_exit_4_with_one_line_then_a_rerun_finishes(tmp_path, data, monkeypatch,
+                                                                                  capsys, writer):
+    save_root = str(tmp_path / 'save')
+    args = teacher_args(data, save_root, 'resnet8', '--epochs', '2')
+    with monkeypatch.context() as patch:
+        disk_full_for(patch, writer)
+        code, _, err = call('teacher', args, capsys)
+    assert code == WRITE_ERROR_EXIT
+    line = one_line(err)
+    named = 'tb' if writer == 'tfevents' else writer  # TensorBoard's error names its folder
+    assert 'cannot write ' in line and named in line and '[Errno 28] No space left on device' in line
+    if writer == 'run.lock':
+        assert not os.path.exists(save_root)  # no folder, no empty lock left behind
+        assert call('teacher', args, capsys)[0] == 0
+        return
+    run_dir = run_dir_of_teacher(save_root)
+    assert not [n for n in os.listdir(run_dir) if n.endswith('.tmp') or n == runlock.LOCK_NAME]
+    if writer != 'summary.json':
+        summary = json.load(open(os.path.join(run_dir, 'summary.json')))
+        assert summary['status'] == 'failed' and summary['error'] == line[len('error: '):line.index('; free space')]
+    resumable = checkpoint_module.has_resumable(os.path.join(run_dir, 'resnet8_last.pth'))
+    code, _, err = call('teacher', args + (['--resume'] if resumable else []), capsys)  # space is back
+    assert code == 0, err
+    assert log_epochs(run_dir) == [1, 2]
+    assert json.load(open(os.path.join(run_dir, 'summary.json')))['status'] == 'finished'
+    with open(os.path.join(save_root, 'result.txt')) as f:
+        assert len(f.read().splitlines()) == 1
+
+
+def full_disk_close(self):
+    raise OSError(28, 'No space left on device')
+
+
+@pytest.mark.slow
+def test_a_failing_close_of_tensorboard_does_not_hide_the_first_error(tmp_path, data, monkeypatch, capsys):
+    save_root = str(tmp_path / 'save')
+    args = teacher_args(data, save_root, 'resnet8', '--epochs', '2')
+    with monkeypatch.context() as patch:
+        patch.setattr(SummaryWriter, 'close', full_disk_close)
+        patch.setattr(torch, 'save', failing_save(torch.save, lambda obj: isinstance(obj, dict)
+                                                  and 'history' in obj and obj.get('epoch') == 2))
+        code, _, err = call('teacher', args, capsys)
+    assert code == WRITE_ERROR_EXIT
+    line = one_line(err)
+    assert f"cannot write {os.path.join(run_dir_of_teacher(save_root), 'resnet8_last.pth')}" in line, line
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('writer', ['log.csv', 'tfevents'])
+def test_disk_full_in_a_training_process_is_exit_4_with_one_line(tmp_path, data, writer):
+    """The same through a real process (TensorBoard's writer thread prints no traceback)."""
+    save_root = str(tmp_path / 'save')
+    args = teacher_args(data, save_root, 'resnet8')
+    code = ('import sys, pytest\n'
+            'from helpers_data import disk_full_for\n'
+            'from helper.run import main\n'
+            'from helper.options import teacher_parser\n'
+            'patch = pytest.MonkeyPatch()\n'
+            f'disk_full_for(patch, "{writer}")\n'
+            'sys.exit(main("teacher", teacher_parser(), sys.argv[1:]))\n')
+    env = dict(subprocess_env(), PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, 'tests')]))
+    proc = subprocess.run([sys.executable, '-c', code, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == WRITE_ERROR_EXIT, proc.stderr
+    line = one_line(proc.stderr)
+    assert ('log.csv' if writer == 'log.csv' else os.sep + 'tb:') in line and 'No space left' in line
+    run_dir = run_dir_of_teacher(save_root)
+    assert json.load(open(os.path.join(run_dir, 'summary.json')))['status'] == 'failed'
+    assert not os.path.exists(os.path.join(run_dir, runlock.LOCK_NAME))
 
 
 # ---------------------------------------------------------------- real processes
