@@ -216,11 +216,21 @@ def save_resumable(state, path):
     _atomic(path, lambda f: _torch_save(state, f), keep_previous=previous_path(path), delay=True)
 
 
-def load_resumable(path, required=()):
+def _wrong_field(ckpt, types):
+    """The first field of ckpt that is present with another type than types[field], or None."""
+    for key, kinds in types.items():
+        value = ckpt.get(key)
+        if key in ckpt and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
+            return key
+    return None
+
+
+def load_resumable(path, required=(), types=None):
     """(checkpoint, the path it came from, [(path, why not) for each newer one that failed]).
 
-    Tries `path`, then its predecessor. A file is skipped when torch.load(weights_only=True) fails
-    or when it lacks one of the `required` keys. The checkpoint is None when none could be read.
+    Tries `path`, then its predecessor. A file is skipped when torch.load(weights_only=True) fails,
+    when it lacks one of the `required` keys or when a field has another type than `types` says
+    ({key: tuple of types}). The checkpoint is None when none could be read.
     """
     failed = []
     for candidate in resumable_paths(path):
@@ -231,6 +241,9 @@ def load_resumable(path, required=()):
             missing = [k for k in required if k not in ckpt] if isinstance(ckpt, dict) else ['its fields']
             if missing:
                 raise ValueError(f'not a resumable checkpoint: no {missing[0]}')
+            wrong = _wrong_field(ckpt, types or {})
+            if wrong:
+                raise ValueError(f'not a resumable checkpoint: its {wrong} is a {type(ckpt[wrong]).__name__}')
         except Exception as e:  # truncated, corrupt or foreign file
             reason = ' '.join(str(e).split())[:120] or type(e).__name__
             failed.append((candidate, f'{type(e).__name__}: {reason}'))
@@ -265,7 +278,7 @@ def append_line(path, line):
     """One write() of a whole line with O_APPEND: concurrent or killed writers never split lines."""
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # the umask decides
         try:
             os.write(fd, (line.rstrip('\n') + '\n').encode())
             os.fsync(fd)

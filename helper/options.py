@@ -216,6 +216,9 @@ def _complete(opt, kind):
         # recorded so that --resume replays the same data order; a resume adopts the run's seed
         opt.seed = random.SystemRandom().randrange(2**31)
     opt.trial = str(opt.trial)
+    if any(c in opt.trial for c in ('/', '\\', os.sep, '\0')):  # it becomes part of a folder name
+        raise UsageError(f'--trial {opt.trial!r}: no path separators (it names the run folder); use letters, '
+                         f'digits, - or _')
     if kind == 'student':
         _finalize_student(opt, models, METHODS)
 

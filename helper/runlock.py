@@ -67,7 +67,7 @@ def _read(fd):
     return None
 
 
-def _open(path, flags, mode=0o644):
+def _open(path, flags, mode=0o666):
     """The lock file, never through a symbolic link (a link would let the lock truncate its target)."""
     try:
         return os.open(path, flags | getattr(os, 'O_NOFOLLOW', 0), mode)

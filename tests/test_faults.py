@@ -30,8 +30,8 @@ from dataset.datafiles import STAND_INS, DataFileError, md5_of, read_pickle
 from helper import checkpoint as checkpoint_module
 from helper import runlock
 from helper.checkpoint import WRITE_DELAY_ENV
-from helper.options import student_parser, teacher_parser
-from helper.run import WRITE_ERROR_EXIT, main
+from helper.options import finalize, student_parser, teacher_parser
+from helper.run import WRITE_ERROR_EXIT, main, run_dir_of
 from helpers_data import (ROOT, descendants, disk_full_for, failing_save, load_weights_only, student_args, subprocess_env,
                           teacher_args, tree, write_tiny_cifar100)
 
@@ -165,6 +165,58 @@ def test_lock_heartbeat_is_refreshed(tmp_path, monkeypatch):
     assert os.listdir(str(tmp_path)) == []
 
 
+def test_lock_file_that_is_a_symbolic_link_is_refused_and_its_target_kept(tmp_path, data, capsys):
+    save_root = str(tmp_path / 'save')
+    args = teacher_args(data, save_root, 'resnet8')
+    run_dir = run_dir_of(finalize(teacher_parser().parse_args(args), 'teacher'), 'teacher')
+    os.makedirs(run_dir)
+    victim = tmp_path / 'precious.txt'
+    victim.write_text('keep me')
+    os.symlink(str(victim), os.path.join(run_dir, runlock.LOCK_NAME))
+    code, _, err = call('teacher', args, capsys)
+    assert code == 2
+    assert 'is a symbolic link' in one_line(err)
+    assert victim.read_text() == 'keep me'
+    with pytest.raises(runlock.UsageError, match='is a symbolic link'):
+        runlock.RunLock(run_dir).acquire()  # the writer itself never follows it either
+    assert victim.read_text() == 'keep me'
+
+
+@pytest.mark.parametrize('fields', [
+    {'pid': 'x', 'host': socket.gethostname(), 'started': 0, 'heartbeat': 0},
+    {'pid': 1, 'host': ['node'], 'started': 'yesterday', 'heartbeat': None},
+    [1, 2, 3],
+])
+def test_lock_with_wrong_typed_fields_names_no_holder_and_is_taken_over(tmp_path, fields):
+    folder = str(tmp_path)
+    with open(os.path.join(folder, runlock.LOCK_NAME), 'w') as f:
+        json.dump(fields, f)
+    runlock.check_free(folder)  # no holder: nothing refuses
+    messages = []
+    lock = runlock.RunLock(folder, log=messages.append).acquire()
+    lock.release()
+    assert messages == [f'taking over {os.path.join(folder, runlock.LOCK_NAME)}, which names no valid holder '
+                        f'(wrong or missing fields)']
+
+
+@pytest.mark.parametrize('file_age, taken_over', [(5, False), (10 * runlock.STALE_S, True)])
+def test_lock_of_another_host_with_a_heartbeat_in_the_future_is_judged_by_the_file_age(tmp_path, file_age,
+                                                                                        taken_over):
+    folder = str(tmp_path)
+    path = os.path.join(folder, runlock.LOCK_NAME)
+    now = time.time()
+    with open(path, 'w') as f:  # a clock an hour ahead, or a made-up value
+        json.dump({'pid': 1, 'host': 'node-elsewhere', 'started': now, 'heartbeat': now + 3600}, f)
+    os.utime(path, (now - file_age, now - file_age))
+    messages = []
+    if taken_over:
+        runlock.RunLock(folder, log=messages.append).acquire().release()
+        assert len(messages) == 1 and messages[0].startswith('taking over the stale lock of pid 1 on node-elsewhere')
+    else:
+        with pytest.raises(runlock.FolderBusy, match="heartbeat 3600 s ahead of this host's clock"):
+            runlock.check_free(folder)
+
+
 WORKER_HOLDER = ('import os, sys, time\n'
                  'from helper.runlock import RunLock\n'
                  'RunLock(sys.argv[1]).acquire()\n'
@@ -222,6 +274,47 @@ def test_only_unreadable_checkpoints_refuse_naming_every_file(tmp_path, data, ca
     line = one_line(err)
     assert all(path in line for path in paths) and 'start a new --trial' in line
     assert tree(save_root) == state
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('field, value', [('epoch', 'x'), ('history', {'1': 2}), ('best_acc', 'high'),
+                                          ('partial', [1])])
+def test_checkpoint_with_a_wrong_typed_field_takes_the_fallback(tmp_path, data, capsys, field, value):
+    save_root = str(tmp_path / 'save')
+    args = teacher_args(data, save_root, 'resnet8', '--epochs', '2')
+    assert call('teacher', args, capsys)[0] == 0
+    run_dir = run_dir_of_teacher(save_root)
+    last = os.path.join(run_dir, 'resnet8_last.pth')
+    torch.save(dict(load_weights_only(last), **{field: value}), last)
+    code, out, err = call('teacher', args + ['--resume'], capsys)
+    assert code == 0, err
+    assert f'not a resumable checkpoint: its {field} is a {type(value).__name__}' in out
+    assert 'continuing from the previous checkpoint' in out and '(epoch 1)' in out
+    assert log_epochs(run_dir) == [1, 2]
+
+
+@pytest.mark.parametrize('trial', ['../../x', 'a/b', '..\\x'])
+def test_trial_with_a_path_separator_is_refused_before_anything_is_written(tmp_path, data, capsys, trial):
+    save_root = str(tmp_path / 'save' / 'deeper')
+    code, _, err = call('teacher', teacher_args(data, save_root, 'resnet8', '--trial', trial), capsys)
+    assert code == 2
+    assert f"--trial {trial!r}: no path separators" in one_line(err)
+    assert os.listdir(str(tmp_path)) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('mask', [0o002, 0o027])
+def test_outputs_follow_the_umask(tmp_path, data, capsys, mask):
+    save_root = str(tmp_path / 'save')
+    previous = os.umask(mask)
+    try:
+        assert call('teacher', teacher_args(data, save_root, 'resnet8'), capsys)[0] == 0
+    finally:
+        os.umask(previous)
+    run_dir = run_dir_of_teacher(save_root)
+    for name in ('summary.json', 'log.csv', 'resnet8_last.pth', 'resnet8_best.pth', 'ckpt_epoch_1.pth',
+                 os.path.join('..', '..', 'result.txt')):
+        assert os.stat(os.path.join(run_dir, name)).st_mode & 0o777 == 0o666 & ~mask, name
 
 
 def test_rotation_keeps_the_previous_checkpoint(tmp_path):
