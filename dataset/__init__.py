@@ -32,8 +32,13 @@ _LOADERS = {
 
 
 def default_num_workers():
-    """8 loader workers as published, but no more than this machine has CPUs."""
-    return min(8, os.cpu_count() or 1)
+    """8 loader workers as published, but no more than the CPUs this process may use: those it is
+    bound to (a job's allocation), and under SLURM no more than SLURM_CPUS_PER_TASK."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+    allocated = os.environ.get('SLURM_CPUS_PER_TASK', '')
+    if allocated.isdigit() and int(allocated) > 0:
+        cpus = min(cpus, int(allocated))
+    return min(8, cpus)
 
 
 def test_batch_size(train_batch_size):

@@ -405,8 +405,21 @@ def test_digits_loaders(tmp_path):
     assert sum(len(b['target']) for b in test) == 359
 
 
+def test_default_workers_count_the_cpus_of_the_allocation_not_of_the_node(monkeypatch):
+    monkeypatch.delenv('SLURM_CPUS_PER_TASK', raising=False)
+    monkeypatch.setattr(os, 'cpu_count', lambda: 64)  # the node
+    monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: {0, 1, 2}, raising=False)  # bound to 3 of them
+    assert dataset.default_num_workers() == 3
+    monkeypatch.setenv('SLURM_CPUS_PER_TASK', '2')
+    assert dataset.default_num_workers() == 2
+    monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: set(range(32)), raising=False)
+    monkeypatch.setenv('SLURM_CPUS_PER_TASK', '16')
+    assert dataset.default_num_workers() == 8  # the published 8 at most
+
+
 def test_loader_settings(cifar100_root, monkeypatch):
     root, _, _ = cifar100_root
+    monkeypatch.delenv('SLURM_CPUS_PER_TASK', raising=False)
     assert dataset.default_num_workers() == min(8, os.cpu_count())
     train, test, _ = dataset.get_loaders(options(data_folder=root, num_workers=1), 'cpu')
     assert train.num_workers == 1 and train.persistent_workers and not train.pin_memory

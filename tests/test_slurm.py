@@ -190,7 +190,22 @@ def test_a_job_left_preempted_ends_the_wait_with_its_id(data, tmp_path, monkeypa
     log = []
     failed = backend_for(parse(argv), jobs, log).run([run])
     assert '[slurm] reattached to job 4242_0 (PREEMPTED): run0' in log  # SLURM may still requeue it
-    assert failed[0].startswith('job 4242_0 ended (PREEMPTED, not requeued); see ') and '4242_0_0_log.out' in failed[0]
+    assert failed[0].startswith('job 4242_0 ended (PREEMPTED, not requeued); its errors are in ')
+    assert failed[0].endswith('4242_0_0_log.err, its output in ' + str(tmp_path / 'slurm' / '4242_0_0_log.out'))
+
+
+def test_a_job_sacct_never_reports_ends_the_wait_with_one_line(data, tmp_path, monkeypatch):
+    import helper.slurm
+    fake_slurm(tmp_path, monkeypatch, sacct='')  # purged from the accounting, or on another cluster
+    monkeypatch.setattr(helper.slurm, 'UNKNOWN_WAIT_S', 0.3)
+    (run,) = runs_in(tmp_path, 1)
+    jobs = {run.run_dir: {'job_id': '4242_0', 'executor': 'slurm', 'folder': str(tmp_path / 'slurm')}}
+    argv = search_argv(data, tmp_path, 'teacher.pth', '--launcher', 'slurm', '--slurm_poll', '0.05')
+    log = []
+    failed = backend_for(parse(argv), jobs, log).run([run])
+    assert '[slurm] reattached to job 4242_0 (UNKNOWN): run0' in log
+    assert list(failed) == [0] and '\n' not in failed[0]
+    assert failed[0].startswith('job 4242_0 ended (UNKNOWN, sacct has not reported it for 0.3 s); its errors are in ')
 
 
 def test_launcher_flags_are_checked_before_anything_is_written(data, teacher, tmp_path, capsys, monkeypatch):
@@ -456,7 +471,8 @@ def test_a_failed_run_is_reported_with_its_job_and_log(tmp_path):
     jobs, log = {}, []
     failed = backend_for(parse(argv), jobs, log).run([run])
     job_id = jobs[run.run_dir]['job_id']
-    assert list(failed) == [0] and failed[0].startswith(f'job {job_id} ended (ENDED); see ')
-    out = open(failed[0].split('see ')[1]).read()
-    err = open(failed[0].split('see ')[1].replace('.out', '.err')).read()
+    assert list(failed) == [0] and failed[0].startswith(f'job {job_id} ended (ENDED); its errors are in ')
+    err_path, out_path = failed[0].split('its errors are in ')[1].split(', its output in ')
+    err, out = open(err_path).read(), open(out_path).read()
+    assert err_path.endswith('_log.err') and out_path.endswith('_log.out')
     assert 'teacher checkpoint not found' in err and 'exited with code 2' in out + err
