@@ -184,9 +184,14 @@ def read_image(path):
     try:
         return default_loader(path)
     except Exception as e:
-        reason = ' '.join(str(e).split())[:100] or type(e).__name__
-        raise DataFileError(f'cannot read image {path} ({type(e).__name__}: {reason}); replace it with '
-                            f'a good copy, or delete it') from None
+        raise unreadable_image(path, e) from None
+
+
+def unreadable_image(path, err):
+    """The one-line DataFileError for an image file that cannot be decoded."""
+    reason = ' '.join(str(err).split())[:100] or type(err).__name__
+    return DataFileError(f'cannot read image {path} ({type(err).__name__}: {reason}); replace it with '
+                         f'a good copy, or delete it')
 
 
 def first_missing(paths):
