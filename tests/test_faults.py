@@ -523,6 +523,9 @@ def test_image_going_bad_mid_run_stops_with_one_line_then_resume_continues(tmp_p
     assert code == 2
     line = one_line(err)
     assert line.startswith(f'error: cannot read image {bad} (') and 'replace it' in line
+    (run_dir,) = glob.glob(os.path.join(save_root, 'models', 'resnet8_*'))
+    summary = json.load(open(os.path.join(run_dir, 'summary.json')))  # never left 'running'
+    assert summary['status'] == 'failed' and summary['error'] == line[len('error: '):]
     with open(bad, 'wb') as f:
         f.write(good)
     assert call('teacher', args, capsys)[0] == 0  # it failed in epoch 1: no checkpoint, a plain rerun
@@ -610,6 +613,23 @@ def test_disk_full_at_each_writer_is_exit_4_with_one_line_then_a_rerun_finishes(
 
 def full_disk_close(self):
     raise OSError(28, 'No space left on device')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('writer', ['search.json', 'run.lock'])
+def test_disk_full_for_the_search_records_is_exit_4_with_one_line(tmp_path, data, teachers, monkeypatch, capsys,
+                                                                  writer):
+    argv = student_args(data, str(tmp_path), teachers('myresnet14', '2,6,2'), 'kd', 'myresnet14', '--block_depth',
+                        '2,2,2', '--no_cotrain')
+    folder = search.Search(search.finalize(search.search_parser().parse_args(argv), 'student')).dir
+    with monkeypatch.context() as patch:
+        disk_full_for(patch, writer)
+        code = search.main(argv)
+    assert code == WRITE_ERROR_EXIT
+    line = one_line(capsys.readouterr().err)
+    assert f'cannot write {os.path.join(folder, writer)}: [Errno 28]' in line
+    assert not os.path.exists(os.path.join(folder, runlock.LOCK_NAME))
+    assert search.main(argv) == 0  # space is back: the search continues
 
 
 @pytest.mark.slow
