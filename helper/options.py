@@ -27,7 +27,8 @@ def _add_common(p):
     g.add_argument('--save_root', default='./save', help='runs go to SAVE_ROOT/{models,student_model}')
     g = p.add_argument_group('loading and schedule')
     g.add_argument('--batch_size', type=int, default=64, help='per process (per GPU under torchrun)')
-    g.add_argument('--num_workers', type=int, default=None, help='default: min(8, CPU count)')
+    g.add_argument('--num_workers', type=int, default=None,
+                   help='default: min(8, the CPUs this process may use: affinity, SLURM_CPUS_PER_TASK)')
     g.add_argument('--epochs', type=int, default=240)
     g.add_argument('--dataset', default='cifar100', help='cifar100, cifar10, tiny_imagenet, imagenet, digits')
     g.add_argument('--data_folder', default='./data')
