@@ -4,8 +4,9 @@
 strings, numbers and numpy arrays, so any other global in a file (os.system, a class of some
 package) is refused before it can run. Nothing from a file reaches numpy's constructors as state
 either (a forged dtype state crashes them): arrays and scalars are rebuilt here from raw bytes, a
-numeric dtype of NUMERIC_DTYPES and a shape, and anything else is refused. A file that is truncated, corrupt or of another kind is a
-DataFileError: one line naming the file and what to do, exit code 2.
+numeric dtype of NUMERIC_DTYPES and a shape, and anything else is refused. A file that is
+truncated, corrupt or of another kind is a DataFileError: one line naming the file and what to
+do, exit code 2.
 """
 import hashlib
 import io

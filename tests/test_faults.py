@@ -32,8 +32,8 @@ from helper import runlock
 from helper.checkpoint import WRITE_DELAY_ENV
 from helper.options import finalize, student_parser, teacher_parser
 from helper.run import WRITE_ERROR_EXIT, main, run_dir_of
-from helpers_data import (ROOT, descendants, disk_full_for, failing_save, load_weights_only, student_args, subprocess_env,
-                          teacher_args, tree, write_tiny_cifar100)
+from helpers_data import (ROOT, descendants, disk_full_for, failing_save, load_weights_only, student_args,
+                          subprocess_env, teacher_args, tree, write_tiny_cifar100)
 
 
 def call(kind, argv, capsys):
@@ -349,7 +349,8 @@ def unicode_op(text):
 FORGED_OBJECT_DTYPE = (b'cnumpy\ndtype\n(' + unicode_op('O8') + b'\x89\x88tR(K\x03' + unicode_op('|') +
                        b'NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb')
 FORGED = {  # the value of 'data': through scalar(dtype, raw), or _reconstruct then BUILD with raw bytes
-    'forged dtype via scalar': b'cnumpy._core.multiarray\nscalar\n' + FORGED_OBJECT_DTYPE + b'C\x08' + b'A' * 8 + b'\x86R',
+    'forged dtype via scalar': (b'cnumpy._core.multiarray\nscalar\n' + FORGED_OBJECT_DTYPE + b'C\x08' + b'A' * 8 +
+                                b'\x86R'),
     'forged dtype via _reconstruct': (b'cnumpy._core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85C\x01b\x87R'
                                       b'(K\x01K\x01\x85' + FORGED_OBJECT_DTYPE + b'\x89C\x08' + b'A' * 8 + b'tb'),
 }
