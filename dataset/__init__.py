@@ -6,6 +6,7 @@ Train batches are dicts {'input', 'target', 'index'} plus, with contrast=True, '
 tensors already on the device. Call `loader_set_epoch(loader, epoch)` before each epoch: it
 reshuffles DDP shards and works for both kinds of loader.
 """
+import functools
 import os
 
 import torch
@@ -144,7 +145,8 @@ def get_loaders(opt, device, contrast=False):
     generator = torch.Generator()
     generator.manual_seed(derive_seed(seed, rank, 4))
     common = dict(num_workers=workers, pin_memory=device.type == 'cuda', persistent_workers=workers > 0,
-                  worker_init_fn=worker_leaves_signals_to_main if workers > 0 else None)
+                  worker_init_fn=functools.partial(worker_leaves_signals_to_main, main_pid=os.getpid())
+                  if workers > 0 else None)
     train_loader = DataLoader(train_set, batch_size, shuffle=train_sampler is None,
                               sampler=train_sampler, drop_last=drop_last,
                               collate_fn=collate(contrast), generator=generator, **common)
