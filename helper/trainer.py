@@ -98,6 +98,7 @@ class Trainer:
         self.n_params = sum(p.numel() for p in self.student.parameters())
         self.tb, self.stop_requested = None, lambda sync_point=True: False
         self.epochs_saved = self.start_epoch - 1  # the epochs the resumable checkpoint holds
+        self.stop_flag = None
 
     def _compile(self):
         graphs = self.step_graph is None
@@ -212,7 +213,7 @@ class Trainer:
                 return done
             self.where = 'in the init stage'
             with StopFlag() as stop:
-                self.stop_requested = stop.requested
+                self.stop_flag, self.stop_requested = stop, stop.requested
                 self.run_init_stage()
                 for epoch in range(self.start_epoch, opt.epochs + 1):
                     self.run_epoch(epoch, test_loader, stop)
@@ -222,6 +223,19 @@ class Trainer:
             log(f'stopped by signal {self.where} (checkpoint written). To continue, rerun '
                 f'the same command with --resume')
             raise
+        except RuntimeError as err:
+            signum = self.stop_flag and (self.stop_flag.signum or cotrain.stop_signal())
+            if not signum or dist.active() or 'DataLoader worker' not in str(err):
+                self.record_failure(err)
+                raise
+            # a loader worker died of the signal that stops the run: a stop, at the last checkpoint
+            if threading.current_thread() is threading.main_thread():  # the others' deaths: no more errors
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            log(f'stopped by signal (a loader worker ended with it; the checkpoint of epoch {self.epochs_saved} '
+                f'is kept). To continue, rerun the same command with --resume')
+            if dist.is_main():
+                self.folder.write_summary(self.summary('stopped', self.epochs_saved))
+            raise Preempted(signum) from None
         except BaseException as err:
             self.record_failure(err)
             raise

@@ -855,6 +855,40 @@ def test_sigterm_to_the_process_group_with_loader_workers_stops_with_a_checkpoin
 
 
 @pytest.mark.slow
+def test_a_loader_worker_killed_by_the_stop_signal_is_a_stop_not_a_crash(tmp_path, data, teacher, monkeypatch,
+                                                                        capsys):
+    """Workers that do not leave the signal to the main process (one forked before the handler was
+    set, say) die of it; the run still stops like a preempted one."""
+    import helper.loops as loops
+    monkeypatch.setattr(dataset, 'worker_leaves_signals_to_main', lambda worker_id, main_pid=None: None)
+    real_update, calls = loops.EpochState.update, {'n': 0}
+
+    def update_then_preempt(self, *args, **kwargs):
+        real_update(self, *args, **kwargs)
+        calls['n'] += 1
+        if calls['n'] == 9:  # epoch 2, step 2
+            os.kill(os.getpid(), signal.SIGTERM)  # the job's signal, to this process...
+            workers = descendants(os.getpid())
+            subprocess.run(['kill', '-TERM', *map(str, workers)])  # ...and to its loader workers
+            deadline = time.time() + 30
+            while time.time() < deadline:  # the loader notices the dead workers here
+                time.sleep(0.05)
+    monkeypatch.setattr(loops.EpochState, 'update', update_then_preempt)
+    save_root = str(tmp_path / 'save')
+    args = student_args(data, save_root, teacher, 'kd', 'resnet8', '--epochs', '2')
+    args[args.index('--num_workers') + 1] = '2'
+    code, out, err = call('student', args, capsys)
+    assert code == 128 + signal.SIGTERM, err
+    assert 'Traceback' not in err and 'a loader worker ended with it' in out
+    (run_dir,) = glob.glob(os.path.join(save_root, 'student_model', '*'))
+    summary = json.load(open(os.path.join(run_dir, 'summary.json')))
+    assert summary['status'] == 'stopped' and summary['epochs_done'] == 1
+    monkeypatch.setattr(loops.EpochState, 'update', real_update)
+    assert call('student', args + ['--resume'], capsys)[0] == 0
+    assert log_epochs(run_dir) == [1, 2]
+
+
+@pytest.mark.slow
 def test_sigterm_to_the_process_group_of_a_cotrained_search_phase_stops_every_candidate(tmp_path, data, teachers):
     teacher = teachers('myresnet14', '2,6,2')  # two candidates in the first phase: co-trained
     save_root = str(tmp_path / 'save')
