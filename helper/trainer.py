@@ -224,23 +224,28 @@ class Trainer:
                 f'the same command with --resume')
             raise
         except RuntimeError as err:
-            signum = self.stop_flag and (self.stop_flag.signum or cotrain.stop_signal())
-            if not signum or dist.active() or 'DataLoader worker' not in str(err):
-                self.record_failure(err)
-                raise
-            # a loader worker died of the signal that stops the run: a stop, at the last checkpoint
-            if threading.current_thread() is threading.main_thread():  # the others' deaths: no more errors
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            log(f'stopped by signal (a loader worker ended with it; the checkpoint of epoch {self.epochs_saved} '
-                f'is kept). To continue, rerun the same command with --resume')
-            if dist.is_main():
-                self.folder.write_summary(self.summary('stopped', self.epochs_saved))
-            raise Preempted(signum) from None
+            self.stop_if_a_worker_died_of_the_signal(err)
+            self.record_failure(err)
+            raise
         except BaseException as err:
             self.record_failure(err)
             raise
         finally:
             self.close_tb(quiet=sys.exc_info()[1] is not None)  # the first error is the one reported
+
+    def stop_if_a_worker_died_of_the_signal(self, err):
+        """Preempted, at the last checkpoint, when err is a loader worker's death while a stop
+        signal is being handled (the worker got it too); otherwise nothing."""
+        signum = self.stop_flag and (self.stop_flag.signum or cotrain.stop_signal())
+        if not signum or dist.active() or 'DataLoader worker' not in str(err):
+            return
+        if threading.current_thread() is threading.main_thread():  # the other workers' deaths: no more errors
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        log(f'stopped by signal (a loader worker ended with it; the checkpoint of epoch {self.epochs_saved} '
+            f'is kept). To continue, rerun the same command with --resume')
+        if dist.is_main():
+            self.folder.write_summary(self.summary('stopped', self.epochs_saved))
+        raise Preempted(signum) from None
 
     def close_tb(self, quiet=False):
         tb, self.tb = self.tb, None
