@@ -1,5 +1,5 @@
 """What survives what: one writer per folder, damaged checkpoints, bad data files, write errors,
-random kills. Each fault is followed by what the README tells the user to do, and the test checks
+random kills. Each fault is followed by what docs/faults.md tells the user to do, and the test checks
 that nothing beyond one checkpoint interval was lost.
 """
 import glob
