@@ -818,12 +818,12 @@ def start_session(script, args, out_path):
     return proc, out, watchdog
 
 
-def signal_group_mid_epoch(proc, out, watchdog, prefix):
-    """SIGTERM to the whole process group once prefix shows, loader workers running; (exit code, stderr)."""
+def signal_group_mid_epoch(proc, out, watchdog, prefix, signum=signal.SIGTERM):
+    """signum to the whole process group once prefix shows, loader workers running; (exit code, stderr)."""
     try:
         seen = ''.join(wait_for(proc, prefix))
         assert len(descendants(proc.pid)) >= 2  # the loader workers get the signal too
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, signum)
         err = seen + proc.stderr.read()
         code = proc.wait(120)
     finally:
@@ -834,14 +834,15 @@ def signal_group_mid_epoch(proc, out, watchdog, prefix):
 
 
 @pytest.mark.slow
-def test_sigterm_to_the_process_group_with_loader_workers_stops_with_a_checkpoint(tmp_path, data, teacher,
-                                                                                    capsys):
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])  # a job system's stop; Ctrl-C in a terminal
+def test_signal_to_the_process_group_with_loader_workers_stops_with_a_checkpoint(tmp_path, data, teacher,
+                                                                                   capsys, signum):
     save_root = str(tmp_path / 'save')
     args = student_args(data, save_root, teacher, 'kd', 'resnet8', '--epochs', '2', '--print_freq', '1')
     args[args.index('--num_workers') + 1] = '2'
     proc, out, watchdog = start_session('train_student.py', args, tmp_path / 'stdout.txt')
-    code, err = signal_group_mid_epoch(proc, out, watchdog, '[epoch 2/2] 2/')
-    assert code == 128 + signal.SIGTERM, err
+    code, err = signal_group_mid_epoch(proc, out, watchdog, '[epoch 2/2] 2/', signum)
+    assert code == 128 + signum, err
     assert 'Traceback' not in err and 'error' not in err
     assert 'stopped by signal in epoch 2 after iteration' in (tmp_path / 'stdout.txt').read_text()
     (run_dir,) = glob.glob(os.path.join(save_root, 'student_model', '*'))
