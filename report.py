@@ -11,6 +11,7 @@ published (teacher, student, method) are compared with scripts/published_results
 """
 import argparse
 import csv
+import io
 import json
 import math
 import os
@@ -18,6 +19,7 @@ import statistics
 import sys
 
 from distiller_zoo import METHODS
+from helper.checkpoint import WriteError, write_text
 from helper.errors import UsageError
 from helper.run_folder import LOG, SUMMARY, RunFolder
 
@@ -447,18 +449,19 @@ def _md_table(rows):
 
 def write_csv(path, runs, incomplete, extra_fields=()):
     fields = CSV_FIELDS + list(extra_fields)
-    with open(path, 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=fields, lineterminator='\n')
-        writer.writeheader()
-        for run in runs + incomplete:
-            options = _options(run)
-            row = {k: run.get(k) for k in fields if k in run}
-            row.update(run=run['path'], alpha=options.get('alpha'), beta=options.get('beta'),
-                       mc_weight=options.get('mc_weight'))
-            if isinstance(run.get('block_depth'), list):
-                row['block_depth'] = ','.join(map(str, run['block_depth']))
-            writer.writerow({k: '' if v is None else v for k, v in row.items()
-                             if k in fields})
+    f = io.StringIO()  # the whole table, then one atomic write: a failed write keeps the previous file
+    writer = csv.DictWriter(f, fieldnames=fields, lineterminator='\n')
+    writer.writeheader()
+    for run in runs + incomplete:
+        options = _options(run)
+        row = {k: run.get(k) for k in fields if k in run}
+        row.update(run=run['path'], alpha=options.get('alpha'), beta=options.get('beta'),
+                   mc_weight=options.get('mc_weight'))
+        if isinstance(run.get('block_depth'), list):
+            row['block_depth'] = ','.join(map(str, run['block_depth']))
+        writer.writerow({k: '' if v is None else v for k, v in row.items()
+                         if k in fields})
+    write_text(f.getvalue(), path)
 
 
 # ---------------------------------------------------------------- published numbers
@@ -669,15 +672,14 @@ def report(roots, out=None, metric='last', plot=False, compare_with='auto'):
     md_path, csv_path = os.path.join(out, 'results.md'), os.path.join(out, 'results.csv')
     try:
         os.makedirs(out, exist_ok=True)
-        figures = draw_plots(tables, runs, incomplete, searches, out, metric) if plot else {}
-        text = markdown(tables, searches, incomplete, metric, figures)
-        if comparisons:
-            text += '\n' + '\n'.join(comparison_markdown(comparisons))
-        with open(md_path, 'w') as f:
-            f.write(text)
-        write_csv(csv_path, runs, incomplete, COMPARE_FIELDS if comparisons else ())
     except OSError as e:
-        raise UsageError(f'cannot write to {out}: {e.strerror or e}') from None
+        raise WriteError(out, e) from None
+    figures = draw_plots(tables, runs, incomplete, searches, out, metric) if plot else {}
+    text = markdown(tables, searches, incomplete, metric, figures)
+    if comparisons:
+        text += '\n' + '\n'.join(comparison_markdown(comparisons))
+    write_text(text, md_path)
+    write_csv(csv_path, runs, incomplete, COMPARE_FIELDS if comparisons else ())
     return md_path, csv_path, text
 
 
@@ -698,6 +700,9 @@ def main(argv=None):
     except UsageError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
+    except WriteError as e:
+        print(f'error: {e}; free space (or fix the permissions), then run it again', file=sys.stderr)
+        return WriteError.exit_code
     print(text)
     print(f'wrote {md_path} and {csv_path}', file=sys.stderr)
     return 0

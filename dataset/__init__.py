@@ -6,6 +6,7 @@ Train batches are dicts {'input', 'target', 'index'} plus, with contrast=True, '
 tensors already on the device. Call `loader_set_epoch(loader, epoch)` before each epoch: it
 reshuffles DDP shards and works for both kinds of loader.
 """
+import functools
 import os
 
 import torch
@@ -13,7 +14,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from dataset import cifar, digits, imagenet, tiny_imagenet
-from dataset.common import CollateBatch, Indexed
+from dataset.common import CollateBatch, Indexed, worker_leaves_signals_to_main
 from dataset.contrast import ContrastSampler
 from dataset.device_loader import DeviceLoader, derive_seed
 from helper.errors import UsageError
@@ -32,8 +33,13 @@ _LOADERS = {
 
 
 def default_num_workers():
-    """8 loader workers as published, but no more than this machine has CPUs."""
-    return min(8, os.cpu_count() or 1)
+    """8 loader workers as published, but no more than the CPUs this process may use: those it is
+    bound to (a job's allocation), and under SLURM no more than SLURM_CPUS_PER_TASK."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+    allocated = os.environ.get('SLURM_CPUS_PER_TASK', '')
+    if allocated.isdigit() and int(allocated) > 0:
+        cpus = min(cpus, int(allocated))
+    return min(8, cpus)
 
 
 def test_batch_size(train_batch_size):
@@ -139,8 +145,9 @@ def get_loaders(opt, device, contrast=False):
         test_sampler = ShardSampler(len(test_set), rank, world_size)
     generator = torch.Generator()
     generator.manual_seed(derive_seed(seed, rank, 4))
-    common = dict(num_workers=workers, pin_memory=device.type == 'cuda',
-                  persistent_workers=workers > 0)
+    common = dict(num_workers=workers, pin_memory=device.type == 'cuda', persistent_workers=workers > 0,
+                  worker_init_fn=functools.partial(worker_leaves_signals_to_main, main_pid=os.getpid())
+                  if workers > 0 else None)
     train_loader = DataLoader(train_set, batch_size, shuffle=train_sampler is None,
                               sampler=train_sampler, drop_last=drop_last,
                               collate_fn=collate(contrast), generator=generator, **common)

@@ -45,10 +45,11 @@ class _PresentFiles:
         entry = read_pickle(path, self._remedy())
         entry = entry if isinstance(entry, dict) else {}
         images, labels = entry.get('data'), entry.get(self.label_key)
-        n = len(labels) if isinstance(labels, list) else -1
-        values = np.asarray(labels if n > 0 else [0])
-        if not (isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.shape == (n, 3072)
-                and values.dtype.kind in 'iu' and values.min() >= 0 and values.max() < self.n_classes):
+        # a flat list of class numbers (nested or ragged lists are not labels)
+        n = len(labels) if isinstance(labels, list) and labels and all(
+            isinstance(t, (int, np.integer)) and not isinstance(t, bool) and 0 <= t < self.n_classes
+            for t in labels) else -1
+        if not (isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.shape == (n, 3072)):
             raise DataFileError(f'{path} is not a {self.base_folder} batch (a dict with uint8 "data" of '
                                 f'N x 3072 and N "{self.label_key}" below {self.n_classes}); {self._remedy()}')
         if n == self.official_images[name]:  # an official-sized file must be the official file

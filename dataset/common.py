@@ -1,4 +1,7 @@
 """Pieces shared by the datasets: what a dataset module returns and how batches are built."""
+import os
+import signal
+import threading
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -86,3 +89,25 @@ class CollateBatch:
 def sort_by_class(targets):
     """Stable order that groups the samples by class."""
     return np.argsort(np.asarray(targets), kind='stable')
+
+
+def worker_leaves_signals_to_main(worker_id, main_pid=None):
+    """A loader worker's worker_init_fn (main_pid: the process that iterates the loader). A job
+    system stops a job by signalling every process of it; the main process then finishes its step
+    and checkpoints, but a worker killed by the same signal would crash the run first. So a worker
+    ignores SIGINT, and SIGTERM unless the main process (or its parent) sends it: that is
+    multiprocessing's terminate() when the loader or the main process ends."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not hasattr(signal, 'sigwaitinfo'):  # not Linux: the workers keep torch's handlers
+        return
+    # blocked in this thread and in every thread it starts; one thread takes the signals in turn
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    senders = {os.getppid(), main_pid or os.getppid()}
+    threading.Thread(target=_exit_on_sigterm_from, args=(senders,), name='loader-worker-signals',
+                     daemon=True).start()
+
+
+def _exit_on_sigterm_from(senders):
+    while True:
+        if signal.sigwaitinfo({signal.SIGTERM}).si_pid in senders:
+            os._exit(0)

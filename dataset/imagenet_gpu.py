@@ -18,6 +18,7 @@ from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
 from dataset import imagenet
 from dataset.common import CollateBatch
+from dataset.datafiles import unreadable_image
 from dataset.device_loader import derive_seed
 
 TRAIN_SIZE, RESIZE = 224, 256
@@ -121,19 +122,29 @@ class JpegDeviceLoader:
     def dataset(self):
         return self.loader.dataset
 
-    def decode(self, data):
-        """Encoded files -> list of uint8 (3, H, W) on the device; one batched decode call."""
+    def decode(self, data, index=None):
+        """Encoded files -> list of uint8 (3, H, W) on the device; one batched decode call.
+        index: the files' dataset indices, which name a file that cannot be decoded."""
         try:
             images = decode_jpeg(data, mode=ImageReadMode.RGB, device=self.decode_device)
-        except RuntimeError:  # a CMYK or non-JPEG file somewhere in the batch
-            images = [self._decode_one(d) for d in data]
+        except RuntimeError:  # a CMYK, non-JPEG or damaged file somewhere in the batch
+            index = range(len(data)) if index is None else index
+            images = [self._decode_one(d, i) for d, i in zip(data, index)]
         return [(im if im.shape[0] == 3 else im.expand(3, -1, -1)).to(self.device) for im in images]
 
-    def _decode_one(self, data):
+    def _decode_one(self, data, i):
         try:
             return decode_jpeg(data, mode=ImageReadMode.RGB, device=self.decode_device)
         except RuntimeError:
+            pass
+        try:
             return decode_image(data, mode=ImageReadMode.RGB)
+        except RuntimeError as err:  # truncated, or not an image
+            raise unreadable_image(self._path(i), err) from None
+
+    def _path(self, i):
+        samples = getattr(getattr(getattr(self.loader, 'dataset', None), 'base', None), 'samples', None)
+        return samples[i][0] if samples is not None else f'number {i} of its batch'
 
     def transform(self, images):
         if not self.train:
@@ -152,5 +163,5 @@ class JpegDeviceLoader:
     def __iter__(self):
         for batch in self.loader:
             out = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if k != 'input'}
-            out['input'] = self.transform(self.decode(batch['input']))
+            out['input'] = self.transform(self.decode(batch['input'], batch['index'].tolist()))
             yield out

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 
 import torch
@@ -19,12 +20,49 @@ WRITE_DELAY_ENV = 'CRD_TEST_CHECKPOINT_WRITE_DELAY_S'
 class WriteError(OSError):
     """A file could not be written; scripts stop with exit code 4."""
 
+    exit_code = 4
+
     def __init__(self, path, err):
         super().__init__(err.errno, err.strerror or str(err))
         self.path = path
 
     def __str__(self):
         return f'cannot write {self.path}: [Errno {self.errno}] {self.strerror}'
+
+    def __reduce__(self):  # sent between DDP ranks
+        return WriteError, (self.path, OSError(self.errno, self.strerror))
+
+
+def _quiet_writer_thread(args):
+    """TensorBoard's writer thread ends on a write error, which its next call raises again: no
+    traceback from the thread, the error is reported once (as a WriteError)."""
+    if type(args.thread).__name__ == '_AsyncWriterThread' and isinstance(args.exc_value, OSError):
+        return
+    _quiet_writer_thread.previous(args)
+
+
+class TensorBoardLog:
+    """TensorBoard's event files in folder, whose write errors (disk full) are WriteErrors like
+    every other file's. Its writer thread keeps an error until the next call or close()."""
+
+    def __init__(self, folder, purge_step):
+        from torch.utils.tensorboard import SummaryWriter
+        if threading.excepthook is not _quiet_writer_thread:
+            _quiet_writer_thread.previous, threading.excepthook = threading.excepthook, _quiet_writer_thread
+        self.folder = folder
+        self.writer = self._call(SummaryWriter, folder, purge_step=purge_step)
+
+    def _call(self, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except OSError as err:
+            raise WriteError(self.folder, err) from err
+
+    def add_scalar(self, tag, value, step):
+        self._call(self.writer.add_scalar, tag, value, step)
+
+    def close(self):
+        self._call(self.writer.close)
 
 
 def fsync_parent(path):
@@ -39,6 +77,20 @@ def fsync_parent(path):
         pass
     finally:
         os.close(fd)
+
+
+def umask():
+    """The process's umask, read without changing it where the system shows it (os.umask sets it)."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('Umask:'):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _test_delay():
@@ -61,6 +113,8 @@ def _atomic_write(path, write, keep_previous, delay):
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
     try:
+        if hasattr(os, 'fchmod'):  # mkstemp makes 0600; outputs follow the user's umask
+            os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, 'wb') as f:
             write(f)
             f.flush()
@@ -162,11 +216,21 @@ def save_resumable(state, path):
     _atomic(path, lambda f: _torch_save(state, f), keep_previous=previous_path(path), delay=True)
 
 
-def load_resumable(path, required=()):
+def _wrong_field(ckpt, types):
+    """The first field of ckpt that is present with another type than types[field], or None."""
+    for key, kinds in types.items():
+        value = ckpt.get(key)
+        if key in ckpt and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
+            return key
+    return None
+
+
+def load_resumable(path, required=(), types=None):
     """(checkpoint, the path it came from, [(path, why not) for each newer one that failed]).
 
-    Tries `path`, then its predecessor. A file is skipped when torch.load(weights_only=True) fails
-    or when it lacks one of the `required` keys. The checkpoint is None when none could be read.
+    Tries `path`, then its predecessor. A file is skipped when torch.load(weights_only=True) fails,
+    when it lacks one of the `required` keys or when a field has another type than `types` says
+    ({key: tuple of types}). The checkpoint is None when none could be read.
     """
     failed = []
     for candidate in resumable_paths(path):
@@ -177,6 +241,9 @@ def load_resumable(path, required=()):
             missing = [k for k in required if k not in ckpt] if isinstance(ckpt, dict) else ['its fields']
             if missing:
                 raise ValueError(f'not a resumable checkpoint: no {missing[0]}')
+            wrong = _wrong_field(ckpt, types or {})
+            if wrong:
+                raise ValueError(f'not a resumable checkpoint: its {wrong} is a {type(ckpt[wrong]).__name__}')
         except Exception as e:  # truncated, corrupt or foreign file
             reason = ' '.join(str(e).split())[:120] or type(e).__name__
             failed.append((candidate, f'{type(e).__name__}: {reason}'))
@@ -202,11 +269,16 @@ def write_text(text, path):
     _atomic(path, lambda f: f.write(text.encode()))
 
 
+def write_bytes(write, path):
+    """path written by write(f) on a binary file, atomically."""
+    _atomic(path, write)
+
+
 def append_line(path, line):
     """One write() of a whole line with O_APPEND: concurrent or killed writers never split lines."""
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # the umask decides
         try:
             os.write(fd, (line.rstrip('\n') + '\n').encode())
             os.fsync(fd)

@@ -27,7 +27,8 @@ def _add_common(p):
     g.add_argument('--save_root', default='./save', help='runs go to SAVE_ROOT/{models,student_model}')
     g = p.add_argument_group('loading and schedule')
     g.add_argument('--batch_size', type=int, default=64, help='per process (per GPU under torchrun)')
-    g.add_argument('--num_workers', type=int, default=None, help='default: min(8, CPU count)')
+    g.add_argument('--num_workers', type=int, default=None,
+                   help='default: min(8, the CPUs this process may use: affinity, SLURM_CPUS_PER_TASK)')
     g.add_argument('--epochs', type=int, default=240)
     g.add_argument('--dataset', default='cifar100', help='cifar100, cifar10, tiny_imagenet, imagenet, digits')
     g.add_argument('--data_folder', default='./data')
@@ -229,6 +230,9 @@ def _complete(opt, kind):
         # recorded so that --resume replays the same data order; a resume adopts the run's seed
         opt.seed = random.SystemRandom().randrange(2**31)
     opt.trial = str(opt.trial)
+    if any(c in opt.trial for c in ('/', '\\', os.sep, '\0')):  # it becomes part of a folder name
+        raise UsageError(f'--trial {opt.trial!r}: no path separators (it names the run folder); use letters, '
+                         f'digits, - or _')
     if kind == 'student':
         _finalize_student(opt, models, METHODS)
 

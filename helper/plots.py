@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from helper.bcs import winner_scores  # noqa: E402
+from helper.checkpoint import write_bytes  # noqa: E402
 from helper.errors import UsageError  # noqa: E402
 from helper.run_folder import summary_or_empty  # noqa: E402
 
@@ -258,13 +259,9 @@ def plot_methods(values, out, title='', teacher_acc=None, scratch_acc=None, ylab
 
 
 def _save(fig, out):
-    folder = os.path.dirname(out)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
+    """The figure written to out (atomically: a failed write keeps the previous one), or a WriteError."""
     try:
-        fig.savefig(out, dpi=120)
-    except OSError as e:
-        raise UsageError(f'cannot write {out}: {e.strerror}') from None
+        write_bytes(lambda f: fig.savefig(f, dpi=120, format=os.path.splitext(out)[1][1:] or 'png'), out)
     finally:
         plt.close(fig)
     return out

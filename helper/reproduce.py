@@ -18,6 +18,7 @@ import statistics
 import sys
 import time
 
+from helper.checkpoint import WriteError
 from helper.errors import UsageError
 from helper.run_folder import summary_or_empty as read_summary
 from helper.scheduler import Run, add_launcher_args, check_launcher_args, run_parallel, slots_for, train_runs
@@ -295,7 +296,10 @@ def run_jobs(todo, jobs, args, out, popen=None):
         env = dict(os.environ, PYTHONUNBUFFERED='1')
         if slot is not None:
             env['CUDA_VISIBLE_DEVICES'] = slot
-        os.makedirs(os.path.dirname(log_path(args, job)), exist_ok=True)
+        try:
+            os.makedirs(os.path.dirname(log_path(args, job)), exist_ok=True)
+        except OSError as err:
+            raise WriteError(os.path.dirname(log_path(args, job)), err) from None
         print(f'start {job.name}' + (' (resume)' if job.state == 'resume' else '')
               + (f' on GPU {slot}' if slot is not None else ''), file=out, flush=True)
         starting.append(job)  # run_parallel starts it right after asking for its command
@@ -306,7 +310,10 @@ def run_jobs(todo, jobs, args, out, popen=None):
 
         def __init__(self, argv, env, job):
             self.job = job
-            self.log = open(log_path(args, job), 'a')
+            try:
+                self.log = open(log_path(args, job), 'a')
+            except OSError as err:
+                raise WriteError(log_path(args, job), err) from None
             self.proc = (popen or subprocess.Popen)(argv, env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
         def poll(self):
@@ -365,6 +372,10 @@ def main(argv=None):
     except UsageError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
+    except WriteError as e:
+        print(f'error: {e}; free space (or fix the permissions), then rerun the same command to continue',
+              file=sys.stderr)
+        return WriteError.exit_code
     except Preempted:  # the SLURM jobs keep running; a rerun reattaches to them
         print('reproduction stopped; rerun the same command to continue', file=sys.stderr)
         return 143

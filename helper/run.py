@@ -23,7 +23,7 @@ from helper.run_folder import RunFolder
 from helper.trainer import Trainer, log
 from helper.util import pick_device, set_seed
 
-WRITE_ERROR_EXIT = 4  # a file of the run could not be written (disk full, quota, permissions)
+WRITE_ERROR_EXIT = WriteError.exit_code  # a file of the run could not be written (disk full, quota, permissions)
 
 
 def run_dir_of(opt, kind):
@@ -156,8 +156,8 @@ def main(kind, parser, argv=None):
     except Preempted as e:
         return exit_code(e)
     except WriteError as e:
-        print(f'error: {e}; the previous checkpoint is intact: free space (or fix the permissions), '
-              f'then rerun the same command with --resume', file=sys.stderr)
+        print(f'error: {e}; free space (or fix the permissions), then rerun the same command, with --resume '
+              f'if the run has a checkpoint (the last one is intact)', file=sys.stderr)
         return exit_code(e)
     finally:
         dist.cleanup()

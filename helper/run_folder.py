@@ -12,6 +12,11 @@ from helper.runlock import check_free, claim, folder_state
 
 SUMMARY, LOG, RESULTS = 'summary.json', 'log.csv', 'result.txt'
 RESUME_KEYS = ('epoch', 'model', 'optimizer', 'scaler', 'rng', 'opt', 'history')
+_NUMBER = (int, float)
+RESUME_TYPES = {'epoch': (int,), 'model': (dict,), 'method': (dict,), 'optimizer': (dict,), 'scaler': (dict,),
+                'rng': (dict,), 'opt': (dict,), 'history': (list,), 'best_acc': _NUMBER, 'best_epoch': (int,),
+                'init_done': (bool,), 'partial': (dict, type(None)), 'init_epochs_done': (int,),
+                'teacher_acc': _NUMBER + (type(None),), 'wall_time_s': _NUMBER}
 LOG_COLUMNS = ('epoch', 'train_acc', 'train_loss', 'test_acc', 'test_loss', 'test_acc_top5', 'lr')
 
 
@@ -94,7 +99,7 @@ class RunFolder:
     def load_resume(self, log=print):
         """The newest readable resumable checkpoint as plain data, or a UsageError saying why there
         is none. Newer unreadable ones are set aside when the folder is claimed."""
-        ckpt, used, failed = load_resumable(self.last_path, RESUME_KEYS)
+        ckpt, used, failed = load_resumable(self.last_path, RESUME_KEYS, RESUME_TYPES)
         if ckpt is None and not failed:
             raise UsageError(f'--resume: no checkpoint at {self.last_path}; start without --resume')
         if ckpt is None:
@@ -142,6 +147,14 @@ class RunFolder:
     def append_result(self, save_root, line):
         """One line in SAVE_ROOT/result.txt, the published list of finished runs."""
         append_line(os.path.join(save_root, RESULTS), line)
+
+    def results(self, save_root):
+        """The lines of SAVE_ROOT/result.txt ([] when there is none)."""
+        try:
+            with open(os.path.join(save_root, RESULTS)) as f:
+                return f.read().splitlines()
+        except OSError:
+            return []
 
 
 def summary_or_empty(path):

@@ -4,16 +4,21 @@ The file holds {pid, host, started, heartbeat} and carries an flock while its ho
 kernel drops the flock when the process dies, kill -9 included). A thread refreshes `heartbeat`
 every HEARTBEAT_S seconds, for hosts that share the folder over a network file system where
 flock may not reach across machines. A lock counts as held when its flock is taken, or when its
-holder looks alive: same host and the pid runs, or another host and the heartbeat is fresh. A
-lock that is not held is stale and the next run takes it over (no manual cleanup). Release
-deletes the file.
+holder looks alive: same host and the pid runs, or another host and the heartbeat is fresh (a
+heartbeat ahead of this host's clock is judged by the file's modification time instead, so a
+skewed clock cannot hold a folder forever). A lock that is not held is stale and the next run
+takes it over (no manual cleanup); so is one whose fields are not a holder's (wrong types). The
+file is never a symbolic link (opened with O_NOFOLLOW). Release deletes the file.
 """
+import errno
 import json
+import math
 import os
 import socket
 import threading
 import time
 
+from helper.checkpoint import WriteError
 from helper.errors import UsageError
 
 try:
@@ -40,34 +45,68 @@ def _pid_alive(pid):
     return True
 
 
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _valid(info):
+    """The fields a holder writes, with their types: anything else names no holder."""
+    return (isinstance(info, dict) and type(info.get('pid')) is int and info['pid'] > 0
+            and isinstance(info.get('host'), str) and _number(info.get('started')) and _number(info.get('heartbeat')))
+
+
 def _read(fd):
+    """The lock file's fields, or None when it is empty or names no valid holder."""
     for attempt in range(3):  # a read may cross a heartbeat's rewrite
         try:
             raw = os.pread(fd, 4096, 0)
             info = json.loads(raw.decode()) if raw else None
-            return info if isinstance(info, dict) else None
+            return info if _valid(info) else None
         except (OSError, ValueError, UnicodeDecodeError):
             time.sleep(0.05)
     return None
 
 
+def _open(path, flags, mode=0o666):
+    """The lock file, never through a symbolic link (a link would let the lock truncate its target)."""
+    try:
+        return os.open(path, flags | getattr(os, 'O_NOFOLLOW', 0), mode)
+    except OSError as err:
+        if err.errno == errno.ELOOP or os.path.islink(path):
+            raise UsageError(f'{path} is a symbolic link, which a run lock never is; delete it '
+                             f'(rm {path}) and start again') from None
+        raise
+
+
+def _mtime(fd):
+    try:
+        return os.fstat(fd).st_mtime
+    except OSError:
+        return None
+
+
 def describe(info):
     if not info:
         return 'another process (its lock file is unreadable)'
-    started = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(info.get('started', 0)))
-    age = time.time() - float(info.get('heartbeat', 0))
-    return f"pid {info.get('pid')} on {info.get('host')} (started {started}, last heartbeat {age:.0f} s ago)"
+    started = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(info['started']))
+    age = time.time() - info['heartbeat']
+    beat = f'last heartbeat {age:.0f} s ago' if age >= 0 else f"heartbeat {-age:.0f} s ahead of this host's clock"
+    return f"pid {info['pid']} on {info['host']} (started {started}, {beat})"
 
 
-def holder_alive(info, now=None):
-    """Whether the holder named in a lock file whose flock is free still looks alive."""
+def holder_alive(info, now=None, mtime=None):
+    """Whether the holder named in a lock file whose flock is free still looks alive. mtime: the
+    file's modification time, which judges a heartbeat ahead of this host's clock."""
     if not info:
         return False
-    age = (now or time.time()) - float(info.get('heartbeat', 0))
+    now = now or time.time()
+    age = now - info['heartbeat']
+    if age < -HEARTBEAT_S and mtime is not None:  # another clock, or a made-up value: the file's age decides
+        age = now - mtime
     if age > STALE_S:
         return False
-    if info.get('host') == socket.gethostname():
-        return info.get('pid') != os.getpid() and _pid_alive(int(info.get('pid', -1)))
+    if info['host'] == socket.gethostname():
+        return info['pid'] != os.getpid() and _pid_alive(info['pid'])
     return True
 
 
@@ -85,7 +124,7 @@ def _flock(fd, shared=False):
             return True
         except BlockingIOError:
             info = _read(fd)
-            dead_here = info and info.get('host') == socket.gethostname() and not _pid_alive(int(info.get('pid', -1)))
+            dead_here = info and info['host'] == socket.gethostname() and not _pid_alive(info['pid'])
             if not dead_here or time.time() > deadline:
                 return False
             time.sleep(0.2)  # the holder died; its forked workers are exiting
@@ -102,7 +141,7 @@ def check_free(folder, what='run'):
     """Raise FolderBusy when a live process holds `folder`. Reads only, writes nothing."""
     path = os.path.join(folder, LOCK_NAME)
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = _open(path, os.O_RDONLY)
     except FileNotFoundError:
         return
     except OSError:
@@ -110,7 +149,7 @@ def check_free(folder, what='run'):
     try:
         free = _flock(fd, shared=True)
         info = _read(fd)
-        if not free or holder_alive(info):
+        if not free or holder_alive(info, mtime=_mtime(fd)):
             raise FolderBusy(busy_message(folder, info, what))
     finally:
         os.close(fd)
@@ -128,9 +167,29 @@ class RunLock:
         self.info = None
 
     def acquire(self):
-        os.makedirs(self.folder, exist_ok=True)
+        """Take the lock; FolderBusy when a live process holds it, WriteError when the lock cannot
+        be written (disk full): then nothing of this attempt is left, no lock file, no new folder."""
+        made = _missing_folders(self.folder)
+        try:
+            os.makedirs(self.folder, exist_ok=True)
+            return self._take()
+        except (UsageError, OSError) as err:
+            if self.fd is not None:
+                _remove(self.path)
+                os.close(self.fd)
+                self.fd = None
+            for folder in made:  # deepest first; only while empty
+                try:
+                    os.rmdir(folder)
+                except OSError:
+                    break
+            if isinstance(err, (UsageError, WriteError)):
+                raise
+            raise WriteError(self.path, err) from err
+
+    def _take(self):
         for _ in range(20):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = _open(self.path, os.O_RDWR | os.O_CREAT)
             if not _flock(fd):
                 info = _read(fd)
                 os.close(fd)
@@ -143,11 +202,13 @@ class RunLock:
                 os.close(fd)
                 continue
             previous = _read(fd)
-            if holder_alive(previous):
+            if holder_alive(previous, mtime=_mtime(fd)):
                 os.close(fd)
                 raise FolderBusy(busy_message(self.folder, previous, self.what))
             if previous:
                 self.log(f'taking over the stale lock of {describe(previous)} on {self.folder}')
+            elif os.fstat(fd).st_size:
+                self.log(f'taking over {self.path}, which names no valid holder (wrong or missing fields)')
             self.fd = fd
             now = time.time()
             self.info = {'pid': os.getpid(), 'host': socket.gethostname(), 'started': now, 'heartbeat': now}
@@ -176,10 +237,7 @@ class RunLock:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        try:
-            os.unlink(self.path)  # while still holding the flock: a waiter then retries on a new file
-        except OSError:
-            pass
+        _remove(self.path)  # while still holding the flock: a waiter then retries on a new file
         os.close(self.fd)
         self.fd = None
 
@@ -188,6 +246,22 @@ class RunLock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+def _remove(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _missing_folders(folder):
+    """The folders that makedirs(folder) would create, deepest first."""
+    missing, path = [], os.path.abspath(folder)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
 
 
 def folder_state(paths):

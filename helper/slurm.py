@@ -33,7 +33,8 @@ SIGNAL_DELAY_S = 120  # submitit's signal comes this long before the time limit.
 GRACE_S = 100  # ...and the run gets this long to write its checkpoint
 MAX_TIMEOUTS = 50
 HEARTBEAT_S = 300
-PREEMPTED_WAIT_S = 1800  # a job still PREEMPTED this long after was not requeued (sacct answers late)  # requeues after a time limit (preemptions do not count)
+PREEMPTED_WAIT_S = 1800  # a job still PREEMPTED this long after was not requeued (sacct answers late)
+UNKNOWN_WAIT_S = 1800  # a job that sacct has not reported for this long is lost (purged, another cluster)
 STOP_CODES = {128 + signal.SIGTERM, 128 + signal.SIGINT, -signal.SIGTERM, -signal.SIGINT}
 QUEUED = {'PENDING', 'REQUEUED', 'REQUEUE_HOLD', 'REQUEUE_FED', 'CONFIGURING', 'UNKNOWN', 'READY', 'SUBMITTED'}
 ACTIVE = QUEUED | {'RUNNING', 'COMPLETING', 'SUSPENDED', 'RESIZING', 'SIGNALING', 'STAGE_OUT', 'PREEMPTED'}
@@ -233,7 +234,7 @@ class SlurmBackend:
     def _wait(self, runs, jobs):
         from helper.loops import Preempted
         from helper.trainer import StopFlag
-        shown, shown_at, failed, preempted = None, 0.0, {}, {}
+        shown, shown_at, failed, stalled = None, 0.0, {}, {}
         with StopFlag() as stop:
             while True:
                 states, notes = {}, {}
@@ -245,10 +246,7 @@ class SlurmBackend:
                         states[i] = self.state(job)
                         if s.get('epochs_done') is not None and states[i] == 'RUNNING':
                             notes[i] = f' epoch {s["epochs_done"]}/{s.get("epochs", "?")}'
-                    if states[i] != 'PREEMPTED':
-                        preempted.pop(i, None)
-                    elif time.time() - preempted.setdefault(i, time.time()) > PREEMPTED_WAIT_S:
-                        states[i] = 'PREEMPTED, not requeued'
+                    states[i] = _bounded(states[i], stalled.setdefault(i, {}))
                 done = sum(s == 'DONE' for s in states.values())
                 running = sum(s in ACTIVE - QUEUED for s in states.values())
                 queued = sum(s in QUEUED for s in states.values())
@@ -270,5 +268,20 @@ class SlurmBackend:
                     raise Preempted(stop.signum)
         for i, state in states.items():
             if state != 'DONE':
-                failed[i] = f'job {jobs[i].job_id} ended ({state}); see {jobs[i].paths.stdout}'
+                failed[i] = (f'job {jobs[i].job_id} ended ({state}); its errors are in {jobs[i].paths.stderr}, '
+                             f'its output in {jobs[i].paths.stdout}')
         return failed
+
+
+def _bounded(state, since):
+    """state, or a final state when the job has stayed PREEMPTED (never requeued) or UNKNOWN (never
+    reported by sacct) too long; since: when each such state was first seen, kept by the caller."""
+    limits = {'PREEMPTED': (PREEMPTED_WAIT_S, 'not requeued'),
+              'UNKNOWN': (UNKNOWN_WAIT_S, f'sacct has not reported it for {UNKNOWN_WAIT_S:g} s')}
+    if state not in limits:
+        since.clear()
+        return state
+    limit, note = limits[state]
+    if time.time() - since.setdefault(state, time.time()) > limit:
+        return f'{state}, {note}'
+    return state

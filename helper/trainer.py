@@ -1,6 +1,7 @@
 """The trainer: one run's epochs, steps, checkpoints and logs, for every method alike."""
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -8,6 +9,7 @@ import torch
 
 from dataset import loader_set_epoch
 from helper import compile_policy, cotrain, dist
+from helper.checkpoint import TensorBoardLog, WriteError
 from helper.errors import UsageError
 from helper.experiment import compile_modules, compile_teacher, make_autocast, make_optimizer
 from helper.loops import (EpochState, NonFiniteLoss, Preempted, StudentWithLoss, forward_backward, teacher_forward,
@@ -96,6 +98,8 @@ class Trainer:
         self.compiled = bool(opt.compile) and self._compile()
         self.n_params = sum(p.numel() for p in self.student.parameters())
         self.tb, self.tb_iter, self.stop_requested = None, None, lambda sync_point=True: False
+        self.epochs_saved = self.start_epoch - 1  # the epochs the resumable checkpoint holds
+        self.stop_flag = None
 
     def _compile(self):
         graphs = self.step_graph is None
@@ -169,6 +173,7 @@ class Trainer:
             return
         if checkpoint is not None:
             self.folder.save_last(checkpoint)
+            self.epochs_saved = checkpoint['epoch']
         self.folder.write_log(self.history, self.columns)
         self.folder.write_summary(self.summary(status, epochs_done))
 
@@ -199,20 +204,21 @@ class Trainer:
         fresh = self.start_epoch == 1 and not self.partial
         self.announce(test_loader)
         self.claim_folder()
-        if dist.is_main():
-            from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(self.folder.file('tb'), purge_step=self.start_epoch)
-            self.save('running', self.start_epoch - 1)
         try:
+            if dist.is_main():
+                self.tb = TensorBoardLog(self.folder.file('tb'), purge_step=self.start_epoch)
+                self.save('running', self.start_epoch - 1)
             if self.start_epoch > opt.epochs and not self.partial:
                 log(f'{self.folder.path} is already finished; nothing to resume')
                 done = dict(self.summary('finished', opt.epochs), wall_time_s=round(self.wall_before, 2))
                 if dist.is_main():
                     self.folder.write_summary(done)
+                    if self.result_line(done) not in self.folder.results(opt.save_root):  # its write failed
+                        self.folder.append_result(opt.save_root, self.result_line(done))
                 return done
             self.where = 'in the init stage'
             with StopFlag() as stop:
-                self.stop_requested = stop.requested
+                self.stop_flag, self.stop_requested = stop, stop.requested
                 self.run_init_stage()
                 marks.append(time.time())
                 for epoch in range(self.start_epoch, opt.epochs + 1):
@@ -220,19 +226,56 @@ class Trainer:
                     marks.append(time.time())
             if fresh:
                 self.record_costs(marks)
+            self.close_tb()
+            return self.finish()
         except Preempted:
             log(f'stopped by signal {self.where} (checkpoint written). To continue, rerun '
                 f'the same command with --resume')
             raise
-        except NonFiniteLoss:
-            if dist.is_main():
-                self.folder.write_summary(self.summary('failed', len(self.history)))
+        except RuntimeError as err:
+            self.stop_if_a_worker_died_of_the_signal(err)
+            self.record_failure(err)
+            raise
+        except BaseException as err:
+            self.record_failure(err)
             raise
         finally:
-            for writer in (self.tb, self.tb_iter):
-                if writer is not None:
-                    writer.close()
-        return self.finish()
+            self.close_tb(quiet=sys.exc_info()[1] is not None)  # the first error is the one reported
+
+    def stop_if_a_worker_died_of_the_signal(self, err):
+        """Preempted, at the last checkpoint, when err is a loader worker's death while a stop
+        signal is being handled (the worker got it too); otherwise nothing."""
+        signum = self.stop_flag and (self.stop_flag.signum or cotrain.stop_signal())
+        if not signum or dist.active() or 'DataLoader worker' not in str(err):
+            return
+        if threading.current_thread() is threading.main_thread():  # the other workers' deaths: no more errors
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        log(f'stopped by signal (a loader worker ended with it; the checkpoint of epoch {self.epochs_saved} '
+            f'is kept). To continue, rerun the same command with --resume')
+        if dist.is_main():
+            self.folder.write_summary(self.summary('stopped', self.epochs_saved))
+        raise Preempted(signum) from None
+
+    def close_tb(self, quiet=False):
+        writers, self.tb, self.tb_iter = (self.tb, self.tb_iter), None, None
+        for tb in writers:
+            if tb is None:
+                continue
+            try:
+                tb.close()
+            except OSError:
+                if not quiet:
+                    raise
+
+    def record_failure(self, err):
+        """summary.json says 'failed' with the one-line reason (when it can still be written)."""
+        if not dist.is_main():
+            return
+        reason = ' '.join(str(err).split()) or type(err).__name__
+        try:
+            self.folder.write_summary(dict(self.summary('failed', self.epochs_saved), error=reason))
+        except OSError:
+            pass  # a full disk: the error itself is reported
 
     def record_costs(self, marks):
         """Start-up and epoch times of a whole fresh run, for --fast's later compile decisions."""
@@ -249,11 +292,11 @@ class Trainer:
         if dist.is_main():
             try:
                 self.folder.prepare(log)
-            except UsageError as e:
-                problem = str(e)
+            except (UsageError, WriteError) as e:
+                problem = e
         problem = dist.broadcast_object(problem)
         if problem:
-            raise UsageError(problem)
+            raise problem
 
     def announce(self, test_loader):
         opt = self.opt
@@ -271,11 +314,13 @@ class Trainer:
         opt, result = self.opt, self.summary('finished', self.opt.epochs)
         if dist.is_main():
             self.folder.write_summary(result)
-            self.folder.append_result(opt.save_root, f'{run_name(opt, self.kind)}\tbest {self.best_acc:.2f}'
-                                                     f'\tlast {result["last_acc"]:.2f}')
+            self.folder.append_result(opt.save_root, self.result_line(result))
             log(f'best accuracy {self.best_acc:.2f} (epoch {self.best_epoch}), last {result["last_acc"]:.2f}; '
                 f'summary: {self.folder.summary_path}')
         return result
+
+    def result_line(self, result):
+        return f'{run_name(self.opt, self.kind)}\tbest {self.best_acc:.2f}\tlast {result["last_acc"]:.2f}'
 
     def run_init_stage(self):
         core = self.method.core
@@ -362,8 +407,7 @@ class Trainer:
         if self.tb_iter is None:
             # steps count iterations, not epochs: a writer of their own, which on a resume drops
             # what an earlier process logged from this step on
-            from torch.utils.tensorboard import SummaryWriter
-            self.tb_iter = SummaryWriter(self.folder.file(os.path.join('tb', 'iterations')), purge_step=step)
+            self.tb_iter = TensorBoardLog(self.folder.file(os.path.join('tb', 'iterations')), purge_step=step)
         values = terms.detach().float().tolist()
         self.tb_iter.add_scalar('train_iter/loss', values[0], step)
         for name, value in zip(self.module.names[1:], values[1:]):

@@ -25,6 +25,7 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dataset import get_loaders, loader_set_epoch  # noqa: E402
+from helper.errors import UsageError  # noqa: E402
 from helper.util import pick_device  # noqa: E402
 
 
@@ -49,6 +50,9 @@ def throughput(data_folder, device, fast, batch_size, workers, epochs):
                              num_workers=workers, distill='kd', data_on_device=fast, seed=0,
                              imagenet_transform='standard', compile=True)  # compile: full batches only
     train, _, _ = get_loaders(opt, device)
+    if len(train) == 0:
+        raise UsageError(f'{len(train.dataset)} train images in {data_folder}/imagenet/train: fewer than one '
+                         f'batch of {batch_size}; lower --batch_size or use more images')
     rates = []
     for epoch in range(epochs + 1):  # epoch 0 warms up
         loader_set_epoch(train, epoch)
@@ -74,6 +78,14 @@ def main(argv=None):
     p.add_argument('--device', default='auto', choices=['auto', 'cuda', 'cpu'])
     p.add_argument('--json', default=None, help='also write the figures here')
     args = p.parse_args(argv)
+    try:
+        return measure(args)
+    except UsageError as e:
+        print(f'error: {e}', file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def measure(args):
     device = pick_device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.data_folder

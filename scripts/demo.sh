@@ -3,8 +3,9 @@
 # from scratch and with KD (3 seeds each, to tell an effect from seed noise), the student with
 # CRD+MC, a short block composition search (BCS), then print the results table, whether KD
 # beat training from scratch, and draw the plots. About 5 minutes on 2 CPU cores.
-# Creates or reuses .venv by itself. Results go to $DEMO_SAVE_ROOT (default ./save/demo),
-# which is removed first: run folders refuse to be overwritten.
+# Creates or reuses .venv by itself. Results go to $DEMO_SAVE_ROOT (default ./save/demo), a folder
+# of the demo's own (marked by the file .made-by-demo): a rerun removes it first, since run folders
+# refuse to be overwritten. A folder the demo did not make is never removed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/venv.sh
@@ -31,10 +32,17 @@ step() {
     echo "=== [$(( SECONDS - started ))s] $* ==="
 }
 
-if [ -e "$SAVE" ]; then
+MARKER="$SAVE/.made-by-demo"
+if [ -e "$SAVE" ] && [ -n "$(ls -A "$SAVE" 2>/dev/null || echo not-a-folder)" ]; then
+    if [ -L "$SAVE" ] || [ ! -f "$MARKER" ] || [ -L "$MARKER" ]; then
+        echo "error: $SAVE exists and was not made by the demo (no $MARKER); set DEMO_SAVE_ROOT to a new folder" >&2
+        exit 2
+    fi
     echo "note: removing the previous demo results in $SAVE"
     rm -rf "$SAVE"
 fi
+mkdir -p "$SAVE"
+: > "$MARKER"
 
 step "1/6 teacher: $TEACHER, $TEACHER_EPOCHS epochs"
 "$PY" train_teacher.py --model "$TEACHER" --epochs "$TEACHER_EPOCHS" \

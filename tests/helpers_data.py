@@ -102,3 +102,84 @@ def failing_save(real_save, fail_when):
             raise OSError(28, 'No space left on device')
         return real_save(obj, f, *args, **kwargs)
     return save
+
+
+def descendants(pid):
+    """The pids of every process below pid (loader workers, a job's tasks and their runs)."""
+    parents = {}
+    for entry in os.listdir('/proc'):
+        if entry.isdigit():
+            try:
+                with open(f'/proc/{entry}/stat') as f:
+                    parents.setdefault(int(f.read().rsplit(')', 1)[1].split()[1]), []).append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+class _FullFile:
+    """A file on a full disk: every write fails with ENOSPC."""
+
+    def __init__(self, f):
+        self._f = f
+
+    def write(self, data):
+        raise OSError(28, 'No space left on device')
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
+
+
+def disk_full_for(patch, fragment):
+    """Writes to the files whose name contains fragment fail with ENOSPC, as on a full disk: through
+    open() and io.open(), os.fdopen(), os.write() and os.pwrite() (patch: a monkeypatch). Linux."""
+    import builtins
+    import io
+
+    def hit_path(path):
+        return isinstance(path, (str, bytes, os.PathLike)) and fragment in os.path.basename(os.fsdecode(path))
+
+    def hit_fd(fd):
+        try:
+            return hit_path(os.readlink(f'/proc/self/fd/{fd}'))
+        except OSError:
+            return False
+
+    def full():
+        return OSError(28, 'No space left on device')
+
+    real_open, real_fdopen, real_write, real_pwrite = builtins.open, os.fdopen, os.write, os.pwrite
+
+    def open_(file, mode='r', *args, **kwargs):
+        f = real_open(file, mode, *args, **kwargs)
+        return _FullFile(f) if any(c in mode for c in 'wax+') and hit_path(file) else f
+
+    def fdopen(fd, mode='r', *args, **kwargs):
+        f = real_fdopen(fd, mode, *args, **kwargs)
+        return _FullFile(f) if any(c in mode for c in 'wax+') and hit_fd(fd) else f
+
+    def write(fd, data):
+        if hit_fd(fd):
+            raise full()
+        return real_write(fd, data)
+
+    def pwrite(fd, data, offset):
+        if hit_fd(fd):
+            raise full()
+        return real_pwrite(fd, data, offset)
+    patch.setattr(builtins, 'open', open_)
+    patch.setattr(io, 'open', open_)
+    patch.setattr(os, 'fdopen', fdopen)
+    patch.setattr(os, 'write', write)
+    patch.setattr(os, 'pwrite', pwrite)

@@ -6,6 +6,7 @@ ImageFolder), with pixel values that say which sample or class an image is.
 import argparse
 import os
 import pickle
+import time
 import urllib.error
 
 import numpy as np
@@ -426,8 +427,48 @@ def test_digits_loaders(tmp_path):
     assert sum(len(b['target']) for b in test) == 359
 
 
+def test_default_workers_count_the_cpus_of_the_allocation_not_of_the_node(monkeypatch):
+    monkeypatch.delenv('SLURM_CPUS_PER_TASK', raising=False)
+    monkeypatch.setattr(os, 'cpu_count', lambda: 64)  # the node
+    monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: {0, 1, 2}, raising=False)  # bound to 3 of them
+    assert dataset.default_num_workers() == 3
+    monkeypatch.setenv('SLURM_CPUS_PER_TASK', '2')
+    assert dataset.default_num_workers() == 2
+    monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: set(range(32)), raising=False)
+    monkeypatch.setenv('SLURM_CPUS_PER_TASK', '16')
+    assert dataset.default_num_workers() == 8  # the published 8 at most
+
+
+@pytest.mark.slow
+def test_loader_workers_outlive_a_sigterm_from_elsewhere_and_end_with_the_loader(cifar100_root):
+    """A job system's SIGTERM reaches the workers too: they leave it to this process, yet end when
+    the loader does (multiprocessing's terminate() at the end is a SIGTERM from this process)."""
+    import gc
+    import signal
+    import subprocess
+    from helpers_data import descendants
+    root, _, _ = cifar100_root
+    train, _, _ = dataset.get_loaders(options(data_folder=root, num_workers=2), 'cpu')
+    batches = iter(train)
+    next(batches)
+    workers = descendants(os.getpid())
+    assert len(workers) == 2
+    subprocess.run(['kill', '-TERM', *map(str, workers)], check=True)  # not their parent
+    subprocess.run(['kill', '-INT', *map(str, workers)], check=True)
+    assert sum(1 for _ in batches) == len(train) - 1  # every batch still comes
+    assert all(os.path.exists(f'/proc/{pid}') for pid in workers)
+    del batches, train
+    gc.collect()
+    deadline = time.time() + 30
+    while any(os.path.exists(f'/proc/{pid}') and open(f'/proc/{pid}/stat').read().split()[2] != 'Z'
+              for pid in workers):
+        assert time.time() < deadline
+        time.sleep(0.1)
+
+
 def test_loader_settings(cifar100_root, monkeypatch):
     root, _, _ = cifar100_root
+    monkeypatch.delenv('SLURM_CPUS_PER_TASK', raising=False)
     assert dataset.default_num_workers() == min(8, os.cpu_count())
     train, test, _ = dataset.get_loaders(options(data_folder=root, num_workers=1), 'cpu')
     assert train.num_workers == 1 and train.persistent_workers and not train.pin_memory

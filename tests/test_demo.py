@@ -56,12 +56,33 @@ def test_demo_runs_offline_and_prints_every_row(tmp_path):
     save = tmp_path / 'demo'
     save.mkdir()
     (save / 'stale.txt').write_text('from an earlier demo')
+    (save / '.made-by-demo').write_text('')  # that demo's mark: the folder is the demo's to remove
     env = dict(os.environ, DEMO_SAVE_ROOT=str(save), PYTHONUNBUFFERED='1', CUDA_VISIBLE_DEVICES='')
     proc = subprocess.run(['bash', os.path.join(ROOT, 'scripts', 'demo.sh')], cwd=str(tmp_path), env=env,
                           capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert 'removing the previous demo results' in proc.stdout and not (save / 'stale.txt').exists()
     check_demo_outputs(save, proc.stdout)
+
+
+@pytest.mark.parametrize('made_by', ['user', 'link'])
+def test_demo_never_removes_a_folder_it_did_not_make(tmp_path, made_by):
+    save = tmp_path / 'save'  # DEMO_SAVE_ROOT=./save: every run of the user
+    run = save / 'models' / 'resnet8_cifar100_trial_0'
+    run.mkdir(parents=True)
+    (run / 'summary.json').write_text('{}')
+    if made_by == 'link':  # a link to the user's runs, even with the mark beside them
+        (save / '.made-by-demo').write_text('')
+        save = tmp_path / 'link'
+        save.symlink_to(tmp_path / 'save')
+    env = dict(os.environ, DEMO_SAVE_ROOT=str(save), CUDA_VISIBLE_DEVICES='')
+    proc = subprocess.run(['bash', os.path.join(ROOT, 'scripts', 'demo.sh')], cwd=str(tmp_path), env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1] == f'error: {save} exists and was not made by the demo (no {save}/.made-by-demo); set ' \
+                        'DEMO_SAVE_ROOT to a new folder'
+    assert (run / 'summary.json').read_text() == '{}'
 
 
 def check_demo_outputs(save, out):

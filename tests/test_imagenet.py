@@ -20,9 +20,10 @@ from dataset import imagenet_gpu
 from distiller_zoo import (METHODS, MilestoneChecking, build_distiller, check_mc_shapes,
                            feature_shapes, mc_stage_count, mc_weights)
 from helper import bcs
+from dataset.datafiles import DataFileError
 from helper.errors import UsageError
 from helper.options import finalize, student_parser
-from helpers_imagenet import colour_class, write_imagenet
+from helpers_imagenet import WNIDS, colour_class, write_imagenet
 from models import pretrained
 
 SIZE = 64  # small inputs: the networks are fully convolutional up to an adaptive pool
@@ -204,6 +205,20 @@ def test_decode_falls_back_for_files_the_jpeg_decoder_refuses():
     images = loader.decode(encoded)
     assert [tuple(im.shape) for im in images] == [(3, 20, 30)] * 3
     assert images[1][:, 5, 5].tolist() == [200, 20, 20]
+
+
+@pytest.mark.parametrize('damage', ['truncated', 'not an image'])
+def test_fast_path_names_a_file_it_cannot_decode_in_one_line(tmp_path, damage):
+    root = write_imagenet(str(tmp_path), odd_files=False)
+    bad = os.path.join(root, 'imagenet', 'train', WNIDS[1], f'{WNIDS[1]}_2.JPEG')
+    good = open(bad, 'rb').read()
+    with open(bad, 'wb') as f:
+        f.write(good[:len(good) // 3] if damage == 'truncated' else b'\xff\xd8 not really a jpeg')
+    train, _, _ = dataset.get_loaders(options(data_folder=root, data_on_device=True), 'cpu')
+    with pytest.raises(DataFileError) as err:
+        batches(train)
+    message = str(err.value)
+    assert message.startswith(f'cannot read image {bad} (') and '\n' not in message
 
 
 def rrc_statistics(boxes, height, width):
@@ -412,6 +427,24 @@ def test_loader_benchmark_runs_on_generated_jpegs(tmp_path, monkeypatch):
     saved = json.loads(out.read_text())
     assert saved == result and saved['device'] == 'cpu'
     assert (saved['workers'], saved['batch_size']) == (0, 4)
+
+
+@pytest.mark.parametrize('problem', ['fewer images than a batch', 'no such folder'])
+def test_loader_benchmark_refuses_bad_input_in_one_line(tmp_path, capsys, problem):
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'scripts'))
+    import bench_imagenet_loader
+    argv = ['--batch_size', '16', '--workers', '0', '--epochs', '1', '--device', 'cpu']
+    if problem == 'no such folder':
+        argv += ['--data_folder', str(tmp_path / 'missing')]
+    else:
+        argv += ['--images', '10']  # one per class
+    with pytest.raises(SystemExit) as end:
+        bench_imagenet_loader.main(argv)
+    assert end.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith('error: ') and 'Traceback' not in err
+    assert ('fewer than one batch of 16' if problem != 'no such folder' else str(tmp_path / 'missing')) in err
 
 
 def _ddp_loader_worker(rank, store, folder, out_dir):

@@ -249,3 +249,25 @@ def test_cli_usage_errors(tmp_path, capsys):
     assert capsys.readouterr().err.startswith('error: ')
     assert report.main([str(tmp_path)]) == 2  # nothing to report
     assert 'no runs under' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('writer', ['results.md', 'results.csv', 'methods_'])
+def test_disk_full_for_a_report_file_is_exit_4_with_one_line_and_the_previous_files_kept(tmp_path, monkeypatch,
+                                                                                           capsys, writer):
+    from helpers_data import disk_full_for
+    root = str(tmp_path)
+    write_run(root, 'student_model', 'a')
+    assert report.main([root, '--plot']) == 0  # the report as it was
+    capsys.readouterr()
+    before = {name: open(os.path.join(root, name), 'rb').read() for name in os.listdir(root)
+              if os.path.isfile(os.path.join(root, name))}
+    assert any(name.startswith('methods_') for name in before)
+    with monkeypatch.context() as patch:
+        disk_full_for(patch, writer)
+        code = report.main([root, '--plot'])
+    err = capsys.readouterr().err
+    assert code == 4 and len(err.splitlines()) == 1 and 'Traceback' not in err
+    assert err.startswith(f'error: cannot write {root}') and writer in err and 'No space left' in err
+    after = {name: open(os.path.join(root, name), 'rb').read() for name in os.listdir(root)
+             if os.path.isfile(os.path.join(root, name))}
+    assert after == before

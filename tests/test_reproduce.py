@@ -75,6 +75,23 @@ def test_runs_go_through_the_search_scheduler(monkeypatch, tmp_path, capsys):
     assert seen['slots'] == ['2', '5'] and seen['envs'] == ['2', '5']
 
 
+def test_a_log_folder_that_cannot_be_made_is_exit_4_with_one_line(monkeypatch, tmp_path, capsys):
+    def fake_run_parallel(jobs, slots, command, poll_s=0.5, popen=None):
+        command(jobs[0], slots[0])
+        return {}
+
+    monkeypatch.setattr(reproduce, 'run_parallel', fake_run_parallel)
+    teacher_dir = tmp_path / 'teachers' / 'resnet56_vanilla'
+    teacher_dir.mkdir(parents=True)
+    (teacher_dir / 'ckpt_epoch_240.pth').write_bytes(b'')
+    (tmp_path / 'reproduce_logs').write_text('a file where the log folder goes')
+    code = reproduce.main(['repdistiller_same', 'resnet56:resnet20', '--seeds', '1', '--save_root', str(tmp_path),
+                           '--teacher_dir', str(tmp_path / 'teachers')])
+    err = capsys.readouterr().err
+    assert code == 4 and len(err.splitlines()) == 1 and 'Traceback' not in err
+    assert err.startswith(f"error: cannot write {tmp_path / 'reproduce_logs'}: [Errno 17] File exists")
+
+
 def tiny_table(tmp_path, teacher_ckpt):
     published = tmp_path / 'published.csv'
     published.write_text(

@@ -17,7 +17,7 @@ import search
 from helper.errors import UsageError
 from helper.run import run_dir_of
 from helper.scheduler import Run, slurm_minutes
-from helpers_data import ROOT, student_args, subprocess_env
+from helpers_data import ROOT, descendants, student_args, subprocess_env
 
 try:
     import submitit
@@ -198,7 +198,22 @@ def test_a_job_left_preempted_ends_the_wait_with_its_id(data, tmp_path, monkeypa
     log = []
     failed = backend_for(parse(argv), jobs, log).run([run])
     assert '[slurm] reattached to job 4242_0 (PREEMPTED): run0' in log  # SLURM may still requeue it
-    assert failed[0].startswith('job 4242_0 ended (PREEMPTED, not requeued); see ') and '4242_0_0_log.out' in failed[0]
+    assert failed[0].startswith('job 4242_0 ended (PREEMPTED, not requeued); its errors are in ')
+    assert failed[0].endswith('4242_0_0_log.err, its output in ' + str(tmp_path / 'slurm' / '4242_0_0_log.out'))
+
+
+def test_a_job_sacct_never_reports_ends_the_wait_with_one_line(data, tmp_path, monkeypatch):
+    import helper.slurm
+    fake_slurm(tmp_path, monkeypatch, sacct='')  # purged from the accounting, or on another cluster
+    monkeypatch.setattr(helper.slurm, 'UNKNOWN_WAIT_S', 0.3)
+    (run,) = runs_in(tmp_path, 1)
+    jobs = {run.run_dir: {'job_id': '4242_0', 'executor': 'slurm', 'folder': str(tmp_path / 'slurm')}}
+    argv = search_argv(data, tmp_path, 'teacher.pth', '--launcher', 'slurm', '--slurm_poll', '0.05')
+    log = []
+    failed = backend_for(parse(argv), jobs, log).run([run])
+    assert '[slurm] reattached to job 4242_0 (UNKNOWN): run0' in log
+    assert list(failed) == [0] and '\n' not in failed[0]
+    assert failed[0].startswith('job 4242_0 ended (UNKNOWN, sacct has not reported it for 0.3 s); its errors are in ')
 
 
 def test_launcher_flags_are_checked_before_anything_is_written(data, teacher, tmp_path, capsys, monkeypatch):
@@ -303,17 +318,20 @@ def epochs_of(run_dir):
 
 @needs_submitit
 @pytest.mark.slow
-@pytest.mark.parametrize('how', ['preempted', 'time_limit', 'preempted_2_processes'])
+@pytest.mark.parametrize('how', ['preempted', 'time_limit', 'preempted_2_processes', 'preempted_every_process'])
 def test_requeued_job_continues_its_run_with_resume(data, teacher, tmp_path, monkeypatch, how):
     """Preempted: SIGTERM to the job. Time limit: submitit's USR2 to it. Either way the run writes its
     checkpoint, submitit's checkpointing hook requeues the job and the run continues with --resume.
-    With 2 processes (2 "GPUs", gloo on the CPU) the job is one DDP run, as under torchrun."""
+    With 2 processes (2 "GPUs", gloo on the CPU) the job is one DDP run, as under torchrun. Every
+    process: SIGTERM to each process of the job at once (its loader workers too), as SLURM sends it."""
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv('OMP_NUM_THREADS', '1')
     epochs = 6
     gpus = '2' if how.endswith('2_processes') else '1'
     argv = search_argv(data, tmp_path, teacher, '--launcher', 'slurm', '--slurm_executor', 'local',
                        '--slurm_poll', '0.2', '--slurm_gpus_per_job', gpus, epochs=epochs)
+    if how == 'preempted_every_process':
+        argv[argv.index('--num_workers') + 1] = '2'
     opt = parse(argv, final=True)
     c = search.candidate_options(opt, (2, 2, 2), short=False)
     run_dir = run_dir_of(c, 'student')
@@ -323,7 +341,12 @@ def test_requeued_job_continues_its_run_with_resume(data, teacher, tmp_path, mon
     backend = backend_for(opt, jobs, log)
     (job,) = backend.submit([run])
     wait_for(lambda: summary_of(run_dir).get('epochs_done', 0) >= 1, what='epoch 1')
-    if how.startswith('preempted'):
+    if how == 'preempted_every_process':
+        pids = [int(job.job_id)] + descendants(int(job.job_id))
+        assert len(pids) >= 5  # controller, task, run, its loader workers
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+    elif how.startswith('preempted'):
         os.kill(int(job.job_id), signal.SIGTERM)  # the controller passes it on, as SLURM signals the job
     else:
         os.kill(worker_pid(job.job_id), signal.SIGUSR2)
@@ -480,7 +503,8 @@ def test_a_failed_run_is_reported_with_its_job_and_log(tmp_path):
     jobs, log = {}, []
     failed = backend_for(parse(argv), jobs, log).run([run])
     job_id = jobs[run.run_dir]['job_id']
-    assert list(failed) == [0] and failed[0].startswith(f'job {job_id} ended (ENDED); see ')
-    out = open(failed[0].split('see ')[1]).read()
-    err = open(failed[0].split('see ')[1].replace('.out', '.err')).read()
+    assert list(failed) == [0] and failed[0].startswith(f'job {job_id} ended (ENDED); its errors are in ')
+    err_path, out_path = failed[0].split('its errors are in ')[1].split(', its output in ')
+    err, out = open(err_path).read(), open(out_path).read()
+    assert err_path.endswith('_log.err') and out_path.endswith('_log.out')
     assert 'teacher checkpoint not found' in err and 'exited with code 2' in out + err

@@ -98,7 +98,7 @@ def test_run_folder_verdicts(tmp_path):
     folder.prepare()
     folder.write_summary({'status': 'running', 'epochs_done': 0, 'epochs': 3})
     assert folder.verdict()[0] == 'empty'   # killed before its first epoch: nothing to keep
-    state = dict.fromkeys(RESUME_KEYS, {}) | {'epoch': 1}   # what a resumable checkpoint holds
+    state = dict.fromkeys(RESUME_KEYS, {}) | {'epoch': 1, 'history': []}   # what a resumable checkpoint holds
     folder.save_last(state)
     assert folder.verdict() == ('resumable', 'a resumable checkpoint')
     assert folder.load_resume() == state
