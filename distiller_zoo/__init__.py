@@ -1,9 +1,12 @@
 """Distillation methods: RepDistiller's loss modules under their published names, one method unit
 per --distill name (METHODS), the modern logit methods (DKD, DIST, logit standardization) and
 CRD-EMKD's milestone checking."""
+import importlib
+import pkgutil
+
 from distiller_zoo.abound import ABLoss, ABMethod
 from distiller_zoo.attention import Attention, ATMethod
-from distiller_zoo.base import DistillKL, Distiller, Method, Vanilla, feature_shapes
+from distiller_zoo.base import DistillKL, Distiller, Method, Option, Vanilla, feature_shapes
 from distiller_zoo.correlation import CCMethod, Correlation
 from distiller_zoo.crd import CRDMethod
 from distiller_zoo.dist import DISTMethod, dist_loss
@@ -22,11 +25,33 @@ from distiller_zoo.similarity import Similarity, SPMethod
 from distiller_zoo.vid import VIDLoss, VIDMethod
 from helper.errors import unknown_name
 
-# --distill name -> method class (class XMethod: the method of paper X; its loss module keeps the
-# published RepDistiller name)
-METHODS = {cls.name: cls for cls in (KDMethod, FitNetMethod, ATMethod, SPMethod, CCMethod, VIDMethod, CRDMethod,
-                                     KDSVDMethod, FSPMethod, RKDMethod, PKTMethod, ABMethod, FTMethod, NSTMethod,
-                                     DKDMethod, DISTMethod)}
+
+
+def discover():
+    """--distill name -> method class, for every Distiller subclass with a name defined in a module
+    of this package: a new method file needs no registration. Ordered by the classes' `order`,
+    then by module. (class XMethod: the method of paper X; its loss module keeps the published
+    RepDistiller name.)"""
+    found = {}
+    for info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f'{__name__}.{info.name}')
+        for cls in vars(module).values():
+            if isinstance(cls, type) and issubclass(cls, Distiller) and cls.name \
+                    and cls.__module__ == module.__name__:
+                if cls.name in found:
+                    raise ImportError(f'two methods are named {cls.name!r}: {found[cls.name].__module__} '
+                                      f'and {module.__name__}')
+                found[cls.name] = cls
+    ranked = sorted(found.values(), key=lambda c: (c.order is None, c.order or 0, c.__module__, c.name))
+    return {cls.name: cls for cls in ranked}
+
+
+METHODS = discover()
+
+
+def method_options():
+    """(method class, Option) for every method's own options, in METHODS order."""
+    return [(cls, option) for cls in METHODS.values() for option in cls.options]
 
 
 def build_distiller(name, opt, s_shapes, t_shapes, n_data):
@@ -38,5 +63,5 @@ def build_distiller(name, opt, s_shapes, t_shapes, n_data):
 
 __all__ = ['DistillKL', 'HintLoss', 'Attention', 'Similarity', 'Correlation', 'VIDLoss', 'RKDLoss',
            'PKT', 'ABLoss', 'FactorTransfer', 'FSP', 'NSTLoss', 'KDSVD', 'dkd_loss', 'dist_loss', 'standardize',
-           'Method', 'Vanilla', 'Distiller', 'METHODS', 'build_distiller', 'feature_shapes',
+           'Method', 'Option', 'Vanilla', 'Distiller', 'METHODS', 'method_options', 'build_distiller', 'feature_shapes',
            'MilestoneChecking', 'WithMilestones', 'mc_weights', 'check_mc_shapes', 'mc_stage_count']

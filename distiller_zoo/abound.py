@@ -54,6 +54,7 @@ class ABMethod(Distiller):
     connector is not used there."""
 
     name = 'abound'
+    order = 12
     paper = ('Heo et al., 2019, Knowledge Transfer via Distillation of Activation Boundaries '
              'Formed by Hidden Neurons')
     beta = 1.0

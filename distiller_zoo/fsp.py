@@ -33,6 +33,7 @@ class FSPMethod(Distiller):
     adds nothing, as published."""
 
     name = 'fsp'
+    order = 9
     paper = ('Yim et al., 2017, A Gift from Knowledge Distillation: Fast Optimization, Network '
              'Minimization and Transfer Learning')
     beta = 50.0

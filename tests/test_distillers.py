@@ -543,7 +543,7 @@ def test_milestone_checking_wraps_any_method_as_one_more_term(zoo, teacher_out):
     inner = build_distiller('hint', make_opt(beta=100.0), feature_shapes(student),
                             feature_shapes(zoo('resnet56')), N_DATA)
     checker = MilestoneChecking(4, [1.0, 1.0, 1.0])
-    method = WithMilestones(inner, checker, 0.001)
+    method = WithMilestones(inner, checker, 0.001, 100.0)
     assert method.core is inner and method.preact == inner.preact
     assert method.weights['mc'] == pytest.approx(100.0 * 0.001)   # -b * --mc_weight, as published
     terms = method.loss_terms(s_feats, s_logit, t_feats, t_logit, make_batch(x))
