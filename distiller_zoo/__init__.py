@@ -54,6 +54,12 @@ def method_options():
     return [(cls, option) for cls in METHODS.values() for option in cls.options]
 
 
+def published_option_values():
+    """{option: its published value (else its default)} of every method's own options: what a
+    command line that omits them runs with (DKD's dkd_T, None here, follows --kd_T)."""
+    return {o.name: o.default if o.published is None else o.published for _, o in method_options()}
+
+
 def build_distiller(name, opt, s_shapes, t_shapes, n_data):
     """The method unit for --distill name, sized for these student/teacher feature shapes."""
     if name not in METHODS:
@@ -63,5 +69,5 @@ def build_distiller(name, opt, s_shapes, t_shapes, n_data):
 
 __all__ = ['DistillKL', 'HintLoss', 'Attention', 'Similarity', 'Correlation', 'VIDLoss', 'RKDLoss',
            'PKT', 'ABLoss', 'FactorTransfer', 'FSP', 'NSTLoss', 'KDSVD', 'dkd_loss', 'dist_loss', 'standardize',
-           'Method', 'Option', 'Vanilla', 'Distiller', 'METHODS', 'method_options', 'build_distiller', 'feature_shapes',
+           'Method', 'Option', 'Vanilla', 'Distiller', 'METHODS', 'method_options', 'published_option_values', 'build_distiller', 'feature_shapes',
            'MilestoneChecking', 'WithMilestones', 'mc_weights', 'check_mc_shapes', 'mc_stage_count']

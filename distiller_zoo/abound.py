@@ -60,6 +60,7 @@ class ABMethod(Distiller):
     beta = 1.0
     preact = True
     has_init_stage = True
+    terms = {}   # no term of its own in the main stage
 
     def __init__(self, opt, s_shapes, t_shapes, n_data):
         super().__init__(opt, s_shapes, t_shapes, n_data)

@@ -38,6 +38,7 @@ class FSPMethod(Distiller):
              'Minimization and Transfer Learning')
     beta = 50.0
     has_init_stage = True
+    terms = {}   # no term of its own in the main stage
 
     def __init__(self, opt, s_shapes, t_shapes, n_data):
         super().__init__(opt, s_shapes, t_shapes, n_data)

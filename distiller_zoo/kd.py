@@ -12,6 +12,7 @@ class KDMethod(Distiller):
     paper = 'Hinton et al., 2015, Distilling the Knowledge in a Neural Network'
     gamma, alpha, beta = 0.1, 0.9, 0.0
     supports_logit_stand = True   # applied to the KD term (DistillKL standardize)
+    terms = {}   # no term of its own
 
     @classmethod
     def published_weights(cls, opt):

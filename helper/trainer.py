@@ -121,6 +121,9 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt['optimizer'])
         self.scaler.load_state_dict(ckpt['scaler'])
         self.history, self.best_acc, self.best_epoch = ckpt['history'], ckpt['best_acc'], ckpt['best_epoch']
+        # an older log.csv keeps its columns (e.g. an always-zero loss_method)
+        self.columns += tuple(k for row in self.history[:1] for k in row
+                              if k.startswith('loss_') and k not in self.columns)
         self.start_epoch, self.init_done, self.partial = ckpt['epoch'] + 1, ckpt['init_done'], ckpt.get('partial')
         self.init_epochs_done = ckpt.get('init_epochs_done', 0)
         self.teacher_acc, self.wall_before = ckpt.get('teacher_acc'), ckpt.get('wall_time_s', 0.0)
