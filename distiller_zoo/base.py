@@ -92,6 +92,12 @@ class Method(nn.Module):
         the trainable modules, the checkpointed state and the init stage."""
         return self
 
+    def extra_parameters(self):
+        """Parameters of the modules trained beside the student (connectors, embeddings,
+        regressors), init-stage ones included: what the method adds to the student's count."""
+        seen = {id(p): p for m in (self.trainable, self.frozen) for p in m.parameters()}
+        return sum(p.numel() for p in seen.values())
+
     def forward(self, s_feats, s_logit, t_feats, t_logit, batch, epoch=1):
         """{term: weight * unweighted loss}; epoch counts from 1 (for warm-up schedules)."""
         raw = self.loss_terms(s_feats, s_logit, t_feats, t_logit, batch, epoch)
@@ -171,12 +177,6 @@ class Distiller(Method):
     def method_terms(self, s_feats, s_logit, t_feats, t_logit, batch, epoch):
         """The method's own unweighted terms, one per name in `terms`."""
         return {'method': self.method_loss(s_feats, s_logit, t_feats, t_logit, batch)}
-
-    def extra_parameters(self):
-        """Parameters of the modules trained beside the student (connectors, embeddings,
-        regressors), init-stage ones included: what the method adds to the student's count."""
-        seen = {id(p): p for m in (self.trainable, self.frozen) for p in m.parameters()}
-        return sum(p.numel() for p in seen.values())
 
     def method_loss(self, s_feats, s_logit, t_feats, t_logit, batch):
         raise NotImplementedError

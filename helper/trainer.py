@@ -144,7 +144,8 @@ class Trainer:
                 'mc': int(opt.mc) if student_run else 0, 'block_depth': opt.block_depth,
                 'dataset': opt.dataset, 'trial': opt.trial, 'best_acc': self.best_acc,
                 'best_epoch': self.best_epoch, 'last_acc': self.history[-1]['test_acc'] if self.history else None,
-                'teacher_acc': self.teacher_acc, 'params': self.n_params, 'epochs': opt.epochs,
+                'teacher_acc': self.teacher_acc, 'params': self.n_params,
+                'extra_params': self.method.core.extra_parameters(), 'epochs': opt.epochs,
                 'epochs_done': epochs_done, 'wall_time_s': round(self.wall_time(), 2),
                 'run_dir': self.folder.path, 'options': options_dict(opt), 'requested_options': opt.requested,
                 # log.csv's loss_* columns are unweighted: what each term counts in the total

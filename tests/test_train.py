@@ -239,6 +239,36 @@ def test_resume_ends_where_an_uninterrupted_run_ends(data, teacher, tmp_path, mo
         assert len(f.read().splitlines()) == 1
 
 
+@pytest.mark.slow
+def test_a_run_stopped_before_the_log_followed_the_terms_resumes_with_its_columns(data, teacher, tmp_path,
+                                                                                 monkeypatch, capsys):
+    """A kd run stopped in epoch 2 by the code that logged loss_method and loss_mc always (0 for kd
+    without --mc) and saved the epoch's sums unnamed in that layout resumes to the same end."""
+    schedule = ('--epochs', '2', '--lr_decay_epochs', '1')
+    whole = student(data, tmp_path / 'a', teacher, 'kd', 'resnet8', *schedule)
+    with monkeypatch.context() as patch:
+        stop_in_epoch(patch, 2, True, signal.SIGTERM)
+        with pytest.raises(Preempted):
+            student(data, tmp_path / 'b', teacher, 'kd', 'resnet8', *schedule)
+    run_dir = os.path.join(str(tmp_path / 'b'), os.path.relpath(whole['run_dir'], str(tmp_path / 'a')))
+    last = os.path.join(run_dir, 'resnet8_last.pth')
+    ckpt = load_weights_only(last)
+    assert ckpt['partial']['names'] == ['loss', 'ce', 'kd']
+    old = dict(ckpt, history=[dict(row, loss_method=0.0, loss_mc=0.0) for row in ckpt['history']])
+    loss, ce, kd, correct = ckpt['partial']['sums'].tolist()
+    old['partial'] = {k: v for k, v in ckpt['partial'].items() if k != 'names'}
+    old['partial']['sums'] = torch.tensor([loss, ce, kd, 0.0, 0.0, correct], dtype=torch.float64)
+    os.remove(last)
+    torch.save(old, last)
+
+    resumed = student(data, tmp_path / 'b', teacher, 'kd', 'resnet8', *schedule, '--resume')
+    assert resumed['status'] == 'finished'
+    rows = read_log(run_dir, ('ce', 'kd', 'method', 'mc'))   # the older columns stay
+    assert [r['loss_method'] for r in rows] == [0.0, 0.0] and [r['loss_mc'] for r in rows] == [0.0, 0.0]
+    for got, want in zip(rows, read_log(whole['run_dir'], ('ce', 'kd'))):
+        assert {k: got[k] for k in want} == want
+
+
 def test_resume_of_a_finished_run_changes_nothing(data, teacher, tmp_path):
     first = student(data, tmp_path, teacher)
     weights = load_weights_only(os.path.join(first['run_dir'], 'resnet8_last.pth'))['model']
