@@ -132,8 +132,12 @@ def test_method_unit(name, pair, zoo, teacher_out):
     student.zero_grad(set_to_none=True)
     s_feats, s_logit = student(x, is_feat=True, preact=method.preact)
     terms = method.loss_terms(s_feats, s_logit, t_feats, t_logit, make_batch(x))
-    loss = terms.get('method', s_logit.new_zeros(()))  # the method's own term
+    assert set(terms) == set(method.weights) == {'ce', 'kd'} | set(method.terms)
+    own = [terms[t] for t in method.terms]   # the method's own terms
+    loss = torch.stack(own).sum() if own else s_logit.new_zeros(())
     assert loss.shape == () and torch.isfinite(loss)
+    # every parameter beside the student's is counted as the method's
+    assert method.extra_parameters() == sum(p.numel() for p in method.parameters())
     assert all(not m.training for m in method.frozen.modules())
 
     if name in MAIN_STAGE_ZERO:
@@ -183,6 +187,14 @@ def test_registry_names_weights_and_papers(name):
         assert (cls.gamma, cls.alpha, cls.beta) == pytest.approx(PUBLISHED[name])
         # its own loss weighted by -b; kd, and fsp and abound after their init stage, add none
         assert cls.terms == ({} if name in ('kd', 'fsp', 'abound') else {'method': 1.0})
+
+
+def test_extra_parameters_count_the_methods_own_modules(zoo):
+    # resnet56 -> resnet20: FitNet's stage-2 regressor is a 1x1 conv 32->32 with BatchNorm; CRD
+    # embeds both 64-wide pooled vectors into feat_dim 32; KD adds nothing
+    assert build_for('hint', 'resnet56', 'resnet20', zoo).extra_parameters() == 32 * 32 + 32 + 2 * 32
+    assert build_for('crd', 'resnet56', 'resnet20', zoo).extra_parameters() == 2 * (64 * 32 + 32)
+    assert build_for('kd', 'resnet56', 'resnet20', zoo).extra_parameters() == 0
 
 
 def test_build_distiller_unknown_name_suggests():
