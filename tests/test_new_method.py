@@ -10,7 +10,8 @@ import textwrap
 
 import pytest
 
-from distiller_zoo import METHODS, method_options
+from distiller_zoo import METHODS, Option, method_options
+from helper.errors import UsageError
 from helper.options import RESULT_OPTIONS, differing_option, student_parser
 from helpers_data import ROOT
 
@@ -50,7 +51,7 @@ from helper.options import student_parser
 from helper.run import main, run
 from helpers_data import student_args
 
-data, save, teacher = sys.argv[1:4]
+data, save, teacher, deep_teacher = sys.argv[1:5]
 out = {'zoo': distiller_zoo.__file__, 'help': student_parser().format_help()}
 argv = student_args(data, save, teacher, 'mymethod', 'resnet8', '--mc', '1', '--mymethod_p', '0.25',
                     '--epochs', '2', '--lr_decay_epochs', '1')
@@ -77,6 +78,9 @@ out['changed_exit'] = main('student', student_parser(), changed + ['--resume'])
 other = student_args(data, save, teacher, 'kd', 'resnet8', '--mymethod_p', '1')
 out['other_exit'] = main('student', student_parser(), other)
 out['bad_exit'] = main('student', student_parser(), argv[:-4] + ['--mymethod_p', '-1'])
+import search   # BCS with it: myresnet14 (2,2,2) under a 6-blocks-per-stage teacher
+out['search_exit'] = search.main(student_args(data, save + '_bcs', deep_teacher, 'mymethod', 'myresnet14',
+                                              '--block_depth', '2,2,2', '--mc', '1', '--mymethod_p', '0.25'))
 print(json.dumps(out))
 '''
 
@@ -98,12 +102,13 @@ def copied_tree(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_method_with_its_own_option_is_one_file(tmp_path, data, teacher):
+def test_a_method_with_its_own_option_is_one_file(tmp_path, data, teacher, teachers):
     tree = copied_tree(tmp_path)
     save = tmp_path / 'save'
     env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS='1', MKL_NUM_THREADS='1',
                CUDA_VISIBLE_DEVICES='', PYTHONDONTWRITEBYTECODE='1')
-    proc = subprocess.run([sys.executable, 'driver.py', data, str(save), teacher], cwd=tree, env=env,
+    proc = subprocess.run([sys.executable, 'driver.py', data, str(save), teacher, teachers('wrn_40_1')],
+                          cwd=tree, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -139,6 +144,18 @@ def test_a_method_with_its_own_option_is_one_file(tmp_path, data, teacher):
     # and it belongs to its method, with its check
     assert out['other_exit'] == 2 and '--mymethod_p is a flag of --distill mymethod, not kd' in proc.stderr
     assert out['bad_exit'] == 2 and '--mymethod_p must be positive, got -1.0' in proc.stderr
+
+    # and the block composition search runs it, with MC, for every candidate
+    assert out['search_exit'] == 0
+    [search_dir] = [os.path.join(root, d) for root, dirs, _ in os.walk(f'{save}_bcs') for d in dirs
+                    if d.startswith('BCS_')]
+    with open(os.path.join(search_dir, 'search.json')) as f:
+        result = json.load(f)
+    assert result['status'] == 'finished' and len(result['candidates']) >= 2
+    for cand in result['candidates']:
+        with open(os.path.join(cand['run_dir'], 'summary.json')) as f:
+            cand_summary = json.load(f)
+        assert cand_summary['distill'] == 'mymethod' and cand_summary['term_weights']['mc'] > 0
     assert not os.path.exists(os.path.join(ROOT, 'distiller_zoo', 'mymethod.py'))
 
 
@@ -174,3 +191,12 @@ def test_help_lists_the_method_with_its_paper_and_its_options_in_its_group(name)
         assert groups[f'--distill {name} ({cls.label})'] == [o.name for o in cls.options]
     for option in cls.options:
         assert option.help == '' or ' '.join(option.help.split()) in ' '.join(text.split())
+
+
+def test_an_option_checks_its_value_with_its_own_rule():
+    odd = Option('my_k', type=int, default=3, check=lambda v: None if v % 2 else f'must be odd, got {v}')
+    odd.validate(5)
+    with pytest.raises(UsageError, match='^--my_k must be odd, got 4$'):
+        odd.validate(4)
+    with pytest.raises(UsageError, match='^--my_p must be positive, got 0$'):
+        Option('my_p', check='positive').validate(0)
