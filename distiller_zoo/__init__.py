@@ -4,27 +4,24 @@ CRD-EMKD's milestone checking."""
 import importlib
 import pkgutil
 
-from distiller_zoo.abound import ABLoss, ABMethod
-from distiller_zoo.attention import Attention, ATMethod
+from distiller_zoo.abound import ABLoss
+from distiller_zoo.attention import Attention
 from distiller_zoo.base import DistillKL, Distiller, Method, Option, Vanilla, feature_shapes
-from distiller_zoo.correlation import CCMethod, Correlation
-from distiller_zoo.crd import CRDMethod
-from distiller_zoo.dist import DISTMethod, dist_loss
-from distiller_zoo.dkd import DKDMethod, dkd_loss
-from distiller_zoo.factor import FactorTransfer, FTMethod
-from distiller_zoo.fsp import FSP, FSPMethod
-from distiller_zoo.hint import FitNetMethod, HintLoss
-from distiller_zoo.kd import KDMethod
-from distiller_zoo.kdsvd import KDSVD, KDSVDMethod
+from distiller_zoo.correlation import Correlation
+from distiller_zoo.dist import dist_loss
+from distiller_zoo.dkd import dkd_loss
+from distiller_zoo.factor import FactorTransfer
+from distiller_zoo.fsp import FSP
+from distiller_zoo.hint import HintLoss
+from distiller_zoo.kdsvd import KDSVD
 from distiller_zoo.logit_stand import standardize
 from distiller_zoo.mc import MilestoneChecking, WithMilestones, check_mc_shapes, mc_stage_count, mc_weights
-from distiller_zoo.nst import NSTLoss, NSTMethod
-from distiller_zoo.pkt import PKT, PKTMethod
-from distiller_zoo.rkd import RKDLoss, RKDMethod
-from distiller_zoo.similarity import Similarity, SPMethod
-from distiller_zoo.vid import VIDLoss, VIDMethod
+from distiller_zoo.nst import NSTLoss
+from distiller_zoo.pkt import PKT
+from distiller_zoo.rkd import RKDLoss
+from distiller_zoo.similarity import Similarity
+from distiller_zoo.vid import VIDLoss
 from helper.errors import unknown_name
-
 
 
 def discover():
@@ -69,5 +66,6 @@ def build_distiller(name, opt, s_shapes, t_shapes, n_data):
 
 __all__ = ['DistillKL', 'HintLoss', 'Attention', 'Similarity', 'Correlation', 'VIDLoss', 'RKDLoss',
            'PKT', 'ABLoss', 'FactorTransfer', 'FSP', 'NSTLoss', 'KDSVD', 'dkd_loss', 'dist_loss', 'standardize',
-           'Method', 'Option', 'Vanilla', 'Distiller', 'METHODS', 'method_options', 'published_option_values', 'build_distiller', 'feature_shapes',
+           'Method', 'Option', 'Vanilla', 'Distiller', 'METHODS', 'method_options', 'published_option_values',
+           'build_distiller', 'feature_shapes',
            'MilestoneChecking', 'WithMilestones', 'mc_weights', 'check_mc_shapes', 'mc_stage_count']

@@ -200,3 +200,15 @@ def test_an_option_checks_its_value_with_its_own_rule():
         odd.validate(4)
     with pytest.raises(UsageError, match='^--my_p must be positive, got 0$'):
         Option('my_p', check='positive').validate(0)
+
+
+@pytest.mark.slow
+def test_two_methods_of_one_name_are_refused_at_import(tmp_path):
+    tree = copied_tree(tmp_path)
+    (tree / 'distiller_zoo' / 'mymethod.py').write_text(textwrap.dedent(METHOD_FILE).replace(
+        "name = 'mymethod'", "name = 'kd'"))
+    env = dict(os.environ, PYTHONPATH=str(tree), PYTHONDONTWRITEBYTECODE='1', CUDA_VISIBLE_DEVICES='')
+    proc = subprocess.run([sys.executable, '-c', 'import distiller_zoo'], cwd=tree, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "two methods are named 'kd': distiller_zoo.kd and distiller_zoo.mymethod" in proc.stderr
