@@ -32,7 +32,7 @@ PAPER_NAMES = {name: METHODS[name].label for name in METHOD_ORDER}
 REQUIRED = ['model_s', 'dataset', 'best_acc', 'last_acc']
 CSV_FIELDS = ['run', 'status', 'row', 'kind', 'dataset', 'model_t', 'model_s', 'block_depth',
               'distill', 'alpha', 'beta', 'mc', 'mc_weight', 'trial', 'search', 'search_role',
-              'best_acc', 'best_epoch', 'last_acc', 'teacher_acc', 'params', 'epochs',
+              'best_acc', 'best_epoch', 'last_acc', 'teacher_acc', 'params', 'extra_params', 'epochs',
               'epochs_done', 'wall_time_s', 'note']
 
 

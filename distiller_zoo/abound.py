@@ -54,11 +54,13 @@ class ABMethod(Distiller):
     connector is not used there."""
 
     name = 'abound'
+    order = 12
     paper = ('Heo et al., 2019, Knowledge Transfer via Distillation of Activation Boundaries '
              'Formed by Hidden Neurons')
     beta = 1.0
     preact = True
     has_init_stage = True
+    terms = {}   # no term of its own in the main stage
 
     def __init__(self, opt, s_shapes, t_shapes, n_data):
         super().__init__(opt, s_shapes, t_shapes, n_data)

@@ -26,6 +26,7 @@ class Attention(nn.Module):
 
 class ATMethod(Distiller):
     name = 'attention'
+    order = 3
     paper = ('Zagoruyko & Komodakis, 2017, Paying More Attention to Attention: Improving the '
              'Performance of Convolutional Neural Networks via Attention Transfer')
     beta = 1000.0

@@ -7,6 +7,43 @@ from distiller_zoo.logit_stand import standardize
 from helper.errors import UsageError
 
 
+class Option:
+    """One command-line option of a method, --NAME, shown in the method's group of --help.
+
+    default: the parser's value when the flag is omitted. published: the value an omitted flag
+    (default None) takes once the method is chosen. changes_result: a changed value makes a
+    different experiment (resume refuses it; RESULT_OPTIONS). check: 'positive', or a function
+    value -> None or the end of an error message ('must be odd, got 4'). tag: a short key that puts
+    '-<tag><value>' into the run folder's name.
+
+    An option whose default is None is recognised as given, so it is refused with another --distill;
+    one with a concrete default (CRD's --nce_k) is accepted and ignored there."""
+
+    def __init__(self, name, type=float, default=None, help='', published=None, changes_result=True,
+                 check=None, choices=None, tag=None):
+        self.name, self.type, self.default, self.help = name, type, default, help
+        self.published, self.changes_result, self.check = published, changes_result, check
+        self.choices, self.tag = choices, tag
+
+    def add_to(self, group):
+        group.add_argument(f'--{self.name}', type=self.type, default=self.default, choices=self.choices,
+                           help=self.help)
+
+    def given(self, opt):
+        """Whether the command line set this option (knowable for options whose default is None)."""
+        return self.default is None and getattr(opt, self.name, None) is not None
+
+    def validate(self, value):
+        if value is None or self.check is None:
+            return
+        if self.check == 'positive':
+            problem = None if value > 0 else f'must be positive, got {value}'
+        else:
+            problem = self.check(value)
+        if problem:
+            raise UsageError(f'--{self.name} {problem}')
+
+
 class DistillKL(nn.Module):
     """KL(teacher || student) of temperature-T softmaxes over dim 1, summed, times T^2, per sample:
     Hinton's KD, the one implementation. Works on logits (N, C) and on stage maps (N, C, H, W),
@@ -55,6 +92,12 @@ class Method(nn.Module):
         the trainable modules, the checkpointed state and the init stage."""
         return self
 
+    def extra_parameters(self):
+        """Parameters of the modules trained beside the student (connectors, embeddings,
+        regressors), init-stage ones included: what the method adds to the student's count."""
+        seen = {id(p): p for m in (self.trainable, self.frozen) for p in m.parameters()}
+        return sum(p.numel() for p in seen.values())
+
     def forward(self, s_feats, s_logit, t_feats, t_logit, batch, epoch=1):
         """{term: weight * unweighted loss}; epoch counts from 1 (for warm-up schedules)."""
         raw = self.loss_terms(s_feats, s_logit, t_feats, t_logit, batch, epoch)
@@ -78,18 +121,25 @@ class Distiller(Method):
     """One distillation method: which features it uses, its auxiliary modules, its loss.
 
     The base class adds the CE and KD terms (weights -r and -a); a subclass sets the class
-    attributes and implements method_loss, its 'method' term (weight -b), or method_terms for
-    several or no terms of its own (and, with an init stage, init_modules/init_loss). The
-    teacher's features are detached here, so no method can send a gradient into the teacher.
+    attributes and implements method_loss, its one term 'method', or declares its own `terms` and
+    implements method_terms (and, with an init stage, init_modules/init_loss). The teacher's
+    features are detached here, so no method can send a gradient into the teacher.
+
+    A new method is a new module in distiller_zoo/ with a subclass that sets `name`: the registry
+    (METHODS) finds it, the parser adds its `options`, resume and the run identity follow them.
     """
 
     name = None          # the --distill name
-    paper = ''           # short citation for the README
+    paper = ''           # short citation: 'Authors, year, title'
     label = None         # the paper's short name (class XMethod: X)
+    order = None         # place in METHODS and --help (None: after the numbered ones, by module)
     gamma, alpha, beta = 1.0, 0.0, 1.0   # published -r/-a/-b
+    # the method's own terms and their weights as multiples of -b: the published total is
+    # r*CE + a*KD + b*(sum of factor*term) (+ b*mc_weight*MC with --mc)
+    terms = {'method': 1.0}
+    options = ()         # the method's own command-line options (Option)
     needs_teacher = True
     supports_logit_stand = False   # --logit_stand allowed (the methods it was published for)
-    flag_defaults = {}   # the method's own flags (e.g. dkd_beta) and their published values
 
     @classmethod
     def published_weights(cls, opt):
@@ -98,20 +148,21 @@ class Distiller(Method):
 
     @classmethod
     def complete_options(cls, opt):
-        """Fill omitted weights and method flags (None) with the published values, in place."""
+        """Fill omitted weights and method options (None) with the published values, in place."""
         for name, value in zip(('gamma', 'alpha', 'beta'), cls.published_weights(opt)):
             if getattr(opt, name, None) is None:
                 setattr(opt, name, float(value))
-        for name, value in cls.flag_defaults.items():
-            if getattr(opt, name, None) is None:
-                setattr(opt, name, value)
+        for option in cls.options:
+            if getattr(opt, option.name, None) is None and option.published is not None:
+                setattr(opt, option.name, option.published)
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
         cls.label = cls.__name__.removesuffix('Method')
 
     def __init__(self, opt, s_shapes, t_shapes, n_data):
-        super().__init__({'ce': opt.gamma, 'kd': opt.alpha, 'method': opt.beta})
+        own = {term: opt.beta * factor for term, factor in self.terms.items()}
+        super().__init__({'ce': opt.gamma, 'kd': opt.alpha, **own})
         self.kd = DistillKL(opt.kd_T, standardize=opt.logit_stand)
 
     def loss_terms(self, s_feats, s_logit, t_feats, t_logit, batch, epoch=1):
@@ -124,8 +175,7 @@ class Distiller(Method):
         return terms
 
     def method_terms(self, s_feats, s_logit, t_feats, t_logit, batch, epoch):
-        """The method's own unweighted terms; a method with several names them and sets their
-        weights in self.weights."""
+        """The method's own unweighted terms, one per name in `terms`."""
         return {'method': self.method_loss(s_feats, s_logit, t_feats, t_logit, batch)}
 
     def method_loss(self, s_feats, s_logit, t_feats, t_logit, batch):

@@ -17,6 +17,7 @@ class CCMethod(Distiller):
     """Pooled vectors, each through a trainable linear embedding to opt.feat_dim."""
 
     name = 'correlation'
+    order = 5
     paper = 'Peng et al., 2019, Correlation Congruence for Knowledge Distillation'
     beta = 0.02
 

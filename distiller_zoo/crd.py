@@ -1,7 +1,7 @@
 import argparse
 
 from crd.criterion import CRDLoss
-from distiller_zoo.base import Distiller
+from distiller_zoo.base import Distiller, Option
 
 
 class CRDMethod(Distiller):
@@ -12,8 +12,13 @@ class CRDMethod(Distiller):
 
     name = 'crd'
     paper = 'Tian et al., 2020, Contrastive Representation Distillation'
+    order = 7
     beta = 0.8
     needs_contrast = True
+    options = (Option('mode', type=str, default='exact', choices=['exact', 'relax'], help='CRD positive'),
+               Option('nce_k', type=int, default=16384, check='positive', help='CRD negatives'),
+               Option('nce_t', default=0.07, help='CRD temperature'),
+               Option('nce_m', default=0.5, help='CRD memory momentum'))
 
     def __init__(self, opt, s_shapes, t_shapes, n_data):
         super().__init__(opt, s_shapes, t_shapes, n_data)

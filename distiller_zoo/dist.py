@@ -4,7 +4,7 @@ and the sample relations per class (intra-class) by Pearson correlation of the s
 The intra-class term correlates the samples of one batch: under DDP, of one process's batch."""
 import torch.nn.functional as F
 
-from distiller_zoo.base import Distiller
+from distiller_zoo.base import Distiller, Option
 
 
 def pearson(a, b, eps=1e-8):
@@ -35,7 +35,10 @@ class DISTMethod(Distiller):
     name = 'dist'
     paper = 'Huang et al., 2022, Knowledge Distillation from A Stronger Teacher'
     gamma, alpha, beta = 1.0, 0.0, 2.0
-    flag_defaults = {'dist_beta': 1.0, 'dist_gamma': 1.0, 'dist_tau': 4.0}
+    order = 16
+    options = (Option('dist_beta', published=1.0, tag='b', help='DIST weight of inter-class relation (default 1)'),
+               Option('dist_gamma', published=1.0, tag='g', help='DIST weight of intra-class relation (default 1)'),
+               Option('dist_tau', published=4.0, check='positive', tag='t', help='DIST temperature (default 4)'))
 
     def __init__(self, opt, s_shapes, t_shapes, n_data):
         super().__init__(opt, s_shapes, t_shapes, n_data)

@@ -3,7 +3,7 @@ term (TCKD) and a non-target term (NCKD), weighted separately."""
 import torch
 import torch.nn.functional as F
 
-from distiller_zoo.base import Distiller
+from distiller_zoo.base import Distiller, Option
 from distiller_zoo.logit_stand import KD_WEIGHT, standardize
 
 
@@ -43,9 +43,14 @@ class DKDMethod(Distiller):
     name = 'dkd'
     paper = 'Zhao et al., 2022, Decoupled Knowledge Distillation'
     gamma, alpha, beta = 1.0, 0.0, 1.0
+    order = 15
     supports_logit_stand = True
-    # mdistiller CFG.DKD; dkd_T None: the resolved --kd_T
-    flag_defaults = {'dkd_alpha': 1.0, 'dkd_beta': 8.0, 'dkd_T': None, 'dkd_warmup': 20.0}
+    # mdistiller CFG.DKD; dkd_T omitted: the resolved --kd_T
+    options = (Option('dkd_alpha', published=1.0, tag='a', help='DKD weight of TCKD (default 1)'),
+               Option('dkd_beta', published=8.0, tag='b', help='DKD weight of NCKD (default 8)'),
+               Option('dkd_T', check='positive', tag='T', help='DKD temperature (default: --kd_T)'),
+               Option('dkd_warmup', published=20.0, check='positive', tag='w',
+                      help='DKD loss scaled by min(epoch / warmup, 1) (default 20)'))
 
     def __init__(self, opt, s_shapes, t_shapes, n_data):
         super().__init__(opt, s_shapes, t_shapes, n_data)

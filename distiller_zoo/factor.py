@@ -76,6 +76,7 @@ class FTMethod(Distiller):
     teacher factor."""
 
     name = 'factor'
+    order = 13
     paper = ('Kim et al., 2018, Paraphrasing Complex Network: Network Compression via Factor '
              'Transfer')
     beta = 200.0

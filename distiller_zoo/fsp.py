@@ -33,10 +33,12 @@ class FSPMethod(Distiller):
     adds nothing, as published."""
 
     name = 'fsp'
+    order = 9
     paper = ('Yim et al., 2017, A Gift from Knowledge Distillation: Fast Optimization, Network '
              'Minimization and Transfer Learning')
     beta = 50.0
     has_init_stage = True
+    terms = {}   # no term of its own in the main stage
 
     def __init__(self, opt, s_shapes, t_shapes, n_data):
         super().__init__(opt, s_shapes, t_shapes, n_data)

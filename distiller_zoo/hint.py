@@ -1,7 +1,7 @@
 import torch.nn.functional as F
 from torch import nn
 
-from distiller_zoo.base import Distiller
+from distiller_zoo.base import Distiller, Option
 from helper.errors import UsageError
 
 
@@ -47,7 +47,9 @@ class FitNetMethod(Distiller):
 
     name = 'hint'
     paper = 'Romero et al., 2015, FitNets: Hints for Thin Deep Nets'
+    order = 2
     gamma, alpha, beta = 1.0, 0.0, 100.0
+    options = (Option('hint_layer', type=int, default=2, choices=[0, 1, 2, 3, 4]),)
 
     def __init__(self, opt, s_shapes, t_shapes, n_data):
         super().__init__(opt, s_shapes, t_shapes, n_data)

@@ -8,9 +8,11 @@ class KDMethod(Distiller):
     """Logit KD alone: the CE and KD terms every distiller has, and no term of its own."""
 
     name = 'kd'
+    order = 1
     paper = 'Hinton et al., 2015, Distilling the Knowledge in a Neural Network'
     gamma, alpha, beta = 0.1, 0.9, 0.0
     supports_logit_stand = True   # applied to the KD term (DistillKL standardize)
+    terms = {}   # no term of its own
 
     @classmethod
     def published_weights(cls, opt):

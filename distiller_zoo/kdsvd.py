@@ -66,6 +66,7 @@ class KDSVDMethod(Distiller):
     """Stages 1..n; needs the same channels per stage."""
 
     name = 'kdsvd'
+    order = 8
     paper = ('Lee et al., 2018, Self-supervised Knowledge Distillation Using Singular Value '
              'Decomposition')
     beta = 1.0   # no published script value; RepDistiller lists none for kdsvd

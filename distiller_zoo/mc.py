@@ -24,11 +24,11 @@ class MilestoneChecking(nn.Module):
 
 
 class WithMilestones(Method):
-    """Any method plus the term 'mc': milestone checking, weighted by -b times --mc_weight
-    (published: r*CE + a*KD + b*(method + mc_weight*MC))."""
+    """Any method plus the term 'mc': milestone checking, weighted by beta (-b) times mc_weight
+    (published: r*CE + a*KD + b*(method + mc_weight*MC)), whatever the method names its terms."""
 
-    def __init__(self, method, checker, mc_weight):
-        super().__init__({**method.weights, 'mc': method.weights.get('method', 0.0) * mc_weight})
+    def __init__(self, method, checker, mc_weight, beta):
+        super().__init__({**method.weights, 'mc': beta * mc_weight})
         self.method = method
         self.checker = checker
         self.name, self.preact = method.name, method.preact

@@ -30,6 +30,7 @@ class NSTMethod(Distiller):
     """Stages 1..n."""
 
     name = 'nst'
+    order = 14
     paper = ('Huang & Wang, 2017, Like What You Like: Knowledge Distill via Neuron Selectivity '
              'Transfer')
     beta = 50.0

@@ -27,6 +27,7 @@ class PKTMethod(Distiller):
     """Pooled vectors."""
 
     name = 'pkt'
+    order = 11
     paper = ('Passalis & Tefas, 2018, Learning Deep Representations with Probabilistic Knowledge '
              'Transfer')
     beta = 30000.0

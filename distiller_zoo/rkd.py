@@ -50,6 +50,7 @@ class RKDMethod(Distiller):
     """Pooled vectors."""
 
     name = 'rkd'
+    order = 10
     paper = 'Park et al., 2019, Relational Knowledge Distillation'
     beta = 1.0
 

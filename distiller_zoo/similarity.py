@@ -25,6 +25,7 @@ class SPMethod(Distiller):
     """Uses the last stage map."""
 
     name = 'similarity'
+    order = 4
     paper = 'Tung & Mori, 2019, Similarity-Preserving Knowledge Distillation'
     beta = 3000.0
 

@@ -40,6 +40,7 @@ class VIDMethod(Distiller):
     """Stages 1..n, one trainable VIDLoss (regressor + variance) per stage."""
 
     name = 'vid'
+    order = 6
     paper = 'Ahn et al., 2019, Variational Information Distillation for Knowledge Transfer'
     beta = 1.0
 

@@ -86,14 +86,8 @@ def column(ax, x, w, title, subtitle, depth, tops, h_stage):
     box(ax, x + w * 0.2, 10, w * 0.6, 4, 'pool + FC → logits')
 
 
-def draw(out):
-    fig = plt.figure(figsize=(15, 8.6))
-    ax = fig.add_axes([0, 0, 1, 1])
-    ax.set_xlim(0, 150)
-    ax.set_ylim(0, 100)
-    ax.axis('off')
-
-    # ---- left: teacher and student side by side, milestone checks between stage outputs
+def draw_distillation(ax):
+    """Left: teacher and student side by side, milestone checks between stage outputs."""
     h_stage, tops = 12, [66, 46, 26]
     tx, sx, w = 4, 58, 34
     column(ax, tx, w, 'Teacher: resnet110', f'blocks (18, 18, 18), '
@@ -118,7 +112,9 @@ def draw(out):
             r',   $w_i = 3\,/\,d_i$  ($d_i$: student blocks in stage $i$)',
             ha='center', va='center', fontsize=12)
 
-    # ---- right: the student's block composition under BCS
+
+def draw_search(ax):
+    """Right: the student's block composition under BCS, step by step."""
     rx, rw = 104, 42
     ax.add_patch(FancyBboxPatch((rx - 2, 8), rw + 4, 84, boxstyle='round,pad=0.3,rounding_size=1.5',
                                 facecolor='#fafafa', edgecolor='#999999', linewidth=1))
@@ -163,6 +159,15 @@ def draw(out):
         ax.text(legend_x + 2.4, 12.5, f'stage {i + 1} block', fontsize=8.5, va='center')
         legend_x += 13.5
 
+
+def draw(out):
+    fig = plt.figure(figsize=(15, 8.6))
+    ax = fig.add_axes([0, 0, 1, 1])
+    ax.set_xlim(0, 150)
+    ax.set_ylim(0, 100)
+    ax.axis('off')
+    draw_distillation(ax)
+    draw_search(ax)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)

@@ -112,7 +112,7 @@ def build_method(opt, kind, student, teacher, info):
     check_mc_shapes(s_shapes, t_shapes, n_stages)
     checker = MilestoneChecking(opt.kd_T, mc_weights(opt.model_s, opt.block_depth, n_stages,
                                                      stage_weight_flags(opt)))
-    return WithMilestones(method, checker, opt.mc_weight)
+    return WithMilestones(method, checker, opt.mc_weight, opt.beta)
 
 
 def load_teacher(opt, num_classes):

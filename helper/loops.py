@@ -10,9 +10,9 @@ import torch.nn.functional as F
 
 from helper import dist
 
-# Terms every log.csv has a column for (0 where a method lacks one); a method's other terms add
-# columns after these.
-LOGGED_TERMS = ('ce', 'kd', 'method', 'mc')
+# The meters of a checkpoint that predates saving their names: these terms first, then the
+# method's others (read on resume only).
+OLD_METER_TERMS = ('ce', 'kd', 'method', 'mc')
 
 
 class NonFiniteLoss(RuntimeError):
@@ -29,8 +29,9 @@ def at_least_fp32(t):
 
 
 def term_names(method):
-    """Meter order: the total, the logged terms, then the method's other terms."""
-    return ('loss',) + LOGGED_TERMS + tuple(t for t in method.weights if t not in LOGGED_TERMS)
+    """Meter order (and log.csv's loss_* columns): the total, then the terms the method declares,
+    in its order."""
+    return ('loss',) + tuple(method.weights)
 
 
 class StudentWithLoss(nn.Module):
@@ -112,8 +113,17 @@ class EpochState:
         if saved:
             self.step = saved['step']
             if dist.is_main():  # saved sums are over all ranks: count them once
-                self.sums.copy_(saved['sums'])
+                self._restore_sums(saved)
                 self.count = saved['count']
+
+    def _restore_sums(self, saved):
+        old = saved.get('names') or (('loss',) + OLD_METER_TERMS +
+                                      tuple(n for n in self.names[1:] if n not in OLD_METER_TERMS))
+        sums = saved['sums'].to(self.sums)
+        for i, name in enumerate(old):
+            if name in self.names:
+                self.sums[self.names.index(name)] = sums[i]
+        self.sums[-1] = sums[-1]   # correct predictions
 
     def update(self, terms, logit, target, step):
         n = target.shape[0]
@@ -152,7 +162,7 @@ class EpochState:
     def saved(self):
         """The epoch so far, summed over ranks (call on every rank)."""
         sums, count = self._totals()
-        return {'sums': sums.cpu(), 'count': count, 'step': self.step}
+        return {'sums': sums.cpu(), 'count': count, 'step': self.step, 'names': list(self.names)}
 
 
 @torch.no_grad()

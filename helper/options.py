@@ -7,6 +7,7 @@ import argparse
 import os
 import random
 
+from distiller_zoo import METHODS, method_options
 from helper.errors import UsageError, teacher_missing, unknown_name
 
 MOBILE_STUDENTS = ('MobileNetV2', 'ShuffleV1', 'ShuffleV2')  # published lr 0.01
@@ -75,11 +76,6 @@ def _model_names():
     return ', '.join(sorted(models.model_dict, key=str.lower))
 
 
-def _method_names():
-    from distiller_zoo import METHODS
-    return list(METHODS)
-
-
 def teacher_parser():
     p = Parser(description='Train a teacher (or a student from scratch) with cross-entropy.')
     p.add_argument('--model', default='resnet110', help=f'default resnet110; one of: {_model_names()}')
@@ -98,7 +94,8 @@ def add_student_args(p):
     g.add_argument('--block_depth', default=None, help='student blocks per stage for my* models, e.g. 3,7,2')
     g.add_argument('--trial', default='1', help='experiment id')
     g = p.add_argument_group('distillation')
-    g.add_argument('--distill', default='kd', help=f'method, default kd; one of: {", ".join(_method_names())}')
+    g.add_argument('--distill', default='kd', metavar='METHOD', help='the method (default kd): ' + ', '.join(
+        f'{n} ({", ".join(c.paper.split(", ")[:2])})' for n, c in METHODS.items()))
     g.add_argument('--init_epochs', type=int, default=30, help='init stage of abound, factor, fsp')
     g.add_argument('--mc', type=int, default=0, choices=[0, 1], help='1: milestone checking')
     g.add_argument('--mc_weight', type=float, default=0.001)
@@ -116,22 +113,13 @@ def add_student_args(p):
                        help=f'MC weight of stage {i} of a fixed-depth student, default 1 '
                             '(my* students: from --block_depth)')
     g.add_argument('--feat_dim', type=int, default=128, help='CRD/CC embedding size')
-    g.add_argument('--mode', default='exact', choices=['exact', 'relax'], help='CRD positive')
-    g.add_argument('--nce_k', type=int, default=16384, help='CRD negatives')
-    g.add_argument('--nce_t', type=float, default=0.07, help='CRD temperature')
-    g.add_argument('--nce_m', type=float, default=0.5, help='CRD memory momentum')
-    g.add_argument('--hint_layer', type=int, default=2, choices=[0, 1, 2, 3, 4])
-    g = p.add_argument_group('logit methods (omitted: the published values)')
-    g.add_argument('--dkd_alpha', type=float, default=None, help='DKD weight of TCKD (default 1)')
-    g.add_argument('--dkd_beta', type=float, default=None, help='DKD weight of NCKD (default 8)')
-    g.add_argument('--dkd_T', type=float, default=None, help='DKD temperature (default: --kd_T)')
-    g.add_argument('--dkd_warmup', type=float, default=None,
-                   help='DKD loss scaled by min(epoch / warmup, 1) (default 20)')
-    g.add_argument('--dist_beta', type=float, default=None, help='DIST weight of inter-class relation (default 1)')
-    g.add_argument('--dist_gamma', type=float, default=None, help='DIST weight of intra-class relation (default 1)')
-    g.add_argument('--dist_tau', type=float, default=None, help='DIST temperature (default 4)')
     g.add_argument('--logit_stand', action='store_true',
                    help='logit standardization on kd or dkd; --kd_T is then the base temperature')
+    for cls in METHODS.values():   # each method's own options (omitted: the published values)
+        if cls.options:
+            g = p.add_argument_group(f'--distill {cls.name} ({cls.label})')
+            for option in cls.options:
+                option.add_to(g)
     _add_common(p)
     return p
 
@@ -204,7 +192,6 @@ def finalize(opt, kind):
 def _complete(opt, kind):
     import models
     import dataset
-    from distiller_zoo import METHODS
     from dataset import default_num_workers
 
     _check_name('dataset', opt.dataset, dataset.DATASETS, '--dataset')
@@ -234,10 +221,10 @@ def _complete(opt, kind):
         raise UsageError(f'--trial {opt.trial!r}: no path separators (it names the run folder); use letters, '
                          f'digits, - or _')
     if kind == 'student':
-        _finalize_student(opt, models, METHODS)
+        _finalize_student(opt, models)
 
 
-def _finalize_student(opt, models, METHODS):
+def _finalize_student(opt, models):
     from models import pretrained
     _check_name('distill', opt.distill, METHODS, '--distill')
     if opt.path_t is None:
@@ -253,19 +240,18 @@ def _finalize_student(opt, models, METHODS):
                 raise teacher_missing(opt.path_t, folder)
             raise UsageError(f'cannot tell the teacher architecture from {opt.path_t!r}; pass --model_t')
     _check_name('model', opt.model_t, models.model_dict, '--model_t')
-    if opt.nce_k <= 0:
-        raise UsageError(f'--nce_k must be positive, got {opt.nce_k}')
     if opt.init_epochs < 0:
         raise UsageError(f'--init_epochs must be >= 0, got {opt.init_epochs}')
     method = METHODS[opt.distill]
-    _check_method_flags(opt, method, METHODS)
+    _check_method_flags(opt, method)
     if opt.kd_T is None:
         from distiller_zoo.logit_stand import BASE_TEMP
         opt.kd_T = BASE_TEMP if opt.logit_stand else 4.0
     resolve_loss_weights(opt, method)
-    for flag in ('kd_T', 'dkd_T', 'dkd_warmup', 'dist_tau'):
-        if getattr(opt, flag) is not None and getattr(opt, flag) <= 0:
-            raise UsageError(f'--{flag} must be positive, got {getattr(opt, flag)}')
+    if opt.kd_T <= 0:
+        raise UsageError(f'--kd_T must be positive, got {opt.kd_T}')
+    for _, option in method_options():
+        option.validate(getattr(opt, option.name))
     from distiller_zoo.mc import stage_weight_flags
     stage_weight_flags(opt)  # checked before anything is built
 
@@ -280,16 +266,15 @@ def resolve_loss_weights(opt, method):
     method.complete_options(opt)
 
 
-def _check_method_flags(opt, method, METHODS):
-    """A method's own flags, or --logit_stand, given with a method that ignores them."""
+def _check_method_flags(opt, method):
+    """A method's own options, or --logit_stand, given with a method that ignores them."""
     if opt.logit_stand and not method.supports_logit_stand:
         ok = ' or '.join(n for n, c in METHODS.items() if c.supports_logit_stand)
         raise UsageError(f'--logit_stand works with --distill {ok} (the methods it was published for), '
                          f'not {opt.distill}')
-    for other in METHODS.values():
-        given = [f for f in other.flag_defaults if getattr(opt, f) is not None]
-        if other is not method and given:
-            raise UsageError(f'--{given[0]} is a flag of --distill {other.name}, not {opt.distill}')
+    for other, option in method_options():
+        if other is not method and option.given(opt):
+            raise UsageError(f'--{option.name} is a flag of --distill {other.name}, not {opt.distill}')
 
 
 def options_argv(opt, parser):
@@ -341,21 +326,22 @@ def run_name(opt, kind):
 
 
 def method_tag(opt):
-    """The method's own flags (e.g. -b8-T4 for DKD) and -ls for --logit_stand, for the folder name."""
-    from distiller_zoo import METHODS
-    tag = ''.join(f'-{f.split("_", 1)[1][0]}{_fmt(getattr(opt, f))}' for f in METHODS[opt.distill].flag_defaults
-                  if getattr(opt, f) is not None)
+    """The method's own options that have a tag (e.g. -b8-T4 for DKD) and -ls for --logit_stand,
+    for the folder name."""
+    tag = ''.join(f'-{o.tag}{_fmt(getattr(opt, o.name))}' for o in METHODS[opt.distill].options
+                  if o.tag and getattr(opt, o.name) is not None)
     return tag + ('-ls' if opt.logit_stand else '')
 
 
-# Options whose change makes a checkpoint belong to a different experiment (checked on --resume).
+# Options whose change makes a checkpoint belong to a different experiment (checked on --resume):
+# the general ones, then every method's own options that change results.
 RESULT_OPTIONS = ('model', 'model_s', 'model_t', 'block_depth', 'distill', 'mc', 'mc_weight', 'gamma',
-                  'alpha', 'beta', 'kd_T', 'feat_dim', 'mode', 'nce_k', 'nce_t', 'nce_m', 'hint_layer',
+                  'alpha', 'beta', 'kd_T', 'feat_dim',
                   'dataset', 'batch_size', 'epochs', 'init_epochs', 'learning_rate', 'lr_decay_epochs',
                   'lr_decay_rate', 'weight_decay', 'momentum', 'amp', 'seed',
                   'B1_weight', 'B2_weight', 'B3_weight', 'B4_weight', 'imagenet_transform',
-                  'tiny_imagenet_transform', 'dkd_alpha', 'dkd_beta', 'dkd_T', 'dkd_warmup', 'dist_beta',
-                  'dist_gamma', 'dist_tau', 'logit_stand')
+                  'tiny_imagenet_transform', 'logit_stand') + tuple(dict.fromkeys(
+                      o.name for _, o in method_options() if o.changes_result))
 
 
 def differing_option(saved, mine, ignore=()):

@@ -128,6 +128,9 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt['optimizer'])
         self.scaler.load_state_dict(ckpt['scaler'])
         self.history, self.best_acc, self.best_epoch = ckpt['history'], ckpt['best_acc'], ckpt['best_epoch']
+        # an older log.csv keeps its columns (e.g. an always-zero loss_method)
+        self.columns += tuple(k for row in self.history[:1] for k in row
+                              if k.startswith('loss_') and k not in self.columns)
         self.start_epoch, self.init_done, self.partial = ckpt['epoch'] + 1, ckpt['init_done'], ckpt.get('partial')
         self.init_epochs_done = ckpt.get('init_epochs_done', 0)
         self.teacher_acc, self.wall_before = ckpt.get('teacher_acc'), ckpt.get('wall_time_s', 0.0)
@@ -148,7 +151,8 @@ class Trainer:
                 'mc': int(opt.mc) if student_run else 0, 'block_depth': opt.block_depth,
                 'dataset': opt.dataset, 'trial': opt.trial, 'best_acc': self.best_acc,
                 'best_epoch': self.best_epoch, 'last_acc': self.history[-1]['test_acc'] if self.history else None,
-                'teacher_acc': self.teacher_acc, 'params': self.n_params, 'epochs': opt.epochs,
+                'teacher_acc': self.teacher_acc, 'params': self.n_params,
+                'extra_params': self.method.core.extra_parameters(), 'epochs': opt.epochs,
                 'epochs_done': epochs_done, 'wall_time_s': round(self.wall_time(), 2),
                 'run_dir': self.folder.path, 'options': options_dict(opt), 'requested_options': opt.requested,
                 # log.csv's loss_* columns are unweighted: what each term counts in the total

@@ -66,7 +66,7 @@ class Candidate:
         scaler.update()
 
 
-def main(argv=None):
+def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--device', default='auto', choices=['auto', 'cuda', 'cpu'])
     p.add_argument('--steps', type=int, default=None, help='timed steps per round (default 100 CUDA, 4 CPU)')
@@ -74,11 +74,13 @@ def main(argv=None):
     p.add_argument('--batch_size', type=int, default=64)
     p.add_argument('--compile', type=int, default=None, help='1: torch.compile (default: on CUDA only)')
     p.add_argument('--json', default=None)
-    args = p.parse_args(argv)
-    device = pick_device(args.device)
+    return p.parse_args(argv)
+
+
+def measure(args, device, steps, compile_):
+    """Seconds per step, one entry per round: the teacher forward, each candidate's student step,
+    phase 1 as separate runs and co-trained; and the autocast dtype."""
     cuda = device.type == 'cuda'
-    steps = args.steps or (100 if cuda else 4)
-    compile_ = bool(cuda if args.compile is None else args.compile)
     with tempfile.TemporaryDirectory() as root:
         make_cifar100(root, 50000 if cuda else 2000, 100)
         opt = options(args, root)
@@ -111,18 +113,12 @@ def main(argv=None):
         def student_only(c):
             return lambda i: c.train(batches[i], outs[i], autocast, scaler)
 
-        def phase_separate(phase):
+        def phase(depths, shared):
             def go(i):
-                for d in phase:
-                    out = teacher_forward(teacher, batches[i]['input'], preact, autocast)
-                    cands[d].train(batches[i], out, autocast, scaler)
-            return go
-
-        def phase_together(phase):
-            def go(i):
-                out = teacher_forward(teacher, batches[i]['input'], preact, autocast)
-                for d in phase:
-                    cands[d].train(batches[i], out, autocast, scaler)
+                out = teacher_forward(teacher, batches[i]['input'], preact, autocast) if shared else None
+                for d in depths:
+                    own = out if shared else teacher_forward(teacher, batches[i]['input'], preact, autocast)
+                    cands[d].train(batches[i], own, autocast, scaler)
             return go
 
         for fn in [teacher_only] + [student_only(c) for c in cands.values()]:
@@ -132,10 +128,15 @@ def main(argv=None):
             t_teacher.append(timed(teacher_only))
             for d, c in cands.items():
                 t_student[d].append(timed(student_only(c)))
-            sep.append(timed(phase_separate(PHASES[0])))
-            tog.append(timed(phase_together(PHASES[0])))
+            sep.append(timed(phase(PHASES[0], shared=False)))
+            tog.append(timed(phase(PHASES[0], shared=True)))
             print(f'round {r + 1}/{args.rounds}: phase 1 separate {sep[-1] * 1e3:.0f} ms/step, '
                   f'co-trained {tog[-1] * 1e3:.0f} ms/step', flush=True)
+    return t_teacher, t_student, sep, tog, amp_dtype
+
+
+def summarise(args, device, compile_, t_teacher, t_student, sep, tog, amp_dtype):
+    """The figures as one record, in milliseconds and units of one run of the start composition."""
     med = float(np.median(t_teacher))
     stu = {d: float(np.median(v)) for d, v in t_student.items()}
     base = med + stu[PHASES[0][0]]
@@ -144,11 +145,11 @@ def main(argv=None):
     published = sum(alone[d] for phase in PHASES for d in phase) / base
     cotrained = sum(groups) / base
     short = 30 / 240
-    row = {
-        'device': torch.cuda.get_device_name(device) if cuda else f'CPU ({os.cpu_count()} cores)',
+    return {
+        'device': torch.cuda.get_device_name(device) if device.type == 'cuda' else f'CPU ({os.cpu_count()} cores)',
         'torch': torch.__version__, 'batch_size': args.batch_size, 'amp': str(amp_dtype), 'compile': compile_,
         'teacher_ms': med * 1e3, 'student_ms': {','.join(map(str, d)): s * 1e3 for d, s in stu.items()},
-        'teacher_share_of_base_step': med / base,
+        'base_step_ms': base * 1e3, 'teacher_share_of_base_step': med / base,
         'phase1_measured_separate_ms': float(np.median(sep)) * 1e3,
         'phase1_measured_cotrained_ms': float(np.median(tog)) * 1e3,
         'phase1_measured_ratio': float(np.median(tog) / np.median(sep)),
@@ -156,17 +157,31 @@ def main(argv=None):
         'search_full_published_units': published, 'search_full_cotrained_units': cotrained,
         'search_30_published_units': published * short + 1.0, 'search_30_cotrained_units': cotrained * short + 1.0,
     }
-    print(f"\ndevice {row['device']}; torch {row['torch']}; batch {args.batch_size}; autocast {row['amp']}; "
-          f"compile {compile_}")
+
+
+def print_summary(row):
+    print(f"\ndevice {row['device']}; torch {row['torch']}; batch {row['batch_size']}; autocast {row['amp']}; "
+          f"compile {row['compile']}")
     print(f"teacher forward {row['teacher_ms']:.1f} ms = {100 * row['teacher_share_of_base_step']:.0f}% of a "
-          f"(3,3,3) step ({base * 1e3:.1f} ms)")
+          f"(3,3,3) step ({row['base_step_ms']:.1f} ms)")
     print('student steps, ms: ' + ', '.join(f'{k} {v:.1f}' for k, v in row['student_ms'].items()))
     print(f"phase of 3, co-trained / separate: measured {row['phase1_measured_ratio']:.2f}x "
           f"({row['phase1_measured_cotrained_ms']:.0f} vs {row['phase1_measured_separate_ms']:.0f} ms/step), "
           f"from step times {row['phase1_from_step_times_ratio']:.2f}x")
     print(f"search, units of one 240-epoch (3,3,3) run: every candidate 240 epochs: published "
-          f"{published:.2f}, co-trained {cotrained:.2f}; --search_epochs 30 (+1 for the winner's full run): "
-          f"published {row['search_30_published_units']:.2f}, co-trained {row['search_30_cotrained_units']:.2f}")
+          f"{row['search_full_published_units']:.2f}, co-trained {row['search_full_cotrained_units']:.2f}; "
+          f"--search_epochs 30 (+1 for the winner's full run): published {row['search_30_published_units']:.2f}, "
+          f"co-trained {row['search_30_cotrained_units']:.2f}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = pick_device(args.device)
+    cuda = device.type == 'cuda'
+    steps = args.steps or (100 if cuda else 4)
+    compile_ = bool(cuda if args.compile is None else args.compile)
+    row = summarise(args, device, compile_, *measure(args, device, steps, compile_))
+    print_summary(row)
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(row, f, indent=2)

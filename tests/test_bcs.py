@@ -125,6 +125,7 @@ def test_search_visits_and_picks_as_the_published_search(case, tmp_path, monkeyp
         return {'status': 'finished', 'params': 1, 'best_acc': scores[comp], 'last_acc': scores[comp],
                 'run_dir': str(tmp_path / 'runs' / '_'.join(map(str, comp))), 'wall_time_s': 1.0}
     monkeypatch.setattr(search, 'train_student', train_student)
+    (tmp_path / 'teacher.pth').write_bytes(b'')  # the search checks the file is there; nothing reads it
     argv = ['--path_t', str(tmp_path / 'teacher.pth'), '--model_t', case['model_t'], '--model_s', case['model_s'],
             '--distill', 'kd', '--save_root', str(tmp_path), '--device', 'cpu', '--no_cotrain']
     result = search.run_search(search.search_parser().parse_args(argv))

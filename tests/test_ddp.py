@@ -24,7 +24,7 @@ from torch import nn
 
 import models
 from dataset import get_loaders, loader_set_epoch
-from distiller_zoo import METHODS, build_distiller, feature_shapes
+from distiller_zoo import METHODS, build_distiller, feature_shapes, published_option_values
 from helper import dist
 from helper.errors import UsageError
 from helper.loops import StudentWithLoss, teacher_forward, validate
@@ -48,12 +48,13 @@ def method_opt(distill):
     """'NAME+ls': the method with --logit_stand (standardizes per sample, in its loss and the KD term)."""
     distill, _, ls = distill.partition('+')
     cls = METHODS[distill]
-    return argparse.Namespace(kd_T=4.0, hint_layer=2, feat_dim=16, nce_k=NCE_K, nce_t=0.07, nce_m=0.5,
+    return argparse.Namespace(**dict(published_option_values(),   # a new method's options too
+                                     kd_T=4.0, hint_layer=2, feat_dim=16, nce_k=NCE_K, nce_t=0.07, nce_m=0.5,
                               mode='exact', model_s='resnet8', learning_rate=0.05, gamma=cls.gamma,
                               alpha=max(cls.alpha, 0.5), beta=cls.beta, mc_weight=0.0, distill=distill,
                               init_epochs=1, momentum=0.9, weight_decay=5e-4, dkd_alpha=1.0, dkd_beta=8.0,
                               dkd_T=4.0, dkd_warmup=20.0, dist_beta=1.0, dist_gamma=1.0, dist_tau=4.0,
-                              logit_stand=ls == 'ls')
+                              logit_stand=ls == 'ls'))
 
 
 def fixed_batch():

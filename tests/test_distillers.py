@@ -3,6 +3,7 @@ loss whose gradients reach the student and its trainable modules but never the t
 of the trainable parts (FitNet, VID, CC, CRD, AB, FT) and of milestone checking."""
 import argparse
 import math
+import re
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ import models
 from crd import ContrastMemory, CRDLoss, Embed, LinearEmbed, Normalize
 from distiller_zoo import (METHODS, ABLoss, Correlation, DistillKL, MilestoneChecking, Vanilla, VIDLoss,
                            WithMilestones, build_distiller, check_mc_shapes, feature_shapes, mc_stage_count,
-                           mc_weights)
+                           mc_weights, published_option_values)
 from distiller_zoo.abound import Connector
 from distiller_zoo.factor import Paraphraser, Translator
 from distiller_zoo.hint import ConvReg
@@ -36,7 +37,8 @@ PUBLISHED = {'kd': (0.1, 0.9, 0), 'hint': (1, 0, 100), 'attention': (1, 0, 1000)
 
 
 def make_opt(model_s='resnet20', **kw):
-    opt = dict(kd_T=4.0, hint_layer=2, feat_dim=32, nce_k=NCE_K, nce_t=0.07, nce_m=0.5,
+    opt = published_option_values()   # every method's own options, a new method's too
+    opt.update(kd_T=4.0, hint_layer=2, feat_dim=32, nce_k=NCE_K, nce_t=0.07, nce_m=0.5,
                mode='exact', model_s=model_s, learning_rate=0.05, gamma=1.0, alpha=0.0, beta=1.0,
                dkd_alpha=1.0, dkd_beta=8.0, dkd_T=4.0, dkd_warmup=20.0, dist_beta=1.0, dist_gamma=1.0,
                dist_tau=4.0, logit_stand=False)
@@ -132,8 +134,12 @@ def test_method_unit(name, pair, zoo, teacher_out):
     student.zero_grad(set_to_none=True)
     s_feats, s_logit = student(x, is_feat=True, preact=method.preact)
     terms = method.loss_terms(s_feats, s_logit, t_feats, t_logit, make_batch(x))
-    loss = terms.get('method', s_logit.new_zeros(()))  # the method's own term
+    assert set(terms) == set(method.weights) == {'ce', 'kd'} | set(method.terms)
+    own = [terms[t] for t in method.terms]   # the method's own terms
+    loss = torch.stack(own).sum() if own else s_logit.new_zeros(())
     assert loss.shape == () and torch.isfinite(loss)
+    # every parameter beside the student's is counted as the method's
+    assert method.extra_parameters() == sum(p.numel() for p in method.parameters())
     assert all(not m.training for m in method.frozen.modules())
 
     if name in MAIN_STAGE_ZERO:
@@ -168,14 +174,29 @@ def test_method_unit(name, pair, zoo, teacher_out):
     assert grads_clear(teacher)
 
 
-def test_registry_names_weights_and_papers():
-    assert set(METHODS) == set(PUBLISHED)
-    for name, cls in METHODS.items():
-        assert cls.name == name
-        assert (cls.gamma, cls.alpha, cls.beta) == pytest.approx(PUBLISHED[name]), name
-        assert cls.paper.count(',') >= 2, name   # 'Authors, year, title'
-    assert [n for n, c in METHODS.items() if c.has_init_stage] == ['fsp', 'abound', 'factor']
-    assert [n for n, c in METHODS.items() if c.preact] == ['abound']
+def test_every_published_method_is_registered_first_in_published_order():
+    assert set(list(METHODS)[:len(PUBLISHED)]) == set(PUBLISHED)
+    assert [n for n, c in METHODS.items() if n in PUBLISHED and c.has_init_stage] == ['fsp', 'abound', 'factor']
+    assert [n for n, c in METHODS.items() if n in PUBLISHED and c.preact] == ['abound']
+
+
+@pytest.mark.parametrize('name', list(METHODS))
+def test_registry_names_weights_and_papers(name):
+    cls = METHODS[name]
+    assert cls.name == name
+    assert re.fullmatch(r'[^,]+, (19|20)\d\d, .+', cls.paper), cls.paper   # 'Authors, year, title'
+    if name in PUBLISHED:   # a method of this project's own has no published weights to match
+        assert (cls.gamma, cls.alpha, cls.beta) == pytest.approx(PUBLISHED[name])
+        # its own loss weighted by -b; kd, and fsp and abound after their init stage, add none
+        assert cls.terms == ({} if name in ('kd', 'fsp', 'abound') else {'method': 1.0})
+
+
+def test_extra_parameters_count_the_methods_own_modules(zoo):
+    # resnet56 -> resnet20: FitNet's stage-2 regressor is a 1x1 conv 32->32 with BatchNorm; CRD
+    # embeds both 64-wide pooled vectors into feat_dim 32; KD adds nothing
+    assert build_for('hint', 'resnet56', 'resnet20', zoo).extra_parameters() == 32 * 32 + 32 + 2 * 32
+    assert build_for('crd', 'resnet56', 'resnet20', zoo).extra_parameters() == 2 * (64 * 32 + 32)
+    assert build_for('kd', 'resnet56', 'resnet20', zoo).extra_parameters() == 0
 
 
 def test_build_distiller_unknown_name_suggests():
@@ -579,7 +600,7 @@ def test_forward_returns_each_named_term_times_its_weight(zoo, teacher_out):
         weighted = method(s_feats, s_logit, t_feats, t_logit, batch)
         raw = method.loss_terms(s_feats, s_logit, t_feats, t_logit, batch)
         assert set(weighted) == set(raw) == {'ce', 'kd'} | own
-        assert method.weights == {'ce': 0.5, 'kd': 0.25, 'method': 3.0}
+        assert method.weights == {'ce': 0.5, 'kd': 0.25, **{t: 3.0 for t in own}}
         for term, value in weighted.items():
             assert torch.allclose(value, method.weights[term] * raw[term])
         assert torch.allclose(raw['ce'], F.cross_entropy(s_logit, batch['target']))
@@ -594,7 +615,7 @@ def test_milestone_checking_wraps_any_method_as_one_more_term(zoo, teacher_out):
     inner = build_distiller('hint', make_opt(beta=100.0), feature_shapes(student),
                             feature_shapes(zoo('resnet56')), N_DATA)
     checker = MilestoneChecking(4, [1.0, 1.0, 1.0])
-    method = WithMilestones(inner, checker, 0.001)
+    method = WithMilestones(inner, checker, 0.001, 100.0)
     assert method.core is inner and method.preact == inner.preact
     assert method.weights['mc'] == pytest.approx(100.0 * 0.001)   # -b * --mc_weight, as published
     terms = method.loss_terms(s_feats, s_logit, t_feats, t_logit, make_batch(x))

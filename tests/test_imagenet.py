@@ -18,7 +18,7 @@ import dataset
 import models
 from dataset import imagenet_gpu
 from distiller_zoo import (METHODS, MilestoneChecking, build_distiller, check_mc_shapes,
-                           feature_shapes, mc_stage_count, mc_weights)
+                           feature_shapes, mc_stage_count, mc_weights, published_option_values)
 from helper import bcs
 from dataset.datafiles import DataFileError
 from helper.errors import UsageError
@@ -271,10 +271,11 @@ def nets():
 
 
 def method_opt(model_s):
-    return argparse.Namespace(kd_T=4.0, hint_layer=2, feat_dim=16, nce_k=NCE_K, nce_t=0.07,
+    return argparse.Namespace(**dict(published_option_values(),   # a new method's options too
+                                     kd_T=4.0, hint_layer=2, feat_dim=16, nce_k=NCE_K, nce_t=0.07,
                               nce_m=0.5, mode='exact', model_s=model_s, learning_rate=0.01, dkd_alpha=1.0,
                               dkd_beta=8.0, dkd_T=4.0, dkd_warmup=20.0, dist_beta=1.0, dist_gamma=1.0,
-                              dist_tau=4.0, logit_stand=False, gamma=1.0, alpha=0.0, beta=1.0)
+                              dist_tau=4.0, logit_stand=False, gamma=1.0, alpha=0.0, beta=1.0))
 
 
 @pytest.mark.parametrize('pair', PAIRS, ids='->'.join)

@@ -19,7 +19,7 @@ def write_run(root, sub, name, log_rows=3, **fields):
     summary = {'status': 'finished', 'kind': 'student', 'model_s': 'resnet20', 'model_t': 'resnet110',
                'distill': 'crd', 'mc': 0, 'block_depth': None, 'dataset': 'cifar100', 'trial': '1',
                'best_acc': 71.0, 'best_epoch': 3, 'last_acc': 70.0, 'teacher_acc': 74.31,
-               'params': 278324, 'epochs': 3, 'epochs_done': 3, 'wall_time_s': 10.0,
+               'params': 278324, 'extra_params': 41216, 'epochs': 3, 'epochs_done': 3, 'wall_time_s': 10.0,
                'run_dir': folder, 'options': {'alpha': 0.0, 'beta': 0.8}}
     summary.update(fields)
     with open(os.path.join(folder, 'summary.json'), 'w') as f:
@@ -193,6 +193,8 @@ def test_csv_has_one_row_per_run(save, tmp_path):
     assert len(rows) == n_summaries + 2  # + no_summary, resnet56_vanilla
     by_run = {os.path.basename(r['run']): r for r in rows}
     assert by_run['crd_1']['last_acc'] == str(CRD[1]) and by_run['crd_1']['row'] == 'crd'
+    # the student's parameters and the method's extra ones (CRD's embeddings), apart
+    assert (by_run['crd_1']['params'], by_run['crd_1']['extra_params']) == ('278324', '41216')
     assert by_run['crd_kd_0']['alpha'] == '1.0' and by_run['crd_kd_0']['row'] == 'crd+kd'
     assert by_run['S-myresnet20-3-7-2_0']['search_role'] == 'final'
     assert by_run['S-myresnet20-3-7-2_0']['block_depth'] == '3,7,2'

@@ -25,8 +25,8 @@ from train_student import train_student
 from train_teacher import train_teacher
 
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
-LOG_HEADER = ['epoch', 'train_acc', 'train_loss', 'test_acc', 'test_loss', 'test_acc_top5', 'lr',
-              'loss_ce', 'loss_kd', 'loss_method', 'loss_mc']
+LOG_HEADER = ['epoch', 'train_acc', 'train_loss', 'test_acc', 'test_loss', 'test_acc_top5', 'lr']
+NO_MAIN_STAGE_TERM = {'kd', 'fsp', 'abound'}   # published: no loss of their own in the main stage
 # -r/-a/-b of RepDistiller's and CRD-EMKD's published scripts (kdsvd has none published: 1, 0, 1);
 # dkd: mdistiller's CE weight 1 with DKD's own alpha/beta; dist: dist_cifar.yaml's CE 1, DIST weight 2
 PUBLISHED_WEIGHTS = {
@@ -37,10 +37,16 @@ PUBLISHED_WEIGHTS = {
 }
 
 
-def read_log(run_dir):
+def published_terms(distill, mc=0):
+    """log.csv's loss terms of a published method: CE, KD, its own term, MC with --mc."""
+    own = () if distill in NO_MAIN_STAGE_TERM else ('method',)
+    return ('ce', 'kd') + own + (('mc',) if mc else ())
+
+
+def read_log(run_dir, terms):
     with open(os.path.join(run_dir, 'log.csv')) as f:
         rows = list(csv.reader(f))
-    assert rows[0] == LOG_HEADER
+    assert rows[0] == LOG_HEADER + [f'loss_{t}' for t in terms]
     return [dict(zip(rows[0], map(float, r))) for r in rows[1:]]
 
 
@@ -80,7 +86,7 @@ def test_teacher_run_writes_published_outputs(data, teacher):
     acc, loss = independent_accuracy(model, data)
     assert ckpt['accuracy'] == pytest.approx(acc)
 
-    rows = read_log(run_dir)
+    rows = read_log(run_dir, ('ce',))
     assert [r['epoch'] for r in rows] == [1]
     assert rows[0]['test_acc'] == pytest.approx(acc, abs=1e-4)
     assert rows[0]['test_loss'] == pytest.approx(loss, rel=1e-4)
@@ -154,10 +160,15 @@ def test_every_method_trains_one_epoch(data, teacher, tmp_path, capsys, distill,
     # the logged total is the published weighted sum of the logged terms
     row = last['history'][0]
     r, a, b = PUBLISHED_WEIGHTS[distill]
-    expected = r * row['loss_ce'] + a * row['loss_kd'] + b * (row['loss_method'] + 0.001 * row['loss_mc'])
+    terms = published_terms(distill, mc)
+    assert {k for k in row if k.startswith('loss_')} == {f'loss_{t}' for t in terms}
+    own = (b,) if 'method' in terms else ()
+    assert summary['term_weights'] == pytest.approx(dict(zip(terms, (r, a) + own + (b * 0.001,) * mc)))
+    method, mc_loss = row.get('loss_method', 0.0), row.get('loss_mc', 0.0)   # a term it lacks adds 0
+    expected = r * row['loss_ce'] + a * row['loss_kd'] + b * (method + 0.001 * mc_loss)
     assert row['train_loss'] == pytest.approx(expected, rel=1e-5, abs=1e-6)
-    assert (row['loss_mc'] > 0) == bool(mc)
-    assert all(math.isfinite(v) for v in read_log(run_dir)[0].values())
+    assert (mc_loss > 0) == bool(mc)
+    assert all(math.isfinite(v) for v in read_log(run_dir, published_terms(distill, mc))[0].values())
     if METHODS[distill].has_init_stage:
         assert 'init epoch 1' in capsys.readouterr().out
     with open(os.path.join(str(tmp_path), 'result.txt')) as f:
@@ -233,7 +244,8 @@ def test_resume_ends_where_an_uninterrupted_run_ends(data, teacher, tmp_path, mo
     assert resumed['status'] == 'finished' and resumed['epochs_done'] == 2
     with open(os.path.join(whole['run_dir'], 'log.csv')) as f1, open(os.path.join(run_dir, 'log.csv')) as f2:
         assert f1.read() == f2.read()
-    assert [row['lr'] for row in read_log(run_dir)] == pytest.approx([0.05, 0.005])  # step schedule
+    rows = read_log(run_dir, published_terms(distill))
+    assert [row['lr'] for row in rows] == pytest.approx([0.05, 0.005])  # step schedule
     a = load_weights_only(os.path.join(whole['run_dir'], 'resnet8_last.pth'))
     b = load_weights_only(os.path.join(run_dir, 'resnet8_last.pth'))
     assert a['model'].keys() == b['model'].keys()
@@ -243,6 +255,36 @@ def test_resume_ends_where_an_uninterrupted_run_ends(data, teacher, tmp_path, mo
         (whole['best_acc'], whole['best_epoch'], whole['last_acc'])
     with open(os.path.join(str(tmp_path / 'b'), 'result.txt')) as f:
         assert len(f.read().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_a_run_stopped_before_the_log_followed_the_terms_resumes_with_its_columns(data, teacher, tmp_path,
+                                                                                 monkeypatch, capsys):
+    """A kd run stopped in epoch 2 by the code that logged loss_method and loss_mc always (0 for kd
+    without --mc) and saved the epoch's sums unnamed in that layout resumes to the same end."""
+    schedule = ('--epochs', '2', '--lr_decay_epochs', '1')
+    whole = student(data, tmp_path / 'a', teacher, 'kd', 'resnet8', *schedule)
+    with monkeypatch.context() as patch:
+        stop_in_epoch(patch, 2, True, signal.SIGTERM)
+        with pytest.raises(Preempted):
+            student(data, tmp_path / 'b', teacher, 'kd', 'resnet8', *schedule)
+    run_dir = os.path.join(str(tmp_path / 'b'), os.path.relpath(whole['run_dir'], str(tmp_path / 'a')))
+    last = os.path.join(run_dir, 'resnet8_last.pth')
+    ckpt = load_weights_only(last)
+    assert ckpt['partial']['names'] == ['loss', 'ce', 'kd']
+    old = dict(ckpt, history=[dict(row, loss_method=0.0, loss_mc=0.0) for row in ckpt['history']])
+    loss, ce, kd, correct = ckpt['partial']['sums'].tolist()
+    old['partial'] = {k: v for k, v in ckpt['partial'].items() if k != 'names'}
+    old['partial']['sums'] = torch.tensor([loss, ce, kd, 0.0, 0.0, correct], dtype=torch.float64)
+    os.remove(last)
+    torch.save(old, last)
+
+    resumed = student(data, tmp_path / 'b', teacher, 'kd', 'resnet8', *schedule, '--resume')
+    assert resumed['status'] == 'finished'
+    rows = read_log(run_dir, ('ce', 'kd', 'method', 'mc'))   # the older columns stay
+    assert [r['loss_method'] for r in rows] == [0.0, 0.0] and [r['loss_mc'] for r in rows] == [0.0, 0.0]
+    for got, want in zip(rows, read_log(whole['run_dir'], ('ce', 'kd'))):
+        assert {k: got[k] for k in want} == want
 
 
 def test_resume_of_a_finished_run_changes_nothing(data, teacher, tmp_path):
@@ -262,7 +304,7 @@ def test_resume_of_a_finished_run_changes_nothing(data, teacher, tmp_path):
 def test_seed_gives_identical_first_epoch(data, teacher, tmp_path):
     runs = [student(data, tmp_path, teacher, 'crd', 'resnet8', '--seed', seed, '--trial', trial)
             for seed, trial in (('7', 'a'), ('7', 'b'), ('8', 'c'))]
-    logs = [read_log(r['run_dir'])[0] for r in runs]
+    logs = [read_log(r['run_dir'], published_terms('crd'))[0] for r in runs]
     assert logs[0] == logs[1]
     assert logs[0]['train_loss'] != logs[2]['train_loss']
     w = [load_weights_only(os.path.join(r['run_dir'], 'resnet8_last.pth'))['model'] for r in runs]
