@@ -12,7 +12,7 @@ import sys
 import torch
 
 import models
-from helper import cotrain, dist
+from helper import cotrain, dist, identity
 from helper.checkpoint import WriteError
 from helper.errors import UsageError
 from helper.experiment import build_experiment, make_autocast, resolve_speed_flags, trained_model_name
@@ -26,12 +26,41 @@ WRITE_ERROR_EXIT = 4  # a file of the run could not be written (disk full, quota
 
 
 def run_dir_of(opt, kind):
+    """SAVE_ROOT/{models,student_model}/<readable name>_id-<identity hash>, or the folder of the
+    same name without the hash where an older version made this very run."""
     sub = 'models' if kind == 'teacher' else 'student_model'
-    return os.path.join(opt.save_root, sub, run_name(opt, kind))
+    readable = os.path.join(opt.save_root, sub, run_name(opt, kind))
+    path = identity.folder_name(readable, identity.identity(opt, kind))
+    if not os.path.exists(path) and _older_folder_is(readable, opt):
+        return readable
+    return path
+
+
+def _older_folder_is(path, opt):
+    """Whether the folder an older version named without the hash holds this run: its
+    summary.json records the same options (or, for --resume, it has only a checkpoint)."""
+    if not os.path.isdir(path):
+        return False
+    folder = RunFolder(path)
+    try:
+        summary = folder.read_summary()
+    except (OSError, ValueError):
+        summary = None
+    saved = summary.get('options') if isinstance(summary, dict) else None
+    if not isinstance(saved, dict):
+        return bool(opt.resume) and has_resumable_file(path)  # the resume compares its options
+    keys = [k for k in identity.IDENTITY_OPTIONS if not (k == 'seed' and opt.seed_auto)]
+    return identity.first_difference(saved, options_dict(opt), keys) is None
+
+
+def has_resumable_file(path):
+    return any(name.endswith('_last.pth') or name.endswith('_last.prev.pth') for name in os.listdir(path))
 
 
 def run_folder_of(opt, kind):
-    return RunFolder(run_dir_of(opt, kind), trained_model_name(opt, kind))
+    folder = RunFolder(run_dir_of(opt, kind), trained_model_name(opt, kind))
+    folder.identity = identity.identity(opt, kind)
+    return folder
 
 
 def run(opt, kind):
@@ -63,7 +92,13 @@ def _run(opt, kind, held):
     folder = run_folder_of(opt, kind)
     held.callback(folder.release)
     ckpt = None
+    if opt.extend:  # the folder of the run as made; it goes on to --extend epochs
+        opt = opt.replace(epochs=opt.extend, resume=True)
+        folder.identity = dict(folder.identity, extended_to=opt.extend)
     if not opt.test:
+        finished = finished_summary(opt, folder)
+        if finished is not None:  # nothing to do, and nothing in the folder is touched
+            return finished
         ckpt = checked_start(opt, folder)  # before anything is written
         if ckpt is not None and opt.seed_auto:  # a resume replays the run's own seed
             opt = opt.replace(seed=ckpt['opt']['seed'])
@@ -97,13 +132,26 @@ def checked_start(opt, folder):
     return dist.broadcast_object(ckpt)
 
 
+def finished_summary(opt, folder):
+    """The summary of a finished run that --resume names (it says so and writes nothing), else None."""
+    summary = None
+    if opt.resume and dist.is_main() and folder.verdict()[0] == 'finished':
+        summary = folder.read_summary()
+        if opt.extend and summary.get('epochs_done', opt.epochs) < opt.extend:
+            summary = None
+        else:
+            log(f'{folder.path} is already finished ({summary.get("epochs_done")} epochs); nothing to resume '
+                f'(--extend EPOCHS continues it to more epochs)')
+    return dist.broadcast_object(summary)
+
+
 def resume_checkpoint(opt, folder):
     ckpt = folder.load_resume(log)
     saved = ckpt.get('opt', {})
     if opt.seed_auto and 'seed' in saved:
         opt = opt.replace(seed=saved['seed'])
     mine = options_dict(opt)
-    key = differing_option(saved, mine)
+    key = differing_option(saved, mine, ignore=('epochs',) if opt.extend else ())
     if key:
         raise UsageError(f'--resume: the checkpoint was made with --{key} {saved[key]} '
                          f'but this command has {mine[key]}; use the same options or another --trial')

@@ -144,6 +144,7 @@ class Trainer:
                 'teacher_acc': self.teacher_acc, 'params': self.n_params, 'epochs': opt.epochs,
                 'epochs_done': epochs_done, 'wall_time_s': round(self.wall_time(), 2),
                 'run_dir': self.folder.path, 'options': options_dict(opt), 'requested_options': opt.requested,
+                'identity': self.folder.identity,
                 # log.csv's loss_* columns are unweighted: what each term counts in the total
                 'term_weights': {t: float(w) for t, w in self.method.weights.items()}}
 

@@ -61,9 +61,16 @@ def test_spot_values_from_the_readme(published):
 
 
 def test_verdict_threshold():
-    assert report.verdict([73.5], 73.33)[4] == 'within noise'      # 0.17 <= 0.3
-    assert report.verdict([73.7], 73.33)[4] == 'above'
-    assert report.verdict([72.9], 73.33)[4] == 'below'
+    assert report.verdict([73.5, 73.5], 73.33)[4] == 'within noise'      # 0.17 <= 0.3
+    assert report.verdict([73.7, 73.7], 73.33)[4] == 'above'
+    assert report.verdict([72.9, 72.9], 73.33)[4] == 'below'
+    # one run has no spread: no verdict, unless the published row carries its own
+    assert report.verdict([72.9], 73.33)[4] == 'one run'
+    assert report.verdict([72.9], 73.33, 0.25)[4] == 'within noise'      # 0.43 <= 2 * 0.25
+    assert report.verdict([72.9], 73.33, 0.19)[4] == 'below'             # 0.43 > 2 * 0.19
+    # the band combines our standard error (1.0 here) with the published std
+    assert report.verdict([72.0, 74.0], 75.8, 1.0)[4] == 'within noise'  # 2.8 <= 2 * sqrt(1 + 1)
+    assert report.verdict([72.0, 74.0], 75.8, 0.8)[4] == 'below'         # 2.8 > 2 * sqrt(1 + 0.64)
     # a wide spread widens the band: std 1.414, n 2, band 2.0 >= |delta| 1.4
     mean, std, n, delta, word = report.verdict([72.0, 74.0], 74.4)
     assert (mean, n, word) == (73.0, 2, 'within noise') and std == pytest.approx(2 ** 0.5)
@@ -78,18 +85,36 @@ def comparison_rows(text):
     return {(r[1], r[2]): r for r in rows[1:]}
 
 
+# The published commands (RepDistiller's scripts/run_cifar_distill.sh and train_teacher.py defaults:
+# 240 epochs, lr 0.05 decayed at 150,180,210, batch 64; mdistiller's DKD for resnet32x4 -> resnet8x4).
+KD_CMD = '--model_t resnet32x4 --model_s resnet8x4 --distill kd -r 0.1 -a 0.9 -b 0'
+DKD_CMD = '--model_t resnet32x4 --model_s resnet8x4 --distill dkd --dkd_beta 8'
+SCRATCH_CMD = '--model resnet8x4'
+
+
+def recorded_options(command, seed=0):
+    """The options a run made with this command records in its summary.json."""
+    from helper.options import finalize, options_dict, student_parser, teacher_parser
+    kind = 'teacher' if command.startswith('--model ') else 'student'
+    parser = teacher_parser() if kind == 'teacher' else student_parser()
+    argv = command.split() + ['--seed', str(seed)] + ([] if kind == 'teacher' else ['--path_t', 't.pth'])
+    return options_dict(finalize(parser.parse_args(argv), kind))
+
+
 def test_compare_uses_each_published_protocol(tmp_path):
     root = str(tmp_path / 'save')
     common = dict(model_t='resnet32x4', model_s='resnet8x4', teacher_acc=79.42)
     kd = [(73.1, 73.9), (73.5, 74.2)]                  # (last, best): last within 0.3 of 73.33
     for i, (last, best) in enumerate(kd):
         write_run(root, 'student_model', f'kd_{i}', distill='kd', trial=str(i), last_acc=last, best_acc=best,
-                  options={'alpha': 0.9, 'beta': 0}, **common)
+                  options=recorded_options(KD_CMD, i), **common)
     for i, (last, best) in enumerate([(74.0, 75.2), (74.3, 75.4)]):   # best vs DKD's 76.32: below
         write_run(root, 'student_model', f'dkd_{i}', distill='dkd', trial=str(i), last_acc=last,
-                  best_acc=best, options={'alpha': 0, 'beta': 8}, **common)
-    write_run(root, 'models', 'scratch_0', kind='teacher', model_s='resnet8x4', model_t=None, distill=None,
-              teacher_acc=None, last_acc=73.4, best_acc=73.6)
+                  best_acc=best, options=recorded_options(DKD_CMD, i), **common)
+    for i, last in enumerate([73.3, 73.5]):
+        write_run(root, 'models', f'scratch_{i}', kind='teacher', model_s='resnet8x4', model_t=None,
+                  distill=None, teacher_acc=None, last_acc=last, best_acc=73.6,
+                  options=recorded_options(SCRATCH_CMD, i))
     md, csv_path, text = report.report([root], compare_with='published')
     rows = comparison_rows(text)
     kd_row = rows[('resnet32x4 → resnet8x4', 'kd')]
@@ -98,7 +123,7 @@ def test_compare_uses_each_published_protocol(tmp_path):
     assert kd_row[7] == f'{statistics.mean([73.1, 73.5]) - 73.33:+.2f}'
     dkd_row = rows[('resnet32x4 → resnet8x4', 'dkd')]
     assert dkd_row[3] == 'best' and dkd_row[6] == '76.32' and dkd_row[8] == 'below'
-    assert rows[('resnet32x4 → resnet8x4', 'scratch')][8] == 'above'      # 73.4 vs 72.50
+    assert rows[('resnet32x4 → resnet8x4', 'scratch')][8] == 'above'      # 73.4 ± 0.14 vs 72.50
     assert rows[('resnet32x4 → resnet8x4', 'teacher')][8] == 'within noise'
     with open(csv_path, newline='') as f:
         by_run = {os.path.basename(r['run']): r for r in csv.DictReader(f)}

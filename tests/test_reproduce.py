@@ -22,15 +22,19 @@ def dry_run(argv, capsys):
 def test_dry_run_lists_every_run_and_the_device_hours(capsys, tmp_path):
     lines = dry_run(['repdistiller_same', 'resnet32x4:resnet8x4', 'resnet110:resnet20', '--seeds', '2',
                      '--epoch_s', '15', '--save_root', str(tmp_path)], capsys)
-    commands = [l for l in lines if l.startswith('python ')]
+    # the interpreter that will really run them
+    commands = [l for l in lines if l.startswith(sys.executable + ' ')]
     # per pair: 13 methods and CRD+KD, 2 seeds; the two students from scratch, 2 seeds
     assert len(commands) == 2 * (2 * 14 + 2)
     assert lines[0].startswith('repdistiller_same: 2 pairs, 60 runs (2 seeds), 0 finished')
-    assert f'{60 * 240 * 15 / 3600:.2f} device-hours' in lines[0]
+    # abound, factor and fsp (both pairs, 2 seeds) add their 30 init epochs
+    with_init = [c for c in commands if any(f'--distill {m} ' in c for m in ('abound', 'factor', 'fsp'))]
+    assert len(with_init) == 12
+    assert f'{(60 * 240 + 12 * 30) * 15 / 3600:.2f} device-hours' in lines[0]
     crd_kd = [c for c in commands if '--distill crd -a 1 -b 0.8' in c and '--model_s resnet20' in c]
     assert len(crd_kd) == 2 and all('--model_t resnet110' in c for c in crd_kd)
     assert '--seed 0' in crd_kd[0] and '--seed 1' in crd_kd[1]
-    scratch = [c for c in commands if c.startswith('python train_teacher.py --model resnet8x4 ')]
+    scratch = [c for c in commands if ' train_teacher.py --model resnet8x4 ' in c]
     assert len(scratch) == 2
     assert any('fetch_pretrained_teachers.sh resnet32x4' in l for l in lines)
 
