@@ -59,6 +59,10 @@ def parse_args(argv):
     check_launcher_args(args)
     args.extra = extra
     args.methods = [m for m in (args.methods or '').split(',') if m] or None
+    # relative to where the command is run, as fetch_pretrained_teachers.sh takes them; absolute
+    # from here on, so runs on other nodes or in other folders find the same files
+    args.save_root = os.path.abspath(args.save_root)
+    args.teacher_dir = os.path.abspath(args.teacher_dir) if args.teacher_dir else None
     return args
 
 

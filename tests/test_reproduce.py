@@ -1,7 +1,9 @@
 """scripts/reproduce.sh (helper/reproduce.py): planning, dry run, and a killed-then-resumed table."""
+import csv
 import glob
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -73,13 +75,14 @@ def test_runs_go_through_the_search_scheduler(monkeypatch, tmp_path, capsys):
     assert seen['slots'] == ['2', '5'] and seen['envs'] == ['2', '5']
 
 
-def tiny_table(tmp_path, teacher_ckpt):
+def tiny_table(tmp_path, teacher_ckpt, recipe=''):
+    """A one-pair table; recipe: the flags its rows' published command adds (the test's schedule)."""
     published = tmp_path / 'published.csv'
     published.write_text(
-        'table,teacher,student,method,top1,std,n,protocol,source_repo,source_file,source_commit,note\n'
-        'tiny,resnet8,resnet8,teacher,3.0,,,last,test,here,,\n'
-        'tiny,resnet8,resnet8,scratch,2.0,,,last,test,here,,\n'
-        'tiny,resnet8,resnet8,kd,50.0,,,best,test,here,,\n')
+        'table,teacher,student,method,top1,std,n,protocol,source_repo,source_file,source_commit,note,recipe\n'
+        f'tiny,resnet8,resnet8,teacher,3.0,,,last,test,here,,,{recipe}\n'
+        f'tiny,resnet8,resnet8,scratch,2.0,,,last,test,here,,,{recipe}\n'
+        f'tiny,resnet8,resnet8,kd,50.0,,,best,test,here,,,{recipe}\n')
     folder = tmp_path / 'teachers' / 'resnet8_vanilla'
     folder.mkdir(parents=True)
     shutil.copy(teacher_ckpt, folder / 'ckpt_epoch_240.pth')
@@ -96,13 +99,22 @@ def unfinished_with_checkpoint(save):
 
 @pytest.mark.slow
 def test_tiny_table_killed_then_resumed_ends_with_the_comparison(tmp_path, data, teacher):
-    published, teachers = tiny_table(tmp_path, teacher)
+    """The table's recipe is 4 epochs at batch 16. A 1-epoch smoke run of the table's own KD
+    command is neither one of the table's runs nor given a verdict."""
+    published, teachers = tiny_table(tmp_path, teacher, recipe='--epochs 4 --batch_size 16')
     save = str(tmp_path / 'save')
     argv = [sys.executable, '-m', 'helper.reproduce', 'tiny', '--seeds', '2', '--published', published,
             '--teacher_dir', teachers, '--save_root', save, '--',
-            '--dataset', 'cifar100', '--data_folder', data, '--epochs', '4', '--batch_size', '16',
+            '--dataset', 'cifar100', '--data_folder', data,
             '--num_workers', '0', '--device', 'cpu', '--print_freq', '1000']
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+    cut = argv.index('--')
+    planned = subprocess.run(argv[:cut] + ['--dry_run'] + argv[cut:], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    kd_seed0 = [l for l in planned.stdout.splitlines() if ' train_student.py ' in l and '--seed 0' in l]
+    assert planned.returncode == 0 and len(kd_seed0) == 1, planned.stdout + planned.stderr
+    smoke = subprocess.run(shlex.split(kd_seed0[0]) + ['--epochs', '1'], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert smoke.returncode == 0, smoke.stdout[-2000:] + smoke.stderr[-2000:]
     first_log = tmp_path / 'first.log'
     with open(first_log, 'w') as log:
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -117,6 +129,7 @@ def test_tiny_table_killed_then_resumed_ends_with_the_comparison(tmp_path, data,
         proc.wait()
     first = first_log.read_text()
     assert 'tiny: 1 pairs, 4 runs (2 seeds), 0 finished, 0 to resume, 4 to start' in first
+    assert f'other runs under {save}: 1, left alone (differ in epochs 1 ≠ 4: 1)' in first
     interrupted = unfinished_with_checkpoint(save)
     assert interrupted
 
@@ -134,17 +147,24 @@ def test_tiny_table_killed_then_resumed_ends_with_the_comparison(tmp_path, data,
     summaries = []
     for path in glob.glob(os.path.join(save, '*', '*', 'summary.json')):
         with open(path) as f:
-            summaries.append(json.load(f))
+            summary = json.load(f)
+        if summary['epochs'] == 1:  # the smoke run
+            continue
+        summaries.append(summary)
     assert sorted((s['kind'], s['options']['seed']) for s in summaries) == \
         [('student', 0), ('student', 1), ('teacher', 0), ('teacher', 1)]
     assert all(s['status'] == 'finished' for s in summaries)
     # the comparison: published values, our cells, verdicts under each published protocol
-    rows = {}
+    rows, smoke_rows = {}, []
     for line in out.splitlines():
         cells = [c.strip() for c in line.strip().strip('|').split('|')]
-        if line.startswith('| tiny |'):
+        if line.startswith('| tiny |') and cells[8].startswith('not comparable'):
+            smoke_rows.append(cells)
+        elif line.startswith('| tiny |'):
             rows[cells[2]] = cells
     assert set(rows) == {'teacher', 'scratch', 'kd'}, out[-3000:]
+    assert [(r[2], r[4], r[7], r[8]) for r in smoke_rows] == [
+        ('kd', report_cell_of_smoke(save), '', 'not comparable: epochs 1 ≠ 4')]
     kd = [s['best_acc'] for s in summaries if s['kind'] == 'student']
     assert rows['kd'][3] == 'best' and rows['kd'][6] == '50.00'
     import report
@@ -154,9 +174,23 @@ def test_tiny_table_killed_then_resumed_ends_with_the_comparison(tmp_path, data,
     with open(os.path.join(save, 'results.csv')) as f:
         assert 'verdict' in f.readline()
 
+    with open(os.path.join(save, 'results.csv')) as f:
+        verdicts = {r['verdict'] for r in csv.DictReader(f) if r['distill'] == 'kd'}
+    assert 'not comparable: epochs 1 ≠ 4' in verdicts and len(verdicts) == 2
+
     third = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert third.returncode == 0 and '4 finished, 0 to resume, 0 to start' in third.stdout
     assert 'start ' not in third.stdout
+
+
+def report_cell_of_smoke(save):
+    import report
+    for path in glob.glob(os.path.join(save, 'student_model', '*', 'summary.json')):
+        with open(path) as f:
+            summary = json.load(f)
+        if summary['epochs'] == 1:
+            return report.cell([summary['last_acc']])
+    return None
 
 
 def test_per_pair_recipes_follow_the_authors_settings():
@@ -188,12 +222,12 @@ def test_tiny_table_on_slurm_driver_killed_then_reattached(tmp_path, data, teach
     driver keeps; a driver killed mid-table is rerun, reattaches instead of submitting again, and
     ends with the comparison."""
     from helpers_data import subprocess_env
-    published, teachers = tiny_table(tmp_path, teacher)
+    published, teachers = tiny_table(tmp_path, teacher, recipe='--epochs 3 --batch_size 16')
     save = tmp_path / 'save'
     argv = [sys.executable, '-m', 'helper.reproduce', 'tiny', '--seeds', '2', '--published', published,
             '--teacher_dir', teachers, '--save_root', str(save), '--launcher', 'slurm',
             '--slurm_executor', 'local', '--slurm_poll', '0.2', '--',
-            '--dataset', 'cifar100', '--data_folder', data, '--epochs', '3', '--batch_size', '16',
+            '--dataset', 'cifar100', '--data_folder', data,
             '--num_workers', '0', '--device', 'cpu', '--print_freq', '1000']
     state = save / 'reproduce_tiny.json'
 
