@@ -20,6 +20,7 @@ import sys
 from distiller_zoo import METHODS
 from helper.errors import UsageError
 from helper.run_folder import LOG, SUMMARY, RunFolder
+from helper.runlock import shown_status
 
 # Rows in the published table's order (RepDistiller, CRD-EMKD), then the other registered methods;
 # unknown --distill names follow alphabetically.
@@ -59,6 +60,10 @@ def collect(roots):
             if SUMMARY in files:
                 run, problem = _read_summary(folder)
                 run.update(path=shown, real=real)
+                if run.get('status') == 'running':
+                    run['status'] = shown_status(folder, 'running')
+                    if run['status'] != 'running':
+                        problem = 'no live process holds the run (killed, or its node was lost)'
                 if problem:
                     incomplete.append(dict(run, note=problem))
                 else:

@@ -224,7 +224,9 @@ def _hours(seconds):
 
 def command_line(job):
     """The command as run_jobs starts it: this interpreter, the script by its path in the repository."""
-    script = os.path.relpath(os.path.join(ROOT, job.script()))
+    script = os.path.join(ROOT, job.script())
+    if os.path.abspath(os.getcwd()) == ROOT:
+        script = job.script()
     return shlex.join([sys.executable, script] + job.argv + (['--resume'] if job.state == 'resume' else []))
 
 

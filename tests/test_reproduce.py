@@ -14,6 +14,7 @@ import pytest
 
 from conftest import ROOT
 from helper import reproduce
+from helpers_data import tree
 
 
 def dry_run(argv, capsys):
@@ -253,3 +254,64 @@ def test_tiny_table_on_slurm_driver_killed_then_reattached(tmp_path, data, teach
     assert sorted((s['kind'], s['status'], s['epochs_done']) for s in summaries) == \
         [('student', 'finished', 3)] * 2 + [('teacher', 'finished', 3)] * 2
     assert sum(line.startswith('| tiny |') for line in out.splitlines()) == 3  # teacher, scratch, kd
+
+
+def test_methods_selects_rows_within_a_pair(capsys, tmp_path):
+    lines = dry_run(['repdistiller_same', 'resnet56:resnet20', '--seeds', '1', '--methods', 'kd,crd',
+                     '--save_root', str(tmp_path)], capsys)
+    commands = [l for l in lines if l.startswith(sys.executable + ' ')]
+    assert len(commands) == 2 and lines[0].startswith('repdistiller_same: 1 pairs, 2 runs (1 seeds)')
+    assert '--distill kd -r 0.1 -a 0.9 -b 0' in commands[0] and '--distill crd -a 0 -b 0.8' in commands[1]
+    lines = dry_run(['repdistiller_same', 'resnet56:resnet20', '--seeds', '1', '--methods', 'scratch',
+                     '--save_root', str(tmp_path)], capsys)
+    assert [l.split()[1] for l in lines if l.startswith(sys.executable + ' ')] == ['train_teacher.py']
+    assert reproduce.main(['repdistiller_same', '--methods', 'kd,nope', '--dry_run']) == 2
+    assert 'nope is not a method of repdistiller_same' in capsys.readouterr().err
+
+
+def test_the_teachers_table_says_how_to_check_the_teachers(capsys):
+    assert reproduce.main(['teachers', '--dry_run']) == 2
+    err = capsys.readouterr().err
+    assert 'fetched, not trained' in err and 'fetch_pretrained_teachers.sh --eval' in err
+
+
+def test_relative_paths_are_taken_from_where_the_script_runs(tmp_path):
+    """As fetch_pretrained_teachers.sh takes them: relative to the caller's folder, not the repository."""
+    work = tmp_path / 'work'
+    (work / 'teach' / 'resnet56_vanilla').mkdir(parents=True)
+    (work / 'teach' / 'resnet56_vanilla' / 'ckpt_epoch_240.pth').write_bytes(b'x')
+    proc = subprocess.run(['bash', os.path.join(ROOT, 'scripts', 'reproduce.sh'), 'repdistiller_same',
+                           'resnet56:resnet20', '--seeds', '1', '--methods', 'kd', '--save_root', 'mine',
+                           '--teacher_dir', 'teach', '--dry_run'], cwd=str(work), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    command = [l for l in proc.stdout.splitlines() if 'train_student.py ' in l][0]
+    assert command.startswith(os.path.join(ROOT, '.venv', 'bin', 'python') + ' ' + os.path.join(ROOT, 'train_'))
+    assert f"--save_root {work / 'mine'}" in command
+    assert f"--path_t {work / 'teach' / 'resnet56_vanilla' / 'ckpt_epoch_240.pth'}" in command
+    assert 'not fetched' not in proc.stdout
+    assert not os.path.exists(os.path.join(ROOT, 'mine')) and not (work / 'mine').exists()
+
+
+def test_a_smoke_run_is_not_the_tables_run_and_odd_folders_are_left_alone(capsys, tmp_path):
+    save = tmp_path / 'save'
+    args = ['repdistiller_same', 'resnet56:resnet20', '--seeds', '1', '--methods', 'kd',
+            '--save_root', str(save)]
+    lines = dry_run(args, capsys)
+    command = shlex.split([l for l in lines if ' train_student.py ' in l][0])[2:]
+    smoke = reproduce.inspect(reproduce.Job('student', 'resnet20', command + ['--epochs', '1'],
+                                            teacher='resnet56', method='kd'))
+    os.makedirs(smoke.run_dir)
+    with open(os.path.join(smoke.run_dir, 'summary.json'), 'w') as f:
+        json.dump({'status': 'finished', 'kind': 'student', 'model_s': 'resnet20', 'model_t': 'resnet56',
+                   'options': smoke.options, 'epochs': 1, 'epochs_done': 1}, f)
+    (save / 'student_model' / 'half').mkdir()
+    (save / 'student_model' / 'half' / 'summary.json').write_text('{"status": "runn')
+    (save / 'models' / 'stuff').mkdir(parents=True)
+    before = tree(str(save))
+    lines = dry_run(args, capsys)
+    assert lines[0].startswith('repdistiller_same: 1 pairs, 1 runs (1 seeds), 0 finished, 0 to resume, 1 to start')
+    assert f'other runs under {save}: 1, left alone (differ in epochs 1 ≠ 240: 1)' in lines
+    assert any(l.startswith(f'incomplete or foreign folders under {save}: 2, left alone') and 'student_model/half'
+               in l and 'models/stuff' in l for l in lines), lines
+    assert tree(str(save)) == before
