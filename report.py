@@ -277,13 +277,13 @@ def build_tables(runs, searches, metric, depth_rule=None):
     for run in runs:
         depth = run.get('block_depth')
         default = depth_rule.is_default(run['model_s'], depth)
-        suffix = '' if default else f' {_depth_text(depth)}'
+        suffix = ('' if default else f' {_depth_text(depth)}') + setting_tag(run)
         if run.get('shortened'):
             run['row'] = 'BCS candidate (shortened schedule)'
             continue
         if run.get('kind') == 'teacher' or (not run.get('distill') and not run.get('mc')):
             run['row'] = 'scratch' + suffix
-            scratch_runs.append((run, default))
+            scratch_runs.append((run, default and not setting_tag(run)))
             table(run['dataset'])['models'].setdefault(run['model_s'] + suffix, []).append(run[key])
             continue
         column = (run.get('model_t') or '?', run['model_s'])
@@ -297,6 +297,7 @@ def build_tables(runs, searches, metric, depth_rule=None):
         else:
             run['row'] = method_label(run.get('distill'), run.get('mc'), _options(run).get('alpha'),
                                       None if default else depth)
+        run['row'] += setting_tag(run)
         t = table(run['dataset'])
         t['columns'].add(column)
         t['cells'].setdefault((run['row'], column), []).append(run[key])
@@ -332,6 +333,19 @@ def build_tables(runs, searches, metric, depth_rule=None):
                     t['teacher'][column] = sorted(measured)
                     t['teacher_from_students'][column] = True
     return tables
+
+
+def setting_tag(run):
+    """' (crop)', ' (10/class)': data settings other than the dataset's default, so runs made
+    with other inputs never share a cell."""
+    options, tags = _options(run), []
+    if run.get('dataset') == 'tiny_imagenet' and options.get('tiny_imagenet_transform', 'emkd') != 'emkd':
+        tags.append(options['tiny_imagenet_transform'])
+    if run.get('dataset') == 'imagenet' and options.get('imagenet_transform', 'standard') != 'standard':
+        tags.append(f"{options['imagenet_transform']} transform")
+    if options.get('train_per_class'):
+        tags.append(f"{options['train_per_class']}/class")
+    return f" ({', '.join(tags)})" if tags else ''
 
 
 def cell(values):

@@ -1,5 +1,6 @@
 """Building an experiment: options -> device settings, data loaders, student, teacher, method."""
 import contextlib
+import os
 from dataclasses import dataclass
 
 import torch
@@ -130,6 +131,26 @@ def load_teacher(opt, num_classes):
     return models.load_model(path, opt.model_t, num_classes=num_classes)
 
 
+# Options that set how images are normalised and augmented, per dataset.
+INPUT_OPTIONS = {'tiny_imagenet': ('tiny_imagenet_transform',), 'imagenet': ('imagenet_transform',)}
+
+
+def warn_teacher_inputs(opt, log=print):
+    """Warn when the summary.json beside the teacher checkpoint says it was trained on other inputs
+    (another dataset, or another normalisation): its outputs on this student's inputs are not the
+    ones it learned."""
+    from helper.run_folder import summary_or_empty
+    saved = summary_or_empty(os.path.dirname(os.path.abspath(opt.path_t))).get('options')
+    if not isinstance(saved, dict):
+        return
+    for key in ('dataset',) + INPUT_OPTIONS.get(opt.dataset, ()):
+        if key in saved and saved[key] != getattr(opt, key):
+            log(f'warning: the teacher was trained with --{key} {saved[key]}, this student uses '
+                f'{getattr(opt, key)}: the teacher sees inputs normalised or augmented otherwise than it '
+                f'learned; give the student --{key} {saved[key]} unless this is intended')
+            return
+
+
 def build_experiment(opt, kind, device):
     contrast = kind == 'student' and METHODS[opt.distill].needs_contrast
     train_loader, test_loader, info = get_loaders(opt, device, contrast)
@@ -138,5 +159,7 @@ def build_experiment(opt, kind, device):
     teacher = None
     if kind == 'student':
         teacher, _ = load_teacher(opt, info['num_classes'])
+        if dist.is_main():
+            warn_teacher_inputs(opt)
     method = build_method(opt, kind, student, teacher, info)
     return Experiment(student, teacher, method, train_loader, test_loader, info)

@@ -118,3 +118,31 @@ def test_a_student_on_a_labelled_subset_trains_on_it(tmp_path, data, teacher):
     summary = run(student_parser().parse_args(argv), 'student')
     assert summary['options']['train_per_class'] == 1
     assert summary['identity']['train_per_class'] == 1
+
+
+def test_a_student_on_other_inputs_than_its_teacher_is_warned(tmp_path):
+    from helper.experiment import warn_teacher_inputs
+    folder = tmp_path / 'teacher'
+    folder.mkdir()
+    (folder / 'summary.json').write_text(json.dumps({'options': {'dataset': 'tiny_imagenet',
+                                                                 'tiny_imagenet_transform': 'emkd'}}))
+    said = []
+    opt = student_opt(str(folder / 'ckpt_epoch_1.pth'), '--dataset', 'tiny_imagenet',
+                      '--tiny_imagenet_transform', 'crop')
+    warn_teacher_inputs(opt, said.append)
+    assert len(said) == 1 and '--tiny_imagenet_transform emkd, this student uses crop' in said[0]
+    said.clear()
+    warn_teacher_inputs(student_opt(str(folder / 'ckpt_epoch_1.pth'), '--dataset', 'tiny_imagenet'), said.append)
+    assert said == []
+
+
+def test_runs_on_other_inputs_never_share_a_report_cell(tmp_path):
+    import report
+    from test_report import write_run
+    root = str(tmp_path / 'save')
+    for i, transform in enumerate(['emkd', 'crop']):
+        write_run(root, 'models', f'teacher_{transform}', kind='teacher', model_s='resnet8', model_t=None,
+                  distill=None, dataset='tiny_imagenet', last_acc=30.0 + i,
+                  options={'tiny_imagenet_transform': transform})
+    _, _, text = report.report([root], compare_with='none')
+    assert '| resnet8 | 30.00 (1) |' in text and '| resnet8 (crop) | 31.00 (1) |' in text
