@@ -111,6 +111,7 @@ class Job:
         self.state = 'new'
         self.epochs = self.options = None
         self.init_epochs = 0
+        self.row = None  # the published row it reproduces
 
     @property
     def name(self):
@@ -145,6 +146,7 @@ def plan(args):
                     jobs.append(Job(kind, student, argv[:2] + own + argv[2:] + common, seed=seed))
                 else:
                     jobs.append(Job(kind, student, argv + own + common, teacher=teacher, method=method, seed=seed))
+                jobs[-1].row = row
     return jobs, order
 
 
@@ -242,6 +244,10 @@ def reproduce(args, out=None, popen=None):
           f'{len(jobs) - len(todo)} finished, {sum(j.state == "resume" for j in todo)} to resume, '
           f'{sum(j.state == "new" for j in todo)} to start; {_hours(seconds_left(todo, per_epoch))}',
           file=out, flush=True)
+    off = off_recipe(jobs)
+    if off:
+        print(f'note: the flags after -- change the published recipe ({off}): report.py will show these '
+              f'runs as not comparable', file=out, flush=True)
     for line in other_folders(args, jobs):
         print(line, file=out, flush=True)
     if args.dry_run:
@@ -268,6 +274,21 @@ def reproduce(args, out=None, popen=None):
         print(f'{len(failed)} runs failed: ' + '; '.join(f'{j.name} ({why})' for j, why in failed), file=out)
         return 1
     return code
+
+
+def off_recipe(jobs):
+    """The first way the planned runs differ from their rows' recipes (flags after --), or None."""
+    from helper.identity import first_difference
+    from helper.recipe import COMPARED, recipe_options
+    for job in jobs:
+        if job.options and getattr(job, 'row', None):
+            try:
+                why = first_difference(job.options, recipe_options(job.row), COMPARED)
+            except UsageError:
+                continue
+            if why:
+                return why
+    return None
 
 
 def other_folders(args, jobs):

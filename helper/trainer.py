@@ -1,4 +1,5 @@
 """The trainer: one run's epochs, steps, checkpoints and logs, for every method alike."""
+import os
 import signal
 import threading
 import time
@@ -11,7 +12,7 @@ from helper.errors import UsageError
 from helper.experiment import compile_modules, compile_teacher, make_autocast, make_optimizer
 from helper.loops import (EpochState, NonFiniteLoss, Preempted, StudentWithLoss, forward_backward, teacher_forward,
                           to_device, validate)
-from helper.options import options_dict, run_name
+from helper.options import options_dict
 from helper.progress import Progress
 from helper.run_folder import log_columns
 from helper.step_graph import make_step_graph
@@ -254,7 +255,7 @@ class Trainer:
         opt, result = self.opt, self.summary('finished', self.opt.epochs)
         if dist.is_main():
             self.folder.write_summary(result)
-            self.folder.append_result(opt.save_root, f'{run_name(opt, self.kind)}\tbest {self.best_acc:.2f}'
+            self.folder.append_result(opt.save_root, f'{os.path.basename(self.folder.path)}\tbest {self.best_acc:.2f}'
                                                      f'\tlast {result["last_acc"]:.2f}')
             log(f'best accuracy {self.best_acc:.2f} (epoch {self.best_epoch}), last {result["last_acc"]:.2f}; '
                 f'summary: {self.folder.summary_path}')

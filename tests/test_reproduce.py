@@ -315,3 +315,12 @@ def test_a_smoke_run_is_not_the_tables_run_and_odd_folders_are_left_alone(capsys
     assert any(l.startswith(f'incomplete or foreign folders under {save}: 2, left alone') and 'student_model/half'
                in l and 'models/stuff' in l for l in lines), lines
     assert tree(str(save)) == before
+
+
+def test_flags_that_change_the_recipe_are_named(capsys, tmp_path):
+    args = ['repdistiller_same', 'resnet56:resnet20', '--seeds', '1', '--methods', 'kd', '--save_root', str(tmp_path)]
+    assert not any(l.startswith('note:') for l in dry_run(args, capsys))
+    assert reproduce.main(args + ['--dry_run', '--', '--epochs', '1', '--num_workers', '0']) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert 'note: the flags after -- change the published recipe (epochs 1 ≠ 240): report.py will show these ' \
+           'runs as not comparable' in lines
