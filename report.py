@@ -248,6 +248,18 @@ def _options(run):
 
 # ---------------------------------------------------------------- tabulating
 
+def _search_winners(searches, key):
+    """{(dataset, teacher, student, method label): {winning block_depth}} of the searches."""
+    winners = {}
+    for search in searches:
+        record, _ = search_result(search, key)
+        if 'error' not in search and record.get('block_depth'):
+            method = method_label(search.get('distill'), search.get('mc'), _options(search).get('alpha'))
+            where = (search.get('dataset') or 'cifar100', search.get('model_t'), search.get('model_s'), method)
+            winners.setdefault(where, set()).add(tuple(record['block_depth']))
+    return winners
+
+
 def build_tables(runs, searches, metric, depth_rule=None):
     """Group accuracies: {dataset: table}; table has 'columns' [(teacher, student)],
     'cells' {(row label, column): [acc]}, 'teacher'/'scratch' {column: [acc]},
@@ -265,14 +277,7 @@ def build_tables(runs, searches, metric, depth_rule=None):
         return tables.setdefault(dataset, dict(columns=set(), cells={}, teacher={}, scratch={},
                                                teacher_from_students={}, models={}))
 
-    winners = {}
-    for search in searches:
-        record, _ = search_result(search, key)
-        if 'error' not in search and record.get('block_depth'):
-            method = method_label(search.get('distill'), search.get('mc'), _options(search).get('alpha'))
-            where = (search.get('dataset') or 'cifar100', search.get('model_t'), search.get('model_s'), method)
-            winners.setdefault(where, set()).add(tuple(record['block_depth']))
-
+    winners = _search_winners(searches, key)
     scratch_runs = []
     for run in runs:
         depth = run.get('block_depth')

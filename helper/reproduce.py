@@ -1,13 +1,16 @@
 """Run every run a published CIFAR-100 table needs, N seeds each, then compare with it.
 
-    bash scripts/reproduce.sh TABLE [TEACHER:STUDENT ...] [--seeds 3] [--gpus 0,1] [--dry_run]
-                              [-- train flags for every run]
+    bash scripts/reproduce.sh TABLE [TEACHER:STUDENT ...] [--methods kd,crd] [--seeds 3] [--gpus 0,1]
+                              [--dry_run] [-- train flags for every run]
 
 TABLE is a `table` of scripts/published_results.csv (repdistiller_same, dkd_same, ...). Each pair
-gets its student trained from scratch and every method of the table, seeds 0..N-1; the teachers
-are the fetched checkpoints (scripts/fetch_pretrained_teachers.sh), never trained. Runs go over the
---gpus slots with the scheduler search.py uses. A rerun skips finished runs and resumes interrupted
-ones (--resume from their last checkpoint). It ends with `report.py --compare`.
+gets its student trained from scratch and every method of the table (or those of --methods),
+seeds 0..N-1, with each row's published command (helper/recipe.py); the teachers are the fetched
+checkpoints (scripts/fetch_pretrained_teachers.sh), never trained. Runs go over the --gpus slots
+with the scheduler search.py uses. A run counts as the table's only when its identity (run folder)
+is the recipe's: a rerun skips those finished and resumes those interrupted; other runs under
+--save_root are listed with their first difference and left alone. It ends with
+`report.py --compare`.
 """
 import argparse
 import csv
