@@ -96,10 +96,9 @@ def _run(opt, kind, held):
         opt = opt.replace(epochs=opt.extend, resume=True)
         folder.identity = dict(folder.identity, extended_to=opt.extend)
     if not opt.test:
-        finished = finished_summary(opt, folder)
-        if finished is not None:  # nothing to do, and nothing in the folder is touched
-            return finished
         ckpt = checked_start(opt, folder)  # before anything is written
+        if ckpt is not None and ckpt['epoch'] >= opt.epochs and not ckpt.get('partial'):
+            return finished_summary(folder)  # nothing to do, and nothing in the folder is touched
         if ckpt is not None and opt.seed_auto:  # a resume replays the run's own seed
             opt = opt.replace(seed=ckpt['opt']['seed'])
     set_seed(opt.seed)
@@ -121,9 +120,10 @@ def checked_start(opt, folder):
                 ckpt = resume_checkpoint(opt, folder)
             else:
                 verdict, existing = folder.verdict()
+                how = ('--extend EPOCHS continues it to more epochs' if verdict == 'finished'
+                       else 'add --resume to continue it')
                 if verdict != 'empty':
-                    problem = (f'{folder.path} already holds {existing}; add --resume to continue it, '
-                               f'or choose another --trial')
+                    problem = f'{folder.path} already holds {existing}; {how}, or choose another --trial'
         except UsageError as e:
             problem = str(e)
     problem = dist.broadcast_object(problem)
@@ -132,17 +132,14 @@ def checked_start(opt, folder):
     return dist.broadcast_object(ckpt)
 
 
-def finished_summary(opt, folder):
-    """The summary of a finished run that --resume names (it says so and writes nothing), else None."""
-    summary = None
-    if opt.resume and dist.is_main() and folder.verdict()[0] == 'finished':
+def finished_summary(folder):
+    """A --resume of a run that has trained all its epochs: say so, write nothing; its summary."""
+    log(f'{folder.path} is already finished; nothing to resume (--extend EPOCHS continues it to more epochs)')
+    try:
         summary = folder.read_summary()
-        if opt.extend and summary.get('epochs_done', opt.epochs) < opt.extend:
-            summary = None
-        else:
-            log(f'{folder.path} is already finished ({summary.get("epochs_done")} epochs); nothing to resume '
-                f'(--extend EPOCHS continues it to more epochs)')
-    return dist.broadcast_object(summary)
+    except (OSError, ValueError):
+        summary = None
+    return summary or {'status': 'finished', 'run_dir': folder.path}
 
 
 def resume_checkpoint(opt, folder):

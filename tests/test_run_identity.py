@@ -96,7 +96,7 @@ def test_resume_of_a_finished_run_writes_nothing_and_extend_continues_it(tmp_pat
     first = run(teacher_parser().parse_args(argv), 'teacher')
     before = tree(first['run_dir'])
     again = run(teacher_parser().parse_args(argv + ['--resume']), 'teacher')
-    assert 'already finished (2 epochs); nothing to resume' in capsys.readouterr().out
+    assert 'already finished; nothing to resume' in capsys.readouterr().out
     assert again['status'] == 'finished' and tree(first['run_dir']) == before
 
     extended = run(teacher_parser().parse_args(argv + ['--extend', '3']), 'teacher')
