@@ -324,3 +324,20 @@ def test_flags_that_change_the_recipe_are_named(capsys, tmp_path):
     lines = capsys.readouterr().out.splitlines()
     assert 'note: the flags after -- change the published recipe (epochs 1 ≠ 240): report.py will show these ' \
            'runs as not comparable' in lines
+
+
+@pytest.mark.parametrize('table', ['repdistiller_same', 'repdistiller_different', 'dkd_same', 'dkd_different',
+                                   'dist', 'ls_same', 'ls_different'])
+def test_every_planned_run_is_one_the_report_compares(table, tmp_path):
+    """reproduce.sh's commands and report.py's recipes agree: each run a table plans, made as planned,
+    gets a verdict (is comparable with its published row)."""
+    import report
+    args = reproduce.parse_args([table, '--seeds', '1', '--save_root', str(tmp_path)])
+    jobs, _ = reproduce.plan(args)
+    assert jobs
+    for job in jobs:
+        reproduce.inspect(job)
+        assert job.problem is None, (job.name, job.problem)
+        run = {'options': job.options}
+        assert report.not_comparable(run, job.row) is None, job.name
+        assert report.not_comparable({'options': dict(job.options, epochs=1)}, job.row) == 'epochs 1 ≠ 240'
