@@ -18,7 +18,7 @@ from helper.errors import UsageError
 from helper.experiment import build_experiment, make_autocast, resolve_speed_flags, trained_model_name
 from helper.loops import NonFiniteLoss, Preempted, validate
 from helper.options import differing_option, finalize, options_dict, run_name
-from helper.run_folder import RunFolder
+from helper.run_folder import RunFolder, summary_or_empty
 from helper.trainer import Trainer, log
 from helper.util import pick_device, set_seed
 
@@ -143,6 +143,8 @@ def finished_summary(folder):
 
 
 def resume_checkpoint(opt, folder):
+    if not folder.has_resumable():
+        near_miss(opt, folder)
     ckpt = folder.load_resume(log)
     saved = ckpt.get('opt', {})
     if opt.seed_auto and 'seed' in saved:
@@ -153,6 +155,21 @@ def resume_checkpoint(opt, folder):
         raise UsageError(f'--resume: the checkpoint was made with --{key} {saved[key]} '
                          f'but this command has {mine[key]}; use the same options or another --trial')
     return ckpt
+
+
+def near_miss(opt, folder):
+    """--resume found no run with these options: a UsageError naming the first option in which a
+    run of the same name (another identity) differs, if there is one."""
+    import glob
+    readable = folder.path.rsplit('_id-', 1)[0]
+    mine = options_dict(opt)
+    for path in sorted(glob.glob(glob.escape(readable) + '_id-*')) + [readable]:
+        saved = summary_or_empty(path).get('options')
+        key = differing_option(saved, mine, ignore=('epochs',) if opt.extend else ()) if saved else None
+        if key:
+            raise UsageError(f'--resume: no run with these options at {folder.path}; {path} was made with '
+                             f'--{key} {saved[key]} but this command has {mine[key]}; use the same options, '
+                             f'or start without --resume')
 
 
 def evaluate_only(opt, folder, exp, device, autocast):
