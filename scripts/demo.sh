@@ -3,8 +3,8 @@
 # for: a teacher trained on all 1,437 training digits teaches a student that sees only 10 labelled
 # digits per class. The student is trained from scratch, with KD and with CRD+MC (3 seeds each, to
 # tell an effect from seed noise), then a short block composition search (BCS); it prints the
-# results table, whether distillation beat training from scratch, and draws the plots. About 5
-# minutes on 2 CPU cores.
+# results table, whether distillation beat training from scratch, and draws the plots. About 10
+# minutes on 2 CPU cores (docs/demo.md).
 # Creates or reuses .venv by itself. Results go to $DEMO_SAVE_ROOT (default ./save/demo),
 # which is removed first: run folders refuse to be overwritten.
 set -euo pipefail
