@@ -22,6 +22,7 @@ from distiller_zoo import METHODS
 from helper.checkpoint import WriteError, write_text
 from helper.errors import UsageError
 from helper.run_folder import LOG, SUMMARY, RunFolder
+from helper.runlock import shown_status
 
 # Rows in the published table's order (RepDistiller, CRD-EMKD), then the other registered methods;
 # unknown --distill names follow alphabetically.
@@ -61,6 +62,10 @@ def collect(roots):
             if SUMMARY in files:
                 run, problem = _read_summary(folder)
                 run.update(path=shown, real=real)
+                if run.get('status') == 'running':
+                    run['status'] = shown_status(folder, 'running')
+                    if run['status'] != 'running':
+                        problem = 'no live process holds the run (killed, or its node was lost)'
                 if problem:
                     incomplete.append(dict(run, note=problem))
                 else:
@@ -245,6 +250,18 @@ def _options(run):
 
 # ---------------------------------------------------------------- tabulating
 
+def _search_winners(searches, key):
+    """{(dataset, teacher, student, method label): {winning block_depth}} of the searches."""
+    winners = {}
+    for search in searches:
+        record, _ = search_result(search, key)
+        if 'error' not in search and record.get('block_depth'):
+            method = method_label(search.get('distill'), search.get('mc'), _options(search).get('alpha'))
+            where = (search.get('dataset') or 'cifar100', search.get('model_t'), search.get('model_s'), method)
+            winners.setdefault(where, set()).add(tuple(record['block_depth']))
+    return winners
+
+
 def build_tables(runs, searches, metric, depth_rule=None):
     """Group accuracies: {dataset: table}; table has 'columns' [(teacher, student)],
     'cells' {(row label, column): [acc]}, 'teacher'/'scratch' {column: [acc]},
@@ -262,25 +279,18 @@ def build_tables(runs, searches, metric, depth_rule=None):
         return tables.setdefault(dataset, dict(columns=set(), cells={}, teacher={}, scratch={},
                                                teacher_from_students={}, models={}))
 
-    winners = {}
-    for search in searches:
-        record, _ = search_result(search, key)
-        if 'error' not in search and record.get('block_depth'):
-            method = method_label(search.get('distill'), search.get('mc'), _options(search).get('alpha'))
-            where = (search.get('dataset') or 'cifar100', search.get('model_t'), search.get('model_s'), method)
-            winners.setdefault(where, set()).add(tuple(record['block_depth']))
-
+    winners = _search_winners(searches, key)
     scratch_runs = []
     for run in runs:
         depth = run.get('block_depth')
         default = depth_rule.is_default(run['model_s'], depth)
-        suffix = '' if default else f' {_depth_text(depth)}'
+        suffix = ('' if default else f' {_depth_text(depth)}') + setting_tag(run)
         if run.get('shortened'):
             run['row'] = 'BCS candidate (shortened schedule)'
             continue
         if run.get('kind') == 'teacher' or (not run.get('distill') and not run.get('mc')):
             run['row'] = 'scratch' + suffix
-            scratch_runs.append((run, default))
+            scratch_runs.append((run, default and not setting_tag(run)))
             table(run['dataset'])['models'].setdefault(run['model_s'] + suffix, []).append(run[key])
             continue
         column = (run.get('model_t') or '?', run['model_s'])
@@ -294,6 +304,7 @@ def build_tables(runs, searches, metric, depth_rule=None):
         else:
             run['row'] = method_label(run.get('distill'), run.get('mc'), _options(run).get('alpha'),
                                       None if default else depth)
+        run['row'] += setting_tag(run)
         t = table(run['dataset'])
         t['columns'].add(column)
         t['cells'].setdefault((run['row'], column), []).append(run[key])
@@ -329,6 +340,19 @@ def build_tables(runs, searches, metric, depth_rule=None):
                     t['teacher'][column] = sorted(measured)
                     t['teacher_from_students'][column] = True
     return tables
+
+
+def setting_tag(run):
+    """' (crop)', ' (10/class)': data settings other than the dataset's default, so runs made
+    with other inputs never share a cell."""
+    options, tags = _options(run), []
+    if run.get('dataset') == 'tiny_imagenet' and options.get('tiny_imagenet_transform', 'emkd') != 'emkd':
+        tags.append(options['tiny_imagenet_transform'])
+    if run.get('dataset') == 'imagenet' and options.get('imagenet_transform', 'standard') != 'standard':
+        tags.append(f"{options['imagenet_transform']} transform")
+    if options.get('train_per_class'):
+        tags.append(f"{options['train_per_class']}/class")
+    return f" ({', '.join(tags)})" if tags else ''
 
 
 def cell(values):
@@ -497,13 +521,21 @@ def published_by_pair(rows, tables=None):
     return out
 
 
-def verdict(ours, published):
-    """(mean, sample std, n, delta, verdict): 'within noise' when |delta| <= max(0.3, 2 std/sqrt(n))."""
+NOISE_RULE = ('Within noise: |Δ| ≤ max(0.3, 2·√(s²/n + p²)), s our sample std over n runs, p the published '
+              'std where the row gives one; one run without a published std gets no verdict ("one run").')
+
+
+def verdict(ours, published, published_std=None):
+    """(mean, sample std, n, delta, verdict): 'within noise' when |delta| is inside NOISE_RULE's
+    band, else 'above' or 'below'; 'one run' when n = 1 and the row has no spread of its own."""
     n = len(ours)
     mean = statistics.mean(ours)
     std = statistics.stdev(ours) if n > 1 else 0.0
     delta = mean - published
-    if abs(delta) <= max(0.3, 2 * std / math.sqrt(n)) + 1e-9:
+    if n == 1 and published_std is None:
+        return mean, std, n, delta, 'one run'
+    band = max(0.3, 2 * math.sqrt(std ** 2 / n + (published_std or 0.0) ** 2))
+    if abs(delta) <= band + 1e-9:
         word = 'within noise'
     else:
         word = 'above' if delta > 0 else 'below'
@@ -516,15 +548,25 @@ def comparison_label(run):
     return label + '+ls' if label and _options(run).get('logit_stand') else label
 
 
-def compare(runs, published, dataset='cifar100'):
-    """Our runs next to the published rows of the same (teacher, student, method).
+def not_comparable(run, row):
+    """Why the run does not follow the row's published recipe ('epochs 1 ≠ 240'), or None."""
+    from helper.identity import first_difference
+    from helper.recipe import COMPARED, REQUIRED, recipe_options
 
-    Student rows use the student runs of that label with the model's own composition, 'scratch'
-    the runs of the student trained without a teacher, 'teacher' the accuracy the student runs
-    measured of their teacher checkpoint (else the teacher's own runs). Each comparison uses the
-    published protocol's accuracy; both of ours are kept. Returns a list of dicts, marks runs with
-    their comparison fields (for results.csv).
-    """
+    saved = _options(run)
+    if not saved:
+        return 'options not recorded'
+    try:
+        wanted = recipe_options(row)
+    except UsageError as e:
+        return f'no recipe in this build ({e})'
+    if saved.get('extend'):
+        return f"extended to {saved['extend']} epochs"
+    return first_difference(saved, wanted, COMPARED, REQUIRED)
+
+
+def _group(runs, published, dataset):
+    """{(teacher, student, method): [run]} of the runs that match a published row's pair and method."""
     groups = {}
     pairs = {key[:2] for key in published}
     ran = {(r.get('model_t'), r['model_s']) for r in runs if r.get('model_t')}
@@ -538,41 +580,67 @@ def compare(runs, published, dataset='cifar100'):
                 groups.setdefault((*pair, 'scratch'), []).append(run)
         elif run.get('model_t'):
             groups.setdefault((run['model_t'], run['model_s'], comparison_label(run)), []).append(run)
-    out = []
+    return groups
+
+
+def compare(runs, published, dataset='cifar100'):
+    """Our runs next to the published rows of the same (teacher, student, method).
+
+    Only runs that follow the row's recipe (helper.recipe) get a verdict; the others of that row
+    are shown as 'not comparable: <first difference>'. Teacher rows: the accuracy the comparable
+    student runs of that pair measured of their checkpoint, once per teacher. Each comparison
+    uses the published protocol's accuracy; both of ours are kept. Returns a list of dicts, marks
+    runs with their comparison fields (for results.csv).
+    """
+    groups = _group(runs, published, dataset)
+    out, comparable_pairs = [], {}
     for key, row in published.items():
-        teacher, student, method = key
-        if method == 'teacher':
-            students = [r for r in runs if r.get('dataset') == dataset and r.get('model_t') == teacher
-                        and r.get('teacher_acc') is not None]
-            if not students and not any(k[:2] == key[:2] for k in groups):
-                continue
-            own = [r for r in runs if r.get('dataset') == dataset and r.get('kind') == 'teacher'
-                   and r['model_s'] == teacher and r.get('row') == 'scratch']
-            if students:  # one value per distinct checkpoint: evaluating it is deterministic
-                values = sorted({r['teacher_acc'] for r in students})
-                last = best = values
-            elif own:
-                last, best = [r['last_acc'] for r in own], [r['best_acc'] for r in own]
+        if key[2] == 'teacher' or not groups.get(key):
+            continue
+        good, other = [], {}
+        for run in groups[key]:
+            why = not_comparable(run, row)
+            if why is None:
+                good.append(run)
             else:
-                continue
-            members = own
-        else:
-            members = groups.get(key)
-            if not members:
-                continue
-            last, best = [r['last_acc'] for r in members], [r['best_acc'] for r in members]
-        ours = last if row['protocol'] == 'last' else best
-        mean, std, n, delta, word = verdict(ours, row['top1'])
-        item = dict(table=row['table'], teacher=teacher, student=student, method=method,
-                    protocol=row['protocol'], published=row['top1'], published_std=row.get('std'),
-                    last=last, best=best, mean=mean, std=std, n=n, delta=delta, verdict=word,
-                    source=row.get('source_repo', ''))
-        out.append(item)
-        for run in members:
-            run.update(published=row['top1'], published_protocol=row['protocol'],
-                       published_table=row['table'], ours_mean=round(mean, 4), ours_n=n,
-                       delta=round(delta, 4), verdict=word)
+                other.setdefault(why, []).append(run)
+        if good:
+            out.append(_item(key, row, good))
+            if key[2] != 'scratch':
+                comparable_pairs.setdefault(key[:2], []).extend(good)
+        for why, members in other.items():
+            out.append(_item(key, row, members, f'not comparable: {why}'))
+    teachers = set()
+    for key, row in published.items():
+        students = comparable_pairs.get(key[:2])
+        if key[2] != 'teacher' or not students or key[0] in teachers:
+            continue
+        values = sorted({r['teacher_acc'] for r in students if r.get('teacher_acc') is not None})
+        if values:  # one value per distinct checkpoint: evaluating it is deterministic
+            teachers.add(key[0])
+            out.append(_item(key, row, [], values=values))
     return out
+
+
+def _item(key, row, members, word=None, values=None):
+    """One comparison line; marks its runs with the comparison fields."""
+    teacher, student, method = key
+    last = values or [r['last_acc'] for r in members]
+    best = values or [r['best_acc'] for r in members]
+    ours = last if row['protocol'] == 'last' else best
+    # a teacher row evaluates fixed checkpoints: no seed noise, only the 0.3 floor
+    spread = row.get('std') if row.get('std') is not None or values is None else 0.0
+    mean, std, n, delta, verdict_word = verdict(ours, row['top1'], spread)
+    word = word or verdict_word
+    item = dict(table=row['table'], teacher=teacher, student=student, method=method,
+                protocol=row['protocol'], published=row['top1'], published_std=row.get('std'),
+                last=last, best=best, mean=mean, std=std, n=n, delta=delta, verdict=word,
+                source=row.get('source_repo', ''))
+    for run in members:
+        run.update(published=row['top1'], published_protocol=row['protocol'],
+                   published_table=row['table'], ours_mean=round(mean, 4), ours_n=n,
+                   delta=round(delta, 4), verdict=word)
+    return item
 
 
 def comparison_markdown(items):
@@ -581,20 +649,28 @@ def comparison_markdown(items):
         return []
     rows = [['Table', 'Teacher → student', 'Method', 'Protocol', 'Ours (last)', 'Ours (best)',
              'Published', 'Δ', 'Verdict', 'Source'], None]
-    for it in sorted(items, key=lambda i: (i['table'], i['teacher'], i['student'], _method_rank(i['method']))):
+    for it in sorted(items, key=lambda i: (i['table'], i['teacher'], i['student'], _method_rank(i['method']),
+                                           i['verdict'].startswith('not comparable'))):
         published = f"{it['published']:.2f}"
         if it['published_std'] is not None:
             published += f" ± {it['published_std']:.2f}"
+        fair = not it['verdict'].startswith('not comparable')
         rows.append([it['table'], f"{it['teacher']} → {it['student']}", it['method'], it['protocol'],
-                     cell(it['last']), cell(it['best']), published, f"{it['delta']:+.2f}",
+                     cell(it['last']), cell(it['best']), published, f"{it['delta']:+.2f}" if fair else '',
                      it['verdict'], it['source']])
-    counts = {w: sum(1 for it in items if it['verdict'] == w) for w in ('within noise', 'above', 'below')}
+    words = ('within noise', 'above', 'below', 'one run')
+    counts = {w: sum(1 for it in items if it['verdict'] == w) for w in words}
+    other = sum(1 for it in items if it['verdict'].startswith('not comparable'))
     return ['## Compared with the published numbers', '',
             'Each comparison uses the accuracy of the published protocol (last or best epoch); Δ is '
-            'our mean minus the published value. Within noise: |Δ| ≤ max(0.3, 2·std/√n). Teacher '
-            'rows: the accuracy the student runs measured of their teacher checkpoint.', '',
+            'our mean minus the published value. Only runs that follow the row\'s published recipe '
+            '(epochs, schedule, learning rate, batch size, weights and method settings) get a verdict; '
+            'the others are "not comparable" with their first difference. ' + NOISE_RULE + ' Teacher '
+            'rows: the accuracy the comparable student runs measured of their teacher checkpoint (no seed '
+            'noise: within 0.3), once per teacher.', '',
             *_md_table(rows), '',
-            f"{counts['within noise']} within noise, {counts['above']} above, {counts['below']} below.", '']
+            f"{counts['within noise']} within noise, {counts['above']} above, {counts['below']} below, "
+            f"{counts['one run']} one run; {other} not comparable.", '']
 
 
 def _method_rank(method):

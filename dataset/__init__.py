@@ -7,8 +7,10 @@ tensors already on the device. Call `loader_set_epoch(loader, epoch)` before eac
 reshuffles DDP shards and works for both kinds of loader.
 """
 import functools
+import dataclasses
 import os
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
@@ -100,9 +102,42 @@ def _source(opt):
     return imagenet_gpu.load(opt.data_folder), imagenet_gpu.CollateBytes, True
 
 
+SUBSET_SEED = 0  # one subset for every run: methods and seeds differ, the labelled images do not
+
+
+def class_subset(targets, per_class, seed=SUBSET_SEED):
+    """Sorted indices of per_class samples of each class, drawn at random with a fixed seed."""
+    targets = np.asarray(targets)
+    rng = np.random.RandomState(seed)
+    picked = []
+    for label in np.unique(targets):
+        members = np.flatnonzero(targets == label)
+        if len(members) < per_class:
+            raise UsageError(f'--train_per_class {per_class}: class {label} has only {len(members)} '
+                             f'training images')
+        picked.append(rng.choice(members, per_class, replace=False))
+    return np.sort(np.concatenate(picked))
+
+
+def labelled_subset(source, per_class):
+    """The source with only the class_subset of its training set (test set unchanged)."""
+    keep = class_subset(source.train_targets, per_class)
+    arrays = source.device_arrays
+
+    def device_arrays():
+        a = arrays()
+        return dataclasses.replace(a, train_images=a.train_images[keep], train_targets=a.train_targets[keep])
+
+    return dataclasses.replace(source, train=torch.utils.data.Subset(source.train, keep.tolist()),
+                               train_targets=np.asarray(source.train_targets)[keep],
+                               device_arrays=device_arrays if arrays is not None else None)
+
+
 def get_loaders(opt, device, contrast=False):
     """contrast: train batches carry CRD's 'contrast_idx' (opt.nce_k negatives, opt.mode)."""
     source, collate, jpeg_on_device = _source(opt)
+    if getattr(opt, 'train_per_class', None):
+        source = labelled_subset(source, opt.train_per_class)
     on_device = bool(opt.data_on_device)
     device = torch.device(device)
     rank, world_size = _distributed()

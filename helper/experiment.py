@@ -133,6 +133,26 @@ def load_teacher(opt, num_classes):
     return models.load_model(path, opt.model_t, num_classes=num_classes)
 
 
+# Options that set how images are normalised and augmented, per dataset.
+INPUT_OPTIONS = {'tiny_imagenet': ('tiny_imagenet_transform',), 'imagenet': ('imagenet_transform',)}
+
+
+def warn_teacher_inputs(opt, log=print):
+    """Warn when the summary.json beside the teacher checkpoint says it was trained on other inputs
+    (another dataset, or another normalisation): its outputs on this student's inputs are not the
+    ones it learned."""
+    from helper.run_folder import summary_or_empty
+    saved = summary_or_empty(os.path.dirname(os.path.abspath(opt.path_t))).get('options')
+    if not isinstance(saved, dict):
+        return
+    for key in ('dataset',) + INPUT_OPTIONS.get(opt.dataset, ()):
+        if key in saved and saved[key] != getattr(opt, key):
+            log(f'warning: the teacher was trained with --{key} {saved[key]}, this student uses '
+                f'{getattr(opt, key)}: the teacher sees inputs normalised or augmented otherwise than it '
+                f'learned; give the student --{key} {saved[key]} unless this is intended')
+            return
+
+
 def needs_contrast(opt, kind):
     return kind == 'student' and METHODS[opt.distill].needs_contrast
 
@@ -144,6 +164,8 @@ def build_models(opt, kind, info):
     teacher = None
     if kind == 'student':
         teacher, _ = load_teacher(opt, info['num_classes'])
+        if dist.is_main():
+            warn_teacher_inputs(opt)
     return student, teacher, build_method(opt, kind, student, teacher, info)
 
 

@@ -33,6 +33,9 @@ def _add_common(p):
     g.add_argument('--epochs', type=int, default=240)
     g.add_argument('--dataset', default='cifar100', help='cifar100, cifar10, tiny_imagenet, imagenet, digits')
     g.add_argument('--data_folder', default='./data')
+    g.add_argument('--train_per_class', type=int, default=None, metavar='N',
+                   help='train on N labelled images per class (the same class-balanced subset in every '
+                        'run: drawn once with a fixed seed); default: the whole training set')
     g.add_argument('--tiny_imagenet_transform', default='emkd', choices=['emkd', 'crop'],
                    help='emkd: CRD-EMKD\'s (flip, rotation, resized crop with p=0.8; mean/std 0.5); '
                         'crop: random crop with 8 px padding, flip, ImageNet mean/std')
@@ -52,6 +55,9 @@ def _add_common(p):
     g.add_argument('--seed', type=int, default=None, help='seed everything (default: a random seed, recorded)')
     g.add_argument('--device', default='auto', choices=['auto', 'cuda', 'mps', 'cpu'])
     g.add_argument('--resume', action='store_true', help='continue the run in its folder')
+    g.add_argument('--extend', type=int, default=None, metavar='EPOCHS',
+                   help='continue the run that these options name (with its --epochs) to EPOCHS epochs, '
+                        'in its folder; recorded in its summary')
     g.add_argument('--test', type=int, default=0, choices=[0, 1], help='1: only evaluate the saved model')
     g.add_argument('--dry_run', action='store_true',
                    help='check everything short of training (options, run folder, data, teacher, shapes by one '
@@ -209,6 +215,10 @@ def _complete(opt, kind):
         opt.learning_rate = 0.01 if model_name in MOBILE_STUDENTS else 0.05
     if opt.learning_rate <= 0:
         raise UsageError(f'--learning_rate must be positive, got {opt.learning_rate}')
+    if opt.train_per_class is not None and opt.train_per_class <= 0:
+        raise UsageError(f'--train_per_class must be positive, got {opt.train_per_class}')
+    if opt.extend is not None and opt.extend <= opt.epochs:
+        raise UsageError(f'--extend {opt.extend} must be more than --epochs {opt.epochs} (the run to continue)')
     if opt.num_workers is None:
         opt.num_workers = default_num_workers()
     if opt.num_workers < 0:
@@ -340,7 +350,7 @@ RESULT_OPTIONS = ('model', 'model_s', 'model_t', 'block_depth', 'distill', 'mc',
                   'dataset', 'batch_size', 'epochs', 'init_epochs', 'learning_rate', 'lr_decay_epochs',
                   'lr_decay_rate', 'weight_decay', 'momentum', 'amp', 'seed',
                   'B1_weight', 'B2_weight', 'B3_weight', 'B4_weight', 'imagenet_transform',
-                  'tiny_imagenet_transform', 'logit_stand') + tuple(dict.fromkeys(
+                  'tiny_imagenet_transform', 'logit_stand', 'train_per_class') + tuple(dict.fromkeys(
                       o.name for _, o in method_options() if o.changes_result))
 
 

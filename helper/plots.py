@@ -15,6 +15,7 @@ from helper.bcs import winner_scores  # noqa: E402
 from helper.checkpoint import write_bytes  # noqa: E402
 from helper.errors import UsageError  # noqa: E402
 from helper.run_folder import summary_or_empty  # noqa: E402
+from helper.runlock import shown_status  # noqa: E402
 
 
 def read_log(path):
@@ -145,7 +146,7 @@ def _run_title(run_dir):
     if s.get('model_t'):
         method = (s.get('distill') or 'scratch') + ('+MC' if s.get('mc') else '')
         model = f"{s['model_t']} -> {model}, {method}"
-    return f'{name}\n{model}, {s.get("status", "?")}'
+    return f'{name}\n{model}, {shown_status(run_dir, s.get("status", "?"))}'
 
 
 def plot_search(search_dir, out=None, metric='best'):

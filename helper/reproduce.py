@@ -1,13 +1,16 @@
 """Run every run a published CIFAR-100 table needs, N seeds each, then compare with it.
 
-    bash scripts/reproduce.sh TABLE [TEACHER:STUDENT ...] [--seeds 3] [--gpus 0,1] [--dry_run]
-                              [-- train flags for every run]
+    bash scripts/reproduce.sh TABLE [TEACHER:STUDENT ...] [--methods kd,crd] [--seeds 3] [--gpus 0,1]
+                              [--dry_run] [-- train flags for every run]
 
 TABLE is a `table` of scripts/published_results.csv (repdistiller_same, dkd_same, ...). Each pair
-gets its student trained from scratch and every method of the table, seeds 0..N-1; the teachers
-are the fetched checkpoints (scripts/fetch_pretrained_teachers.sh), never trained. Runs go over the
---gpus slots with the scheduler search.py uses. A rerun skips finished runs and resumes interrupted
-ones (--resume from their last checkpoint). It ends with `report.py --compare`.
+gets its student trained from scratch and every method of the table (or those of --methods),
+seeds 0..N-1, with each row's published command (helper/recipe.py); the teachers are the fetched
+checkpoints (scripts/fetch_pretrained_teachers.sh), never trained. Runs go over the --gpus slots
+with the scheduler search.py uses. A run counts as the table's only when its identity (run folder)
+is the recipe's: a rerun skips those finished and resumes those interrupted; other runs under
+--save_root are listed with their first difference and left alone. It ends with
+`report.py --compare`.
 """
 import argparse
 import csv
@@ -23,31 +26,9 @@ from helper.errors import UsageError
 from helper.run_folder import summary_or_empty as read_summary
 from helper.scheduler import Run, add_launcher_args, check_launcher_args, run_parallel, slots_for, train_runs
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PUBLISHED = os.path.join(ROOT, 'scripts', 'published_results.csv')
+from helper.recipe import PER_PAIR_RECIPES, RECIPES, ROOT, TRAIN_SH, pair_recipe, recipe_command, row_flags  # noqa: F401
 
-# The published weights of each method (RepDistiller's scripts/run_cifar_distill.sh); the
-# methods of later papers take their --distill defaults.
-RECIPES = {
-    'kd': ['--distill', 'kd', '-r', '0.1', '-a', '0.9', '-b', '0'],
-    'hint': ['--distill', 'hint', '-a', '0', '-b', '100'],
-    'attention': ['--distill', 'attention', '-a', '0', '-b', '1000'],
-    'similarity': ['--distill', 'similarity', '-a', '0', '-b', '3000'],
-    'correlation': ['--distill', 'correlation', '-a', '0', '-b', '0.02'],
-    'vid': ['--distill', 'vid', '-a', '0', '-b', '1'],
-    'rkd': ['--distill', 'rkd', '-a', '0', '-b', '1'],
-    'pkt': ['--distill', 'pkt', '-a', '0', '-b', '30000'],
-    'abound': ['--distill', 'abound', '-a', '0', '-b', '1'],
-    'factor': ['--distill', 'factor', '-a', '0', '-b', '200'],
-    'fsp': ['--distill', 'fsp', '-a', '0', '-b', '50'],
-    'nst': ['--distill', 'nst', '-a', '0', '-b', '50'],
-    'crd': ['--distill', 'crd', '-a', '0', '-b', '0.8'],
-    'crd+kd': ['--distill', 'crd', '-a', '1', '-b', '0.8'],
-    'dkd': ['--distill', 'dkd'],
-    'dist': ['--distill', 'dist'],
-    'kd+ls': ['--distill', 'kd', '--logit_stand'],
-    'dkd+ls': ['--distill', 'dkd', '--logit_stand'],
-}
+PUBLISHED = os.path.join(ROOT, 'scripts', 'published_results.csv')
 
 
 def parse_args(argv):
@@ -60,6 +41,8 @@ def parse_args(argv):
     p.add_argument('table', help='a table of the published results, e.g. repdistiller_same')
     p.add_argument('pairs', nargs='*', metavar='TEACHER:STUDENT', help='only these pairs (default: all)')
     p.add_argument('--seeds', type=int, default=3, help='runs per method: --seed 0..N-1')
+    p.add_argument('--methods', default=None, metavar='M1,M2',
+                   help='only these methods of each pair, e.g. kd,crd (scratch: the student alone)')
     p.add_argument('--gpus', default=None, help='e.g. 0,1,2,3: one run per GPU at a time')
     p.add_argument('--save_root', default='./save')
     p.add_argument('--teacher_dir', default=None,
@@ -79,11 +62,16 @@ def parse_args(argv):
         raise UsageError(f'--seeds must be at least 1, got {args.seeds}')
     check_launcher_args(args)
     args.extra = extra
+    args.methods = [m for m in (args.methods or '').split(',') if m] or None
+    # relative to where the command is run, as fetch_pretrained_teachers.sh takes them; absolute
+    # from here on, so runs on other nodes or in other folders find the same files
+    args.save_root = os.path.abspath(args.save_root)
+    args.teacher_dir = os.path.abspath(args.teacher_dir) if args.teacher_dir else None
     return args
 
 
-def table_rows(path, table, pairs):
-    """The (teacher, student) pairs and methods of one published table, in its order."""
+def table_rows(path, table, pairs, only=None):
+    """The (teacher, student) pairs of one published table in its order, and {pair: [row]}."""
     try:
         with open(path, newline='') as f:
             rows = [r for r in csv.DictReader(f)]
@@ -91,6 +79,10 @@ def table_rows(path, table, pairs):
         raise UsageError(f'cannot read {path}: {e.strerror}') from None
     tables = sorted({r['table'] for r in rows if r.get('student')})
     mine = [r for r in rows if r['table'] == table and r.get('student')]
+    if not mine and any(r['table'] == table for r in rows):
+        raise UsageError(f'{table} lists published teachers, which are fetched, not trained: '
+                         f'bash scripts/fetch_pretrained_teachers.sh --eval NAME compares one with its '
+                         f'published accuracy; tables of runs: {", ".join(tables)}')
     if not mine:
         raise UsageError(f'no table {table!r} in {path}; tables: {", ".join(tables)}')
     order = list(dict.fromkeys((r['teacher'], r['student']) for r in mine))
@@ -103,30 +95,14 @@ def table_rows(path, table, pairs):
                                  + ', '.join(f'{t}:{s}' for t, s in order))
             wanted.append(pair)
         order = wanted
-    methods = {pair: [r['method'] for r in mine if (r['teacher'], r['student']) == pair] for pair in order}
-    return order, methods
-
-
-# Methods whose authors set weights per pair: their lines in scripts/train.sh are the one record.
-PER_PAIR_RECIPES = {'dkd': 'dkd', 'kd+ls': 'kd_ls', 'dkd+ls': 'dkd_ls'}
-TRAIN_SH = os.path.join(ROOT, 'scripts', 'train.sh')
-
-
-def pair_recipe(method, teacher, student, train_sh=TRAIN_SH):
-    """The method's flags for this pair from its train.sh recipe, else its RECIPES entry."""
-    name = PER_PAIR_RECIPES.get(method)
-    if name is not None:
-        with open(train_sh) as f:
-            block = re.search(rf'^{re.escape(name)}\)(.*?);;', f.read(), re.M | re.S)
-        for line in (block.group(1).splitlines() if block else []):
-            if 'train_student.py' not in line:
-                continue
-            argv = shlex.split(line.split('train_student.py', 1)[1])
-            flags = dict(zip(argv, argv[1:]))
-            if (flags.get('--model_t'), flags.get('--model_s')) == (teacher, student):
-                own = argv[argv.index('--model_s') + 2:]
-                return own[:own.index('--trial')] if '--trial' in own else own
-    return RECIPES[method]
+    if only:
+        known = sorted({r['method'] for r in mine} - {'teacher'})
+        unknown = [m for m in only if m not in known]
+        if unknown:
+            raise UsageError(f'--methods: {unknown[0]} is not a method of {table}; methods: {", ".join(known)}')
+    rows = {pair: [r for r in mine if (r['teacher'], r['student']) == pair and r['method'] != 'teacher'
+                   and (not only or r['method'] in only)] for pair in order}
+    return order, rows
 
 
 class Job:
@@ -137,7 +113,9 @@ class Job:
         self.teacher, self.method, self.seed = teacher, method, seed
         self.run_dir = self.problem = None
         self.state = 'new'
-        self.epochs = None
+        self.epochs = self.options = None
+        self.init_epochs = 0
+        self.row = None  # the published row it reproduces
 
     @property
     def name(self):
@@ -150,34 +128,36 @@ class Job:
 
 def plan(args):
     """Jobs for the table: one scratch run per student and seed, one run per method, pair and seed."""
-    order, methods = table_rows(args.published, args.table, args.pairs)
+    order, rows = table_rows(args.published, args.table, args.pairs, args.methods)
     teacher_dir = args.teacher_dir or os.path.join(args.save_root, 'models')
     common = ['--save_root', args.save_root] + args.extra
     jobs, students = [], []
     for teacher, student in order:
-        if 'scratch' in methods[(teacher, student)] and student not in students:
-            students.append(student)
-            for seed in range(args.seeds):
-                jobs.append(Job('teacher', student, ['--model', student, '--trial', f'rep{seed}',
-                                                     '--seed', str(seed)] + common, seed=seed))
         path_t = os.path.join(teacher_dir, f'{teacher}_vanilla', 'ckpt_epoch_240.pth')
-        for method in methods[(teacher, student)]:
-            if method in ('teacher', 'scratch'):
-                continue
-            if method not in RECIPES:
-                raise UsageError(f'no recipe for method {method!r} of {args.table}')
+        for row in rows[(teacher, student)]:
+            method = row['method']
+            if method == 'scratch':
+                if student in students:
+                    continue
+                students.append(student)
+            try:
+                kind, argv = recipe_command(method, teacher, student, path_t, row_flags(row))
+            except UsageError as e:
+                raise UsageError(f'{e} of {args.table}') from None
             for seed in range(args.seeds):
-                jobs.append(Job('student', student,
-                                ['--path_t', path_t, '--model_t', teacher, '--model_s', student,
-                                 *pair_recipe(method, teacher, student), '--trial', f'rep{seed}',
-                                 '--seed', str(seed)] + common,
-                                teacher=teacher, method=method, seed=seed))
+                own = ['--trial', f'rep{seed}', '--seed', str(seed)]
+                if kind == 'teacher':
+                    jobs.append(Job(kind, student, argv[:2] + own + argv[2:] + common, seed=seed))
+                else:
+                    jobs.append(Job(kind, student, argv + own + common, teacher=teacher, method=method, seed=seed))
+                jobs[-1].row = row
     return jobs, order
 
 
 def inspect(job):
-    """Set job.run_dir, .state ('done', 'resume', 'new') and .epochs from its options and folder."""
-    from helper.options import finalize, student_parser, teacher_parser
+    """Set job.run_dir, .state ('done', 'resume', 'new'), .epochs, .init_epochs and .options from
+    its options and folder."""
+    from helper.options import finalize, options_dict, student_parser, teacher_parser
     from helper.run import run_folder_of
 
     parser = teacher_parser() if job.kind == 'teacher' else student_parser()
@@ -190,7 +170,8 @@ def inspect(job):
         job.problem = str(e)
         return job
     folder = run_folder_of(opt, job.kind)
-    job.run_dir, job.epochs = folder.path, opt.epochs
+    job.run_dir, job.epochs, job.options = folder.path, opt.epochs, options_dict(opt)
+    job.init_epochs = opt.init_epochs if job.kind == 'student' and _has_init_stage(opt.distill) else 0
     if read_summary(job.run_dir).get('status') == 'finished':
         job.state = 'done'
     elif folder.has_resumable():
@@ -198,23 +179,33 @@ def inspect(job):
     return job
 
 
+def _has_init_stage(distill):
+    from distiller_zoo import METHODS
+    return bool(getattr(METHODS.get(distill), 'has_init_stage', False))
+
+
 def epoch_seconds(jobs, fallback=None):
-    """{(model, method): measured seconds per epoch} from the runs' summaries, plus None: overall."""
+    """Measured seconds per epoch from the runs' summaries: keyed (model, teacher, method), then
+    (model, method), and None: over all runs (else fallback)."""
     measured = {}
     for job in jobs:
         s = read_summary(job.run_dir) if job.run_dir else {}
         if s.get('epochs_done') and s.get('wall_time_s'):
-            measured.setdefault((job.model, job.method), []).append(s['wall_time_s'] / s['epochs_done'])
+            rate = s['wall_time_s'] / (s['epochs_done'] + (job.init_epochs or 0))
+            measured.setdefault((job.model, job.teacher, job.method), []).append(rate)
+            measured.setdefault((job.model, job.method), []).append(rate)
+            measured.setdefault(None, []).append(rate)
     out = {k: statistics.mean(v) for k, v in measured.items()}
-    everything = [x for v in measured.values() for x in v]
-    out[None] = statistics.mean(everything) if everything else fallback
+    out.setdefault(None, fallback)
     return out
 
 
 def remaining_epochs(job):
+    """Epochs the job still trains, its init stage included (counted until its first epoch ends)."""
     if job.state == 'done' or not job.epochs:
         return 0
-    return job.epochs - (read_summary(job.run_dir).get('epochs_done') or 0)
+    done = read_summary(job.run_dir).get('epochs_done') or 0
+    return job.epochs - done + (0 if done else (job.init_epochs or 0))
 
 
 def seconds_left(jobs, per_epoch):
@@ -224,7 +215,8 @@ def seconds_left(jobs, per_epoch):
         left = remaining_epochs(job)
         if not left:
             continue
-        rate = per_epoch.get((job.model, job.method)) or per_epoch.get(None)
+        rate = (per_epoch.get((job.model, job.teacher, job.method)) or per_epoch.get((job.model, job.method))
+                or per_epoch.get(None))
         if rate is None:
             return None
         total += left * rate
@@ -236,8 +228,12 @@ def _hours(seconds):
         else f'{seconds / 3600:.2f} device-hours'
 
 
-def command_line(job, python=None):
-    return ' '.join([python or 'python', job.script()] + job.argv + (['--resume'] if job.state == 'resume' else []))
+def command_line(job):
+    """The command as run_jobs starts it: this interpreter, the script by its path in the repository."""
+    script = os.path.join(ROOT, job.script())
+    if os.path.abspath(os.getcwd()) == ROOT:
+        script = job.script()
+    return shlex.join([sys.executable, script] + job.argv + (['--resume'] if job.state == 'resume' else []))
 
 
 def reproduce(args, out=None, popen=None):
@@ -252,6 +248,12 @@ def reproduce(args, out=None, popen=None):
           f'{len(jobs) - len(todo)} finished, {sum(j.state == "resume" for j in todo)} to resume, '
           f'{sum(j.state == "new" for j in todo)} to start; {_hours(seconds_left(todo, per_epoch))}',
           file=out, flush=True)
+    off = off_recipe(jobs)
+    if off:
+        print(f'note: the flags after -- change the published recipe ({off}): report.py will show these '
+              f'runs as not comparable', file=out, flush=True)
+    for line in other_folders(args, jobs):
+        print(line, file=out, flush=True)
     if args.dry_run:
         for job in jobs:
             note = {'done': '# finished, skipped', 'resume': '# resumes', 'new': ''}[job.state]
@@ -276,6 +278,61 @@ def reproduce(args, out=None, popen=None):
         print(f'{len(failed)} runs failed: ' + '; '.join(f'{j.name} ({why})' for j, why in failed), file=out)
         return 1
     return code
+
+
+def off_recipe(jobs):
+    """The first way the planned runs differ from their rows' recipes (flags after --), or None."""
+    from helper.identity import first_difference
+    from helper.recipe import COMPARED, recipe_options
+    for job in jobs:
+        if job.options and getattr(job, 'row', None):
+            try:
+                why = first_difference(job.options, recipe_options(job.row), COMPARED)
+            except UsageError:
+                continue
+            if why:
+                return why
+    return None
+
+
+def other_folders(args, jobs):
+    """One line each for the runs under SAVE_ROOT that are not this table's (with their first
+    difference), and for folders that are incomplete or not runs at all. Nothing is changed."""
+    from helper.identity import IDENTITY_OPTIONS, first_difference
+    from helper.run_folder import RunFolder
+
+    mine = {os.path.realpath(j.run_dir) for j in jobs if j.run_dir}
+    teachers = {f'{j.teacher}_vanilla' for j in jobs if j.teacher}
+    other, odd = {}, []
+    for sub in ('models', 'student_model'):
+        base = os.path.join(args.save_root, sub)
+        for name in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+            path = os.path.join(base, name)
+            if not os.path.isdir(path) or os.path.realpath(path) in mine or name in teachers:
+                continue
+            try:
+                summary = RunFolder(path).read_summary()
+            except (OSError, ValueError):
+                summary = None
+            saved = summary.get('options') if summary else None
+            if not isinstance(saved, dict):
+                odd.append(os.path.join(sub, name))
+                continue
+            same = [j for j in jobs if j.options and j.model == summary.get('model_s')
+                    and j.teacher == summary.get('model_t')]
+            same.sort(key=lambda j: j.options.get('trial') != saved.get('trial'))
+            why = (first_difference(saved, same[0].options, IDENTITY_OPTIONS + ('trial',)) or 'teacher checkpoint'
+                   if same else 'not a run of this table')
+            other.setdefault(why, []).append(name)
+    lines = []
+    if other:
+        n = sum(len(v) for v in other.values())
+        lines.append(f'other runs under {args.save_root}: {n}, left alone (differ in ' + '; '.join(
+            f'{why}: {len(names)}' for why, names in other.items()) + ')')
+    if odd:
+        lines.append(f'incomplete or foreign folders under {args.save_root}: {len(odd)}, left alone '
+                     f'(no readable summary.json with options): {", ".join(odd)}')
+    return lines
 
 
 def log_path(args, job):

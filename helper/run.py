@@ -12,14 +12,14 @@ import sys
 import torch
 
 import models
-from helper import compile_policy, cotrain, dist
+from helper import compile_policy, cotrain, dist, identity
 from helper.checkpoint import WriteError
 from helper.dry_run import dry_run, no_trained_model
 from helper.errors import UsageError
 from helper.experiment import build_experiment, make_autocast, resolve_speed_flags, trained_model_name
 from helper.loops import NonFiniteLoss, Preempted, validate
 from helper.options import differing_option, finalize, options_dict, run_name
-from helper.run_folder import RunFolder
+from helper.run_folder import RunFolder, summary_or_empty
 from helper.trainer import Trainer, log
 from helper.util import pick_device, set_seed
 
@@ -27,12 +27,41 @@ WRITE_ERROR_EXIT = WriteError.exit_code  # a file of the run could not be writte
 
 
 def run_dir_of(opt, kind):
+    """SAVE_ROOT/{models,student_model}/<readable name>_id-<identity hash>, or the folder of the
+    same name without the hash where an older version made this very run."""
     sub = 'models' if kind == 'teacher' else 'student_model'
-    return os.path.join(opt.save_root, sub, run_name(opt, kind))
+    readable = os.path.join(opt.save_root, sub, run_name(opt, kind))
+    path = identity.folder_name(readable, identity.identity(opt, kind))
+    if not os.path.exists(path) and _older_folder_is(readable, opt):
+        return readable
+    return path
+
+
+def _older_folder_is(path, opt):
+    """Whether the folder an older version named without the hash holds this run: its
+    summary.json records the same options (or, for --resume, it has only a checkpoint)."""
+    if not os.path.isdir(path):
+        return False
+    folder = RunFolder(path)
+    try:
+        summary = folder.read_summary()
+    except (OSError, ValueError):
+        summary = None
+    saved = summary.get('options') if isinstance(summary, dict) else None
+    if not isinstance(saved, dict):
+        return bool(opt.resume) and has_resumable_file(path)  # the resume compares its options
+    keys = [k for k in identity.IDENTITY_OPTIONS if not (k == 'seed' and opt.seed_auto)]
+    return identity.first_difference(saved, options_dict(opt), keys) is None
+
+
+def has_resumable_file(path):
+    return any(name.endswith('_last.pth') or name.endswith('_last.prev.pth') for name in os.listdir(path))
 
 
 def run_folder_of(opt, kind):
-    return RunFolder(run_dir_of(opt, kind), trained_model_name(opt, kind))
+    folder = RunFolder(run_dir_of(opt, kind), trained_model_name(opt, kind))
+    folder.identity = identity.identity(opt, kind)
+    return folder
 
 
 def run(opt, kind):
@@ -61,8 +90,13 @@ def _run(opt, kind, held):
     folder = run_folder_of(opt, kind)
     held.callback(folder.release)
     ckpt = None
+    if opt.extend:  # the folder of the run as made; it goes on to --extend epochs
+        opt = opt.replace(epochs=opt.extend, resume=True)
+        folder.identity = dict(folder.identity, extended_to=opt.extend)
     if not opt.test:
         ckpt = checked_start(opt, folder)  # before anything is written
+        if ckpt is not None and ckpt['epoch'] >= opt.epochs and not ckpt.get('partial'):
+            return finished_summary(folder)  # nothing to do, and nothing in the folder is touched
         if ckpt is not None and opt.seed_auto:  # a resume replays the run's own seed
             opt = opt.replace(seed=ckpt['opt']['seed'])
     set_seed(opt.seed)
@@ -87,9 +121,10 @@ def checked_start(opt, folder):
                 ckpt = resume_checkpoint(opt, folder)
             else:
                 verdict, existing = folder.verdict()
+                how = ('--extend EPOCHS continues it to more epochs' if verdict == 'finished'
+                       else 'add --resume to continue it')
                 if verdict != 'empty':
-                    problem = (f'{folder.path} already holds {existing}; add --resume to continue it, '
-                               f'or choose another --trial')
+                    problem = f'{folder.path} already holds {existing}; {how}, or choose another --trial'
         except UsageError as e:
             problem = str(e)
     problem = dist.broadcast_object(problem)
@@ -98,17 +133,44 @@ def checked_start(opt, folder):
     return dist.broadcast_object(ckpt)
 
 
+def finished_summary(folder):
+    """A --resume of a run that has trained all its epochs: say so, write nothing; its summary."""
+    log(f'{folder.path} is already finished; nothing to resume (--extend EPOCHS continues it to more epochs)')
+    try:
+        summary = folder.read_summary()
+    except (OSError, ValueError):
+        summary = None
+    return summary or {'status': 'finished', 'run_dir': folder.path}
+
+
 def resume_checkpoint(opt, folder):
+    if not folder.has_resumable():
+        near_miss(opt, folder)
     ckpt = folder.load_resume(log)
     saved = ckpt.get('opt', {})
     if opt.seed_auto and 'seed' in saved:
         opt = opt.replace(seed=saved['seed'])
     mine = options_dict(opt)
-    key = differing_option(saved, mine)
+    key = differing_option(saved, mine, ignore=('epochs',) if opt.extend else ())
     if key:
         raise UsageError(f'--resume: the checkpoint was made with --{key} {saved[key]} '
                          f'but this command has {mine[key]}; use the same options or another --trial')
     return ckpt
+
+
+def near_miss(opt, folder):
+    """--resume found no run with these options: a UsageError naming the first option in which a
+    run of the same name (another identity) differs, if there is one."""
+    import glob
+    readable = folder.path.rsplit('_id-', 1)[0]
+    mine = options_dict(opt)
+    for path in sorted(glob.glob(glob.escape(readable) + '_id-*')) + [readable]:
+        saved = summary_or_empty(path).get('options')
+        key = differing_option(saved, mine, ignore=('epochs',) if opt.extend else ()) if saved else None
+        if key:
+            raise UsageError(f'--resume: no run with these options at {folder.path}; {path} was made with '
+                             f'--{key} {saved[key]} but this command has {mine[key]}; use the same options, '
+                             f'or start without --resume')
 
 
 def evaluate_only(opt, folder, exp, device, autocast):

@@ -29,6 +29,7 @@ class RunFolder:
         self.seen = None      # the watched files as validation saw them (claim compares)
         self.damaged = []     # unreadable newer checkpoints that a resume skipped
         self.lock = None
+        self.identity = None  # helper.identity's record of the run, where known
 
     def file(self, name):
         return os.path.join(self.path, name)

@@ -155,6 +155,27 @@ def check_free(folder, what='run'):
         os.close(fd)
 
 
+def shown_status(folder, status):
+    """The status to show for a run whose summary.json says `status` (reads only): a 'running' run
+    that no live process holds was stopped (kill -9, a lost node)."""
+    if status != 'running':
+        return status
+    try:
+        check_free(folder)
+    except FolderBusy:
+        return status
+    try:
+        fd = os.open(os.path.join(folder, LOCK_NAME), os.O_RDONLY)
+    except OSError:  # no lock: an older version's run, or copied here; nothing to tell
+        return status
+    try:
+        info = _read(fd) or {}
+    finally:
+        os.close(fd)
+    beat = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(float(info.get('heartbeat', 0))))
+    return f"stopped (stale lock: pid {info.get('pid')}, last heartbeat {beat}); rerun with --resume"
+
+
 class RunLock:
     """The lock on one folder, held from acquire() to release()."""
 

@@ -14,7 +14,7 @@ from helper.errors import UsageError
 from helper.experiment import compile_modules, compile_teacher, make_autocast, make_optimizer
 from helper.loops import (EpochState, NonFiniteLoss, Preempted, StudentWithLoss, forward_backward, teacher_forward,
                           to_device, validate)
-from helper.options import options_dict, run_name
+from helper.options import options_dict
 from helper.progress import Progress
 from helper.run_folder import log_columns
 from helper.step_graph import make_step_graph
@@ -155,6 +155,7 @@ class Trainer:
                 'extra_params': self.method.core.extra_parameters(), 'epochs': opt.epochs,
                 'epochs_done': epochs_done, 'wall_time_s': round(self.wall_time(), 2),
                 'run_dir': self.folder.path, 'options': options_dict(opt), 'requested_options': opt.requested,
+                'identity': self.folder.identity,
                 # log.csv's loss_* columns are unweighted: what each term counts in the total
                 'term_weights': {t: float(w) for t, w in self.method.weights.items()}}
 
@@ -324,7 +325,8 @@ class Trainer:
         return result
 
     def result_line(self, result):
-        return f'{run_name(self.opt, self.kind)}\tbest {self.best_acc:.2f}\tlast {result["last_acc"]:.2f}'
+        # the folder's name: with its identity suffix it tells apart runs that share a readable name
+        return f'{os.path.basename(self.folder.path)}\tbest {self.best_acc:.2f}\tlast {result["last_acc"]:.2f}'
 
     def run_init_stage(self):
         core = self.method.core

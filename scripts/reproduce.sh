@@ -5,6 +5,7 @@
 # Tables are the `table` column of scripts/published_results.csv. Rerun the same command to
 # resume after an interruption. The logic lives in helper/reproduce.py.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-source scripts/venv.sh
-exec "$PY" -m helper.reproduce "$@"
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+source "$repo/scripts/venv.sh"
+# Paths stay relative to where the user runs it, as for fetch_pretrained_teachers.sh.
+PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" exec "$PY" -m helper.reproduce "$@"

@@ -96,9 +96,11 @@ def check_demo_outputs(save, out):
     assert summary['status'] == 'finished' and summary['best_acc'] == pytest.approx(teacher_acc, abs=0.01)
     assert summary['best_acc'] >= 90.0
 
-    # scratch and KD: three seeds each, the cell is their mean ± sample std
+    # scratch, KD and CRD+MC: three seeds each, the cell is their mean ± sample std
     for row, pattern in (('student from scratch', save / 'models' / 'myresnet14_*' / 'summary.json'),
-                         ('student distilled (KD)', save / 'student_model' / '*_kd_*' / 'summary.json')):
+                         ('student distilled (KD)', save / 'student_model' / '*_kd_*' / 'summary.json'),
+                         ('student distilled (CRD+MC)', save / 'student_model' / '*-2-2-2_*_crd_mc-*' /
+                          'summary.json')):
         found = [read_json(p) for p in glob.glob(str(pattern))]
         accs = [s['best_acc'] for s in found]
         assert sorted(s['options']['seed'] for s in found) == [0, 1, 2]
@@ -106,14 +108,25 @@ def check_demo_outputs(save, out):
                                  pytest.approx(statistics.stdev(accs), abs=0.006), 3)
     kd = [read_json(p) for p in glob.glob(str(save / 'student_model' / '*_kd_*' / 'summary.json'))]
     assert all((s['options']['gamma'], s['options']['alpha']) == (0.1, 0.9) for s in kd)
-    verdict = re.search(r'^KD vs scratch: ([+-]\d+\.\d\d) points, (within|beyond) seed noise', out, re.M)
-    assert verdict, out[-2000:]
-    delta = float(verdict.group(1))
-    assert delta == pytest.approx(rows['student distilled (KD)'][1] - rows['student from scratch'][1], abs=0.02)
+    # the students learn from 10 labelled digits per class, the teacher from all of them
+    students = [read_json(p) for p in glob.glob(str(save / '*' / '*myresnet14*' / 'summary.json'))]
+    assert students and all(s['options']['train_per_class'] == 10 for s in students)
+    assert read_json(only(str(save / 'models' / f'{teacher_model}_*' / 'summary.json')))['options'][
+        'train_per_class'] is None
+    assert 'every student sees only 10 labelled digits per class (100 images)' in out
+    helps = []
+    for name, row in (('KD', 'student distilled (KD)'), ('CRD+MC', 'student distilled (CRD+MC)')):
+        verdict = re.search(rf'^{re.escape(name)} vs scratch: ([+-]\d+\.\d\d) points, (within|beyond) seed '
+                            rf'noise \(±(\d+\.\d\d)\): .*10 labelled digits per class', out, re.M)
+        assert verdict, out[-2000:]
+        delta = float(verdict.group(1))
+        assert delta == pytest.approx(rows[row][1] - rows['student from scratch'][1], abs=0.02)
+        helps.append(verdict.group(2) == 'beyond' and delta > 0)
+    assert any(helps), out[-2000:]  # what distillation is for: a distilled student ahead beyond noise
 
-    distilled = read_json(only(str(save / 'student_model' / '*-2-2-2_*_crd_mc-*' / 'summary.json')))
-    assert (distilled['distill'], distilled['mc']) == ('crd', 1)
-    assert distilled['best_acc'] == pytest.approx(rows['student distilled (CRD+MC)'][1], abs=0.01)
+    crd = [read_json(p) for p in glob.glob(str(save / 'student_model' / '*-2-2-2_*_crd_mc-*' / 'summary.json'))]
+    assert all((s['distill'], s['mc']) == ('crd', 1) for s in crd)
+    distilled, = [s for s in crd if s['options']['seed'] == 0]
     search_dir = only(str(save / 'search' / 'BCS_*'))
     search = read_json(os.path.join(search_dir, 'search.json'))
     assert search['status'] == 'finished' and len(search['candidates']) >= 2
@@ -131,8 +144,8 @@ def check_demo_outputs(save, out):
     with open(save / 'results.md') as f:
         assert set(ROWS) <= set(table_rows(f.read()))
     run_dirs = [os.path.dirname(p) for p in glob.glob(str(save / '*' / '*' / 'summary.json'))]
-    # teacher, 3 scratch, 3 KD; the CRD+MC student is the search's candidate 1
-    assert len(run_dirs) == 7 + len(search['candidates'])
+    # teacher, 3 scratch, 3 KD, CRD+MC seeds 1 and 2; CRD+MC seed 0 is the search's candidate 1
+    assert len(run_dirs) == 9 + len(search['candidates'])
     for folder in run_dirs:
         assert_image(os.path.join(folder, 'curves.png'))
     assert_image(os.path.join(search_dir, 'search.png'))

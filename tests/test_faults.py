@@ -139,7 +139,8 @@ def test_lock_of_another_host_counts_until_its_heartbeat_is_old(tmp_path, data, 
     with open(os.path.join(run_dir, runlock.LOCK_NAME), 'w') as f:  # no flock: a process elsewhere
         json.dump({'pid': 1, 'host': 'node-elsewhere', 'started': now - 3600,
                    'heartbeat': now - heartbeat_age}, f)
-    code, out, err = call('teacher', args + ['--resume'], capsys)
+    # --extend: the finished run goes on (a plain --resume of a finished run writes nothing)
+    code, out, err = call('teacher', args + ['--extend', '2'], capsys)
     if taken_over:
         assert code == 0, err
         assert 'taking over the stale lock of pid 1 on node-elsewhere' in out

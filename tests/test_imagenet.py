@@ -401,6 +401,9 @@ def test_loader_benchmark_runs_on_generated_jpegs(tmp_path, monkeypatch):
         def __getattr__(self, name):
             return getattr(self.loader, name)
 
+        def __len__(self):
+            return len(self.loader)
+
         def __iter__(self):
             n, kinds = 0, set()
             for batch in self.loader:

@@ -254,7 +254,7 @@ def test_logit_stand_trains_with_mc(data, teacher, tmp_path, distill):
     summary = train_student(parse_student(argv))
     opt = summary['options']
     assert summary['status'] == 'finished' and opt['logit_stand'] is True and summary['mc'] == 1
-    assert opt['kd_T'] == 2 and summary['run_dir'].endswith('-ls_mc-0.001_r-' + (
+    assert opt['kd_T'] == 2 and summary['run_dir'].rsplit('_id-', 1)[0].endswith('-ls_mc-0.001_r-' + (
         '0.1_a-9_b-0_1' if distill == 'kd' else '1_a-0_b-9_1'))
     row = load_weights_only(os.path.join(summary['run_dir'], 'myresnet8_last.pth'))['history'][0]
     r, a, b = opt['gamma'], opt['alpha'], opt['beta']

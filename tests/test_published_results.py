@@ -1,5 +1,6 @@
 """scripts/published_results.csv and `report.py --compare`: our runs beside the published numbers."""
 import csv
+import json
 import os
 import statistics
 
@@ -61,9 +62,16 @@ def test_spot_values_from_the_readme(published):
 
 
 def test_verdict_threshold():
-    assert report.verdict([73.5], 73.33)[4] == 'within noise'      # 0.17 <= 0.3
-    assert report.verdict([73.7], 73.33)[4] == 'above'
-    assert report.verdict([72.9], 73.33)[4] == 'below'
+    assert report.verdict([73.5, 73.5], 73.33)[4] == 'within noise'      # 0.17 <= 0.3
+    assert report.verdict([73.7, 73.7], 73.33)[4] == 'above'
+    assert report.verdict([72.9, 72.9], 73.33)[4] == 'below'
+    # one run has no spread: no verdict, unless the published row carries its own
+    assert report.verdict([72.9], 73.33)[4] == 'one run'
+    assert report.verdict([72.9], 73.33, 0.25)[4] == 'within noise'      # 0.43 <= 2 * 0.25
+    assert report.verdict([72.9], 73.33, 0.19)[4] == 'below'             # 0.43 > 2 * 0.19
+    # the band combines our standard error (1.0 here) with the published std
+    assert report.verdict([72.0, 74.0], 75.8, 1.0)[4] == 'within noise'  # 2.8 <= 2 * sqrt(1 + 1)
+    assert report.verdict([72.0, 74.0], 75.8, 0.8)[4] == 'below'         # 2.8 > 2 * sqrt(1 + 0.64)
     # a wide spread widens the band: std 1.414, n 2, band 2.0 >= |delta| 1.4
     mean, std, n, delta, word = report.verdict([72.0, 74.0], 74.4)
     assert (mean, n, word) == (73.0, 2, 'within noise') and std == pytest.approx(2 ** 0.5)
@@ -78,18 +86,36 @@ def comparison_rows(text):
     return {(r[1], r[2]): r for r in rows[1:]}
 
 
+# The published commands (RepDistiller's scripts/run_cifar_distill.sh and train_teacher.py defaults:
+# 240 epochs, lr 0.05 decayed at 150,180,210, batch 64; mdistiller's DKD for resnet32x4 -> resnet8x4).
+KD_CMD = '--model_t resnet32x4 --model_s resnet8x4 --distill kd -r 0.1 -a 0.9 -b 0'
+DKD_CMD = '--model_t resnet32x4 --model_s resnet8x4 --distill dkd --dkd_beta 8'
+SCRATCH_CMD = '--model resnet8x4'
+
+
+def recorded_options(command, seed=0):
+    """The options a run made with this command records in its summary.json."""
+    from helper.options import finalize, options_dict, student_parser, teacher_parser
+    kind = 'teacher' if command.startswith('--model ') else 'student'
+    parser = teacher_parser() if kind == 'teacher' else student_parser()
+    argv = command.split() + ['--seed', str(seed)] + ([] if kind == 'teacher' else ['--path_t', 't.pth'])
+    return options_dict(finalize(parser.parse_args(argv), kind))
+
+
 def test_compare_uses_each_published_protocol(tmp_path):
     root = str(tmp_path / 'save')
     common = dict(model_t='resnet32x4', model_s='resnet8x4', teacher_acc=79.42)
     kd = [(73.1, 73.9), (73.5, 74.2)]                  # (last, best): last within 0.3 of 73.33
     for i, (last, best) in enumerate(kd):
         write_run(root, 'student_model', f'kd_{i}', distill='kd', trial=str(i), last_acc=last, best_acc=best,
-                  options={'alpha': 0.9, 'beta': 0}, **common)
+                  options=recorded_options(KD_CMD, i), **common)
     for i, (last, best) in enumerate([(74.0, 75.2), (74.3, 75.4)]):   # best vs DKD's 76.32: below
         write_run(root, 'student_model', f'dkd_{i}', distill='dkd', trial=str(i), last_acc=last,
-                  best_acc=best, options={'alpha': 0, 'beta': 8}, **common)
-    write_run(root, 'models', 'scratch_0', kind='teacher', model_s='resnet8x4', model_t=None, distill=None,
-              teacher_acc=None, last_acc=73.4, best_acc=73.6)
+                  best_acc=best, options=recorded_options(DKD_CMD, i), **common)
+    for i, last in enumerate([73.3, 73.5]):
+        write_run(root, 'models', f'scratch_{i}', kind='teacher', model_s='resnet8x4', model_t=None,
+                  distill=None, teacher_acc=None, last_acc=last, best_acc=73.6,
+                  options=recorded_options(SCRATCH_CMD, i))
     md, csv_path, text = report.report([root], compare_with='published')
     rows = comparison_rows(text)
     kd_row = rows[('resnet32x4 → resnet8x4', 'kd')]
@@ -98,7 +124,7 @@ def test_compare_uses_each_published_protocol(tmp_path):
     assert kd_row[7] == f'{statistics.mean([73.1, 73.5]) - 73.33:+.2f}'
     dkd_row = rows[('resnet32x4 → resnet8x4', 'dkd')]
     assert dkd_row[3] == 'best' and dkd_row[6] == '76.32' and dkd_row[8] == 'below'
-    assert rows[('resnet32x4 → resnet8x4', 'scratch')][8] == 'above'      # 73.4 vs 72.50
+    assert rows[('resnet32x4 → resnet8x4', 'scratch')][8] == 'above'      # 73.4 ± 0.14 vs 72.50
     assert rows[('resnet32x4 → resnet8x4', 'teacher')][8] == 'within noise'
     with open(csv_path, newline='') as f:
         by_run = {os.path.basename(r['run']): r for r in csv.DictReader(f)}
@@ -126,3 +152,69 @@ def test_compare_with_own_csv_and_bad_file(tmp_path, capsys):
     assert '| tiny | resnet8 → resnet8 | kd | last | 50.00 (1) |' in capsys.readouterr().out
     assert report.main([root, '--compare', str(tmp_path / 'missing.csv')]) == 2
     assert 'cannot read published results' in capsys.readouterr().err
+
+
+def test_a_run_off_the_recipe_gets_no_verdict(tmp_path):
+    """A 1-epoch run of the table's KD command and a KD run with other weights are shown with their
+    first difference and no verdict, in results.md and results.csv alike."""
+    root = str(tmp_path / 'save')
+    common = dict(model_t='resnet32x4', model_s='resnet8x4', teacher_acc=79.42, distill='kd')
+    write_run(root, 'student_model', 'smoke', last_acc=20.0, options=recorded_options(KD_CMD + ' --epochs 1'),
+              **common)
+    write_run(root, 'student_model', 'weights', last_acc=73.0,
+              options=recorded_options('--model_t resnet32x4 --model_s resnet8x4 --distill kd -r 1 -a 1 -b 0 '
+                                       '--kd_T 1'), **common)
+    write_run(root, 'student_model', 'old', last_acc=73.0, options={'alpha': 0.9, 'beta': 0}, **common)
+    _, csv_path, text = report.report([root], compare_with='published')
+    lines = [l for l in text.splitlines() if l.startswith('| repdistiller_same | resnet32x4 → resnet8x4 | kd |')]
+    verdicts = sorted(l.split('|')[9].strip() for l in lines)
+    assert verdicts == ['not comparable: epochs 1 ≠ 240', 'not comparable: gamma 1.0 ≠ 0.1',
+                        'not comparable: gamma not recorded']
+    assert all(l.split('|')[8].strip() == '' for l in lines)  # no Δ either
+    assert '0 within noise, 0 above, 0 below, 0 one run; 3 not comparable.' in text
+    assert 'teacher |' not in text  # no pair has a comparable run: no teacher row
+    with open(csv_path, newline='') as f:
+        by_run = {os.path.basename(r['run']): r['verdict'] for r in csv.DictReader(f)}
+    assert by_run['smoke'] == 'not comparable: epochs 1 ≠ 240'
+
+
+def test_teacher_rows_once_per_teacher_and_only_where_a_pair_has_comparable_runs(tmp_path):
+    root = str(tmp_path / 'save')
+    for student in ('resnet8x4', 'ShuffleV1', 'ShuffleV2'):  # one resnet32x4 checkpoint, three pairs
+        write_run(root, 'student_model', f'kd_{student}', distill='kd', model_t='resnet32x4', model_s=student,
+                  teacher_acc=79.42, last_acc=70.0,
+                  options=recorded_options(f'--model_t resnet32x4 --model_s {student} --distill kd '
+                                           '-r 0.1 -a 0.9 -b 0'))
+    write_run(root, 'student_model', 'kd_smoke', distill='kd', model_t='resnet110', model_s='resnet20',
+              teacher_acc=74.31, last_acc=20.0,
+              options=recorded_options('--model_t resnet110 --model_s resnet20 --distill kd -r 0.1 -a 0.9 -b 0 '
+                                       '--epochs 1'))
+    _, _, text = report.report([root], compare_with='published')
+    teacher_rows = [l for l in text.splitlines() if l.startswith('| ') and '| teacher |' in l]
+    assert len(teacher_rows) == 1 and 'resnet32x4 →' in teacher_rows[0], teacher_rows
+    kd_rows = [l for l in text.splitlines() if '| kd |' in l and 'resnet32x4 →' in l]
+    assert len(kd_rows) == 3 and all('| one run |' in l for l in kd_rows)   # n = 1, no published std
+    assert '1 within noise, 0 above, 0 below, 3 one run; 1 not comparable.' in text
+    assert report.NOISE_RULE in text
+
+
+def test_foreign_old_and_half_written_folders_never_stop_the_comparison(tmp_path):
+    root = tmp_path / 'save'
+    write_run(str(root), 'student_model', 'kd_0', distill='kd', model_t='resnet32x4', model_s='resnet8x4',
+              options=recorded_options(KD_CMD))
+    half = root / 'student_model' / 'half'
+    half.mkdir(parents=True)
+    (half / 'summary.json').write_text('{"status": "finished", "model_s": "resn')
+    (root / 'student_model' / 'notes').mkdir()
+    (root / 'student_model' / 'notes' / 'x.pth').write_bytes(b'not a checkpoint')
+    old = root / 'models' / 'old'
+    old.mkdir(parents=True)
+    (old / 'summary.json').write_text(json.dumps({'status': 'finished', 'model_s': 'resnet8x4', 'dataset': 'cifar100',
+                                                  'best_acc': 1.0, 'last_acc': 1.0}))
+    before = {p: p.read_bytes() for p in root.rglob('*') if p.is_file()}
+    assert report.main([str(root), '--compare', 'published']) == 0
+    assert all(p.read_bytes() == b for p, b in before.items())
+    with open(root / 'results.md') as f:
+        text = f.read()
+    assert 'not comparable: options not recorded' in text   # the older version's run
+    assert 'summary.json unreadable' in text and 'checkpoints only' in text

@@ -273,3 +273,36 @@ def test_disk_full_for_a_report_file_is_exit_4_with_one_line_and_the_previous_fi
     after = {name: open(os.path.join(root, name), 'rb').read() for name in os.listdir(root)
              if os.path.isfile(os.path.join(root, name))}
     assert after == before
+
+
+def test_a_killed_run_shows_as_stopped_with_its_stale_lock(tmp_path):
+    """kill -9 leaves summary.json at 'running' and run.lock naming a dead pid: results.md and the
+    plot title say it stopped and how to continue; a run whose holder lives stays 'running'."""
+    import subprocess
+    import sys
+    import time
+    from helper import plots
+    from helper.runlock import RunLock
+    root = str(tmp_path / 'save')
+    killed = write_run(root, 'student_model', 'killed', status='running', epochs_done=1)
+    dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+    dead.wait()
+    beat = time.time() - 100
+    with open(os.path.join(killed, 'run.lock'), 'w') as f:
+        json.dump({'pid': dead.pid, 'host': __import__('socket').gethostname(), 'started': beat,
+                   'heartbeat': beat}, f)
+    alive = write_run(root, 'student_model', 'alive', status='running', epochs_done=1)
+    lock = RunLock(alive, log=lambda *_: None)
+    lock.acquire()
+    try:
+        _, _, text = report.report([root], plot=True)
+        title = plots._run_title(killed)
+        assert plots._run_title(alive).endswith(', running')
+    finally:
+        lock.release()
+    when = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(beat))
+    stopped = f'stopped (stale lock: pid {dead.pid}, last heartbeat {when}); rerun with --resume'
+    rows = {r[0]: r for r in parse_table(text, '## Incomplete runs')}
+    assert rows[os.path.join(root, 'student_model', 'killed')][1] == stopped
+    assert rows[os.path.join(root, 'student_model', 'alive')][1] == 'running'
+    assert title.endswith(stopped)

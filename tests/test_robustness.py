@@ -233,7 +233,7 @@ def test_resume_with_a_damaged_checkpoint(capsys, tmp_path, data, teacher):
 def test_finished_run_is_never_overwritten(capsys, tmp_path, finished):
     save_root, argv = finished
     line = assert_one_line_error(*refused(capsys, tmp_path, argv, watch=save_root), 'already holds a finished run')
-    assert 'add --resume' in line and 'another --trial' in line
+    assert '--extend EPOCHS continues it' in line and 'another --trial' in line and '--resume' not in line
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ import functools
 import glob
 import json
 import os
+import re
 import sys
 
 import pytest
@@ -216,7 +217,7 @@ def test_gpus_path_candidate_command_lines_parse_to_the_same_runs(data, deep_tea
         result = json.load(f)
     assert result['winner']['block_depth'] == [2, 6, 1] and result['winner']['best_acc'] == 60.0
     assert [c['device_hours'] for c in result['candidates']] == pytest.approx([0.01] * 3)
-    assert all(c['run_dir'].endswith('_7') for c in result['candidates'])
+    assert all(re.search(r'_7_id-[0-9a-f]{8}$', c['run_dir']) for c in result['candidates'])
     assert '[BCS candidate 3 of ~3] phase 2: block_depth 6,5,1' in capsys.readouterr().out
 
 

@@ -189,7 +189,7 @@ def test_kdsvd_survives_dead_channels(tmp_path, teacher, monkeypatch):
     assert summary['status'] == 'finished' and summary['epochs_done'] == 1
     # dead channels (all zero after the ReLU) make a zero singular value: the case this test is about
     assert smallest and min(smallest) < 1e-6
-    rows = read_log(summary['run_dir'])
+    rows = read_log(summary['run_dir'], published_terms('kdsvd'))
     assert len(rows) == 1
     for name in LOG_HEADER[1:]:
         assert math.isfinite(rows[0][name]), name
