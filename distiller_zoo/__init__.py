@@ -16,7 +16,9 @@ from distiller_zoo.kdsvd import KDSVD, KDSVDMethod
 from distiller_zoo.logit_stand import standardize
 from distiller_zoo.mc import MilestoneChecking, WithMilestones, check_mc_shapes, mc_stage_count, mc_weights
 from distiller_zoo.nst import NSTLoss, NSTMethod
+from distiller_zoo.ofd import OFDMethod
 from distiller_zoo.pkt import PKT, PKTMethod
+from distiller_zoo.reviewkd import ReviewKDMethod
 from distiller_zoo.rkd import RKDLoss, RKDMethod
 from distiller_zoo.similarity import Similarity, SPMethod
 from distiller_zoo.vid import VIDLoss, VIDMethod
@@ -26,7 +28,7 @@ from helper.errors import unknown_name
 # published RepDistiller name)
 METHODS = {cls.name: cls for cls in (KDMethod, FitNetMethod, ATMethod, SPMethod, CCMethod, VIDMethod, CRDMethod,
                                      KDSVDMethod, FSPMethod, RKDMethod, PKTMethod, ABMethod, FTMethod, NSTMethod,
-                                     DKDMethod, DISTMethod)}
+                                     DKDMethod, DISTMethod, ReviewKDMethod, OFDMethod)}
 
 
 def build_distiller(name, opt, s_shapes, t_shapes, n_data):

@@ -7,7 +7,7 @@ import torch
 import models
 from dataset import get_loaders
 from distiller_zoo import METHODS, build_distiller
-from distiller_zoo.base import Method, Vanilla, feature_shapes
+from distiller_zoo.base import Method, Vanilla, feature_shapes, wants_teacher_preact
 from distiller_zoo.mc import (MilestoneChecking, WithMilestones, check_mc_shapes, mc_stage_count, mc_weights,
                               stage_weight_flags)
 from helper import dist
@@ -101,10 +101,11 @@ def build_method(opt, kind, student, teacher, info):
     if kind == 'teacher':
         return Vanilla()
     size = info.get('image_size', 32)
-    preact = METHODS[opt.distill].preact
-    s_shapes = feature_shapes(student, preact, size)
-    t_shapes = feature_shapes(teacher, preact, size)
+    cls = METHODS[opt.distill]
+    s_shapes = feature_shapes(student, cls.preact, size)
+    t_shapes = feature_shapes(teacher, wants_teacher_preact(cls), size)
     method = build_distiller(opt.distill, opt, s_shapes, t_shapes, info['n_data'])
+    method.bind_teacher(teacher)
     if not opt.mc:
         return method
     n_stages = mc_stage_count(opt.model_s)

@@ -317,7 +317,7 @@ class Trainer:
         # the step gets the epoch as a tensor: a compiled step sees a new value, not a new constant
         epoch_t = torch.tensor(float(epoch), device=self.device)
         # batches on the device, the resume skip done, and the teacher's outputs (--teacher_batch)
-        for it, batch, teacher_out in teacher_stream(self, epoch, skip, self.module.preact):
+        for it, batch, teacher_out in teacher_stream(self, epoch, skip, self.module.teacher_preact):
             logit, terms = self.step(batch, teacher_out, epoch, state, it, epoch_t)
             state.update(terms, logit, batch['target'], it)
             state.step = it + 1
