@@ -12,6 +12,7 @@ from distiller_zoo.mc import (MilestoneChecking, WithMilestones, check_mc_shapes
                               stage_weight_flags)
 from helper import dist
 from helper.cpu_bf16 import cpu_bf16_native
+from helper.dot import DOT
 from helper.errors import UsageError
 from models import pretrained
 
@@ -55,6 +56,9 @@ def make_autocast(device, dtype):
 
 
 def make_optimizer(params, opt, device):
+    if getattr(opt, 'optimizer', 'sgd') == 'dot':
+        return DOT(params, lr=opt.learning_rate, momentum=opt.momentum, delta=opt.dot_delta,
+                   weight_decay=opt.weight_decay)
     # one fused kernel instead of one per tensor, with --compile on CUDA
     fused = bool(opt.compile) and device.type == 'cuda'
     return torch.optim.SGD(params, lr=opt.learning_rate, momentum=opt.momentum,

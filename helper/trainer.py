@@ -7,6 +7,7 @@ import torch
 
 from dataset import loader_set_epoch
 from helper import cotrain, dist
+from helper.dot import DOT, check_dot_speed_flags, dot_forward_backward
 from helper.errors import UsageError
 from helper.experiment import compile_modules, compile_teacher, make_autocast, make_optimizer
 from helper.loops import (EpochState, NonFiniteLoss, Preempted, StudentWithLoss, forward_backward, teacher_forward,
@@ -82,6 +83,9 @@ class Trainer:
         params = list(self.student.parameters()) + list(self.method.core.trainable.parameters())
         self.optimizer = make_optimizer(params, opt, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+        self.dot = isinstance(self.optimizer, DOT)
+        if self.dot:
+            check_dot_speed_flags(opt, self.scaler)
         self.history, self.best_acc, self.best_epoch, self.start_epoch = [], 0.0, 0, 1
         self.init_done, self.init_epochs_done, self.partial = False, 0, None
         self.teacher_acc, self.wall_before, self.started = None, 0.0, time.time()
@@ -97,7 +101,7 @@ class Trainer:
         self.tb, self.stop_requested = None, lambda sync_point=True: False
 
     def _compile(self):
-        graphs = self.step_graph is None
+        graphs = self.step_graph is None and not self.dot  # DOT: two backward passes per forward
         try:
             compile_modules(self.device, self.train_module, graphs=graphs)
             compile_teacher(self.device, self.teacher, graphs=graphs)
@@ -345,6 +349,9 @@ class Trainer:
         try:
             if self.step_graph is not None:  # --step_graph: the optimizer step is in the graph
                 return self.step_graph.step(batch, teacher_out, epoch_arg)
+            if self.dot:  # the plain module under DDP too: it averages the gradients itself
+                module = getattr(self.train_module, 'module', self.train_module)
+                return dot_forward_backward(module, batch, teacher_out, epoch_arg, self.autocast, self.optimizer)
             logit, terms = forward_backward(self.train_module, batch, teacher_out, epoch_arg, self.autocast,
                                             self.optimizer, self.scaler)
         except RuntimeError as err:
