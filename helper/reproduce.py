@@ -46,6 +46,9 @@ RECIPES = {
     'dist': ['--distill', 'dist'],
     'kd+ls': ['--distill', 'kd', '--logit_stand'],
     'dkd+ls': ['--distill', 'dkd', '--logit_stand'],
+    'reviewkd': ['--distill', 'reviewkd'],
+    'ofd': ['--distill', 'ofd'],
+    'kd+dot': ['--distill', 'kd', '-r', '0.1', '-a', '0.9', '-b', '0', '--optimizer', 'dot', '--dot_delta', '0.075'],
 }
 
 
@@ -107,7 +110,7 @@ def table_rows(path, table, pairs):
 
 
 # Methods whose authors set weights per pair: their lines in scripts/train.sh are the one record.
-PER_PAIR_RECIPES = {'dkd': 'dkd', 'kd+ls': 'kd_ls', 'dkd+ls': 'dkd_ls'}
+PER_PAIR_RECIPES = {'dkd': 'dkd', 'kd+ls': 'kd_ls', 'dkd+ls': 'dkd_ls', 'reviewkd': 'reviewkd'}
 TRAIN_SH = os.path.join(ROOT, 'scripts', 'train.sh')
 
 

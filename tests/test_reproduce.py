@@ -215,3 +215,26 @@ def test_tiny_table_on_slurm_driver_killed_then_reattached(tmp_path, data, teach
     assert sorted((s['kind'], s['status'], s['epochs_done']) for s in summaries) == \
         [('student', 'finished', 3)] * 2 + [('teacher', 'finished', 3)] * 2
     assert sum(line.startswith('| tiny |') for line in out.splitlines()) == 3  # teacher, scratch, kd
+
+
+def test_mdistiller_tables_plan_reviewkd_ofd_and_kd_dot(capsys, tmp_path):
+    from distiller_zoo.reviewkd import PAIR_WEIGHTS
+    from helper.reproduce import pair_recipe
+    lines = dry_run(['dot', 'resnet32x4:ShuffleV2', '--seeds', '1', '--save_root', str(tmp_path)], capsys)
+    commands = [l for l in lines if l.startswith('python train_student.py')]
+    assert any('--distill kd -r 0.1 -a 0.9 -b 0 --optimizer dot --dot_delta 0.075' in c for c in commands)
+    assert any('--distill kd -r 0.1 -a 0.9 -b 0 ' in c and '--optimizer' not in c for c in commands)
+    lines = dry_run(['reviewkd_ofd_same', 'resnet56:resnet20', '--seeds', '1', '--save_root', str(tmp_path)], capsys)
+    assert any('--distill reviewkd -b 0.6' in l for l in lines) and any('--distill ofd' in l for l in lines)
+    # the train.sh lines carry the authors' per-pair weights, which are also the --distill defaults
+    for (t, s), weight in PAIR_WEIGHTS.items():
+        flags = pair_recipe('reviewkd', t, s)
+        assert float(flags[flags.index('-b') + 1]) == weight, (t, s)
+    assert pair_recipe('reviewkd', 'wrn_40_2', 'wrn_16_2')[-2:] == ['-b', '5']
+
+
+def test_dot_runs_compare_as_their_own_row():
+    import report
+    run = {'row': 'kd', 'options': {'optimizer': 'dot'}}
+    assert report.comparison_label(run) == 'kd+dot'
+    assert report.comparison_label({'row': 'kd', 'options': {'optimizer': 'sgd'}}) == 'kd'
