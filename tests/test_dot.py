@@ -145,3 +145,23 @@ def test_dot_run_keeps_both_momenta_and_differs_from_sgd(data, teacher, tmp_path
     assert runs['dot']['optimizer']['param_groups'][0]['momentum_task'] == pytest.approx(0.825)
     assert not any('momentum_kd_buffer' in s for s in runs['sgd']['optimizer']['state'].values())
     assert not all(torch.equal(runs['sgd']['model'][k], v) for k, v in runs['dot']['model'].items())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('distill, extra', [('kd', ('--optimizer', 'dot')), ('reviewkd', ()), ('ofd', ())])
+def test_fast_path_runs_dot_reviewkd_and_ofd(data, teacher, tmp_path, capsys, distill, extra):
+    """--fast (compile, device-side data, channels-last) trains them; DOT compiles without CUDA graphs
+    (two backward passes per forward) and refuses --step_graph in one line."""
+    from helper.options import student_parser
+    from helper.run import main
+    from helpers_data import parse_student, student_args
+    from train_student import train_student
+    summary = train_student(parse_student(student_args(data, str(tmp_path), teacher, distill, 'resnet8', '--fast',
+                                                       *extra)))
+    assert summary['status'] == 'finished' and summary['options']['compile'] is True
+    assert 0 <= summary['last_acc'] <= 100
+    if extra:
+        argv = student_args(data, str(tmp_path / 'g'), teacher, distill, 'resnet8', '--step_graph', *extra)
+        assert main('student', student_parser(), argv) == 2
+        assert '--optimizer dot takes two backward passes per step, which --step_graph cannot capture' in \
+            capsys.readouterr().err
