@@ -61,7 +61,7 @@ class OFDMethod(Distiller):
             connector(tuple(s)[1], c) for s, c in zip(s_stages[-self.n:], self.t_channels))
         for i, c in enumerate(self.t_channels):
             self.register_buffer(f'margin{i}', torch.zeros(c))
-        self.model_t = opt.model_t
+        self.model_t = getattr(opt, 'model_t', None) or 'this teacher'
 
     def bind_teacher(self, teacher):
         find = getattr(teacher, 'get_bn_before_relu', None)
