@@ -101,9 +101,9 @@ class Trainer:
         self.tb, self.stop_requested = None, lambda sync_point=True: False
 
     def _compile(self):
-        graphs = self.step_graph is None and not self.dot  # DOT: two backward passes per forward
-        try:
-            compile_modules(self.device, self.train_module, graphs=graphs)
+        graphs = self.step_graph is None
+        try:  # DOT: no CUDA graphs for the step, which takes two backward passes per forward
+            compile_modules(self.device, self.train_module, graphs=graphs and not self.dot)
             compile_teacher(self.device, self.teacher, graphs=graphs)
         except Exception as e:  # platforms without a compiler toolchain
             log(f'--compile unavailable here ({type(e).__name__}: {e}); running eager')

@@ -133,3 +133,37 @@ def test_ofd_teacher_without_bn_is_one_line_error():
     with pytest.raises(UsageError, match=r"^ofd needs the teacher's BN before each stage's last ReLU; "
                                          r"densenet40 has none$"):
         method.bind_teacher(nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize('name', ['resnet8', 'wrn_16_1', 'ResNet18', 'ResNet18_full', 'vgg8', 'MobileNetV2',
+                                  'ShuffleV1', 'densenet40', 'resnext29'])
+def test_every_family_exposes_the_bn_before_each_stage_relu(name):
+    """OFD binds to a teacher of every CIFAR family: one BN per stage, with the stage's channels;
+    its margins are negative (the mean of the negative part of each channel's pre-ReLU output)."""
+    import models
+    from distiller_zoo.base import feature_shapes
+    torch.manual_seed(0)
+    teacher = models.build_model(name).eval()
+    with torch.no_grad():
+        for bn in teacher.get_bn_before_relu():
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-1, 1)
+    shapes = feature_shapes(teacher, preact=True)
+    method = OFDMethod(make_opt(name, name), shapes, shapes, 0)
+    method.bind_teacher(teacher)
+    assert len(teacher.get_bn_before_relu()) == len(shapes) - 2
+    assert [m.numel() for m in method.margins()] == [tuple(s)[1] for s in shapes[1:-1]]
+    assert all(bool((m < 0).all()) for m in method.margins())
+
+
+def test_shufflev2_teacher_is_refused_in_one_line():
+    """A ShuffleNetV2 stage ends in a concat where only the branch half passes a ReLU: no BN covers
+    the stage's channels (mdistiller refuses it as an OFD teacher too)."""
+    import models
+    from distiller_zoo.base import feature_shapes
+    teacher = models.build_model('ShuffleV2').eval()
+    shapes = feature_shapes(teacher, preact=True)
+    method = OFDMethod(make_opt('ShuffleV2', 'ShuffleV2'), shapes, shapes, 0)
+    with pytest.raises(UsageError, match=r"^ofd needs the teacher's BN before each stage's last ReLU; ShuffleV2 "
+                                         r"has none with 116 channels for stage 1$"):
+        method.bind_teacher(teacher)
