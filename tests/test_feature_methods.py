@@ -167,3 +167,16 @@ def test_shufflev2_teacher_is_refused_in_one_line():
     with pytest.raises(UsageError, match=r"^ofd needs the teacher's BN before each stage's last ReLU; ShuffleV2 "
                                          r"has none with 116 channels for stage 1$"):
         method.bind_teacher(teacher)
+
+
+def test_train_student_reports_an_unfusable_pair_in_one_line(data, teacher, tmp_path, capsys):
+    from helper.options import student_parser
+    from helper.run import main
+    from helpers_data import student_args, tree
+    argv = student_args(data, str(tmp_path), teacher, 'reviewkd', 'vgg8')
+    assert main('student', student_parser(), argv) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1
+    assert "reviewkd cannot fuse vgg8 onto resnet8: it pairs stages one to one, but the student's stages are " \
+           "128x16x16, 256x8x8, 512x4x4, 512x4x4 and the teacher's 16x32x32, 32x16x16, 64x8x8" in err
+    assert tree(str(tmp_path)) == {}
