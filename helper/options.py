@@ -46,8 +46,8 @@ def _add_common(p):
     g.add_argument('--momentum', type=float, default=0.9)
     g.add_argument('--optimizer', default='sgd', choices=['sgd', 'dot'],
                    help='dot: separate momenta for the task (CE) and distillation gradients (DOT)')
-    g.add_argument('--dot_delta', type=float, default=0.075,
-                   help='DOT: task momentum is momentum - delta, distillation momentum + delta')
+    g.add_argument('--dot_delta', type=float, default=None,
+                   help='DOT: task momentum is momentum - delta, distillation momentum + delta (default 0.075)')
     g.add_argument('--scale_lr', action='store_true',
                    help='under torchrun, multiply the learning rate by the number of processes')
     g = p.add_argument_group('run control')
@@ -227,7 +227,11 @@ def _complete(opt, kind):
 
 def _check_dot(opt, kind):
     if opt.optimizer != 'dot':
+        if opt.dot_delta is not None:
+            raise UsageError('--dot_delta is a flag of --optimizer dot')
         return
+    if opt.dot_delta is None:
+        opt.dot_delta = 0.075   # mdistiller's CIFAR and ImageNet configs
     if kind == 'teacher' or (opt.alpha == 0 and opt.beta == 0):
         what = 'a teacher trains CE alone' if kind == 'teacher' else f'-a and -b are 0 for {opt.distill}'
         raise UsageError(f'--optimizer dot splits the distillation gradient from the task (CE) gradient, '

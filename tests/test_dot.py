@@ -124,6 +124,9 @@ def test_dot_without_a_distillation_term_is_a_one_line_error(data, teacher, tmp_
     argv = student_args(data, str(tmp_path), teacher, 'kd', 'resnet8', '--optimizer', 'dot', '--dot_delta', '0.95')
     assert main('student', student_parser(), argv) == 2
     assert '--dot_delta must be between 0 and --momentum (0.9), got 0.95' in capsys.readouterr().err
+    argv = student_args(data, str(tmp_path), teacher, 'kd', 'resnet8', '--dot_delta', '0.1')
+    assert main('student', student_parser(), argv) == 2
+    assert capsys.readouterr().err == 'error: --dot_delta is a flag of --optimizer dot\n'
     assert tree(str(tmp_path)) == {}
 
 
