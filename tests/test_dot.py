@@ -168,3 +168,23 @@ def test_fast_path_runs_dot_reviewkd_and_ofd(data, teacher, tmp_path, capsys, di
         assert main('student', student_parser(), argv) == 2
         assert '--optimizer dot takes two backward passes per step, which --step_graph cannot capture' in \
             capsys.readouterr().err
+
+
+def test_train_sh_dot_recipes_are_mdistillers():
+    """KD + DOT as mdistiller's configs set it: delta 0.075 on CIFAR-100 (KD CE 0.1, KD 0.9, T 4),
+    0.09 on ImageNet (its KD recipe: CE 0.5, KD 0.5, T 1)."""
+    from helper.options import finalize, student_parser
+    from test_cli import commands_in
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'scripts', 'train.sh')) as f:
+        found = [finalize(student_parser().parse_args(argv), 'student') for script, argv in commands_in(f.read())
+                 if script == 'train_student' and '--optimizer' in argv]
+    cifar = {(o.model_t, o.model_s) for o in found if o.dataset == 'cifar100' and not o.mc}
+    assert cifar == {('resnet32x4', 'resnet8x4'), ('vgg13', 'vgg8'), ('resnet32x4', 'ShuffleV2')}
+    for o in found:
+        assert o.optimizer == 'dot' and o.distill == 'kd' and o.momentum == 0.9
+        if o.dataset == 'imagenet':
+            assert (o.dot_delta, o.gamma, o.alpha, o.kd_T) == (0.09, 0.5, 0.5, 1.0)
+        else:
+            assert (o.dot_delta, o.gamma, o.alpha, o.kd_T) == (0.075, 0.1, 0.9, 4.0)
+            assert o.learning_rate == (0.01 if o.model_s == 'ShuffleV2' else 0.05)
+    assert len([o for o in found if o.dataset == 'imagenet']) == 2
