@@ -104,7 +104,7 @@ def check_dot_speed_flags(opt, scaler):
     --step_graph (one CUDA graph holds one backward pass)."""
     if scaler.is_enabled():
         raise UsageError('--optimizer dot needs bf16 or fp32: fp16 autocast scales the gradients, and the '
-                         'distillation gradient would stay scaled; drop --amp on this device')
+                         'distillation gradient would stay scaled; drop --amp (--fast turns it on)')
     if getattr(opt, 'step_graph', False):
         raise UsageError('--optimizer dot takes two backward passes per step, which --step_graph cannot '
                          'capture; drop --step_graph')
