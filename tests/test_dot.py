@@ -188,3 +188,14 @@ def test_train_sh_dot_recipes_are_mdistillers():
             assert (o.dot_delta, o.gamma, o.alpha, o.kd_T) == (0.075, 0.1, 0.9, 4.0)
             assert o.learning_rate == (0.01 if o.model_s == 'ShuffleV2' else 0.05)
     assert len([o for o in found if o.dataset == 'imagenet']) == 2
+
+
+def test_dot_refuses_fp16_scaling_and_step_graph():
+    import argparse
+    from helper.dot import check_dot_speed_flags
+    plain = argparse.Namespace(step_graph=False)
+    check_dot_speed_flags(plain, torch.amp.GradScaler('cpu', enabled=False))
+    with pytest.raises(UsageError, match=r'^--optimizer dot needs bf16 or fp32: .*drop --amp \(--fast turns it on\)$'):
+        check_dot_speed_flags(plain, torch.amp.GradScaler('cpu', enabled=True))
+    with pytest.raises(UsageError, match='cannot capture; drop --step_graph$'):
+        check_dot_speed_flags(argparse.Namespace(step_graph=True), torch.amp.GradScaler('cpu', enabled=False))
