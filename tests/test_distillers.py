@@ -570,3 +570,16 @@ def test_logit_standardization_makes_kd_blind_to_logit_shift_and_scale():
     kl = DistillKL(2, standardize=True)
     assert torch.allclose(kl(s, t), kl(3 * s + 7, t), atol=1e-5)
     assert not torch.allclose(DistillKL(2)(s, t), DistillKL(2)(3 * s + 7, t), atol=1e-3)
+
+
+def test_readme_methods_table_lists_every_method_with_its_paper():
+    import os
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'README.md')).read()
+    for name, cls in METHODS.items():
+        rows = [l for l in readme.splitlines() if l.startswith(f'| `{name}` |')]
+        assert len(rows) == 1, name
+        cells = [c.strip() for c in rows[0].split('|')]
+        authors_year = ', '.join(cls.paper.split(', ')[:2])
+        assert cells[2] == cls.label and cells[3].startswith(authors_year), (name, cells[2:4])
+    dot = [l for l in readme.splitlines() if l.startswith('| `--optimizer dot`')]
+    assert len(dot) == 1 and 'Zhao et al., 2023, DOT: A Distillation-Oriented Trainer' in dot[0]
