@@ -543,9 +543,11 @@ def verdict(ours, published, published_std=None):
 
 
 def comparison_label(run):
-    """A run's row label with '+ls' when it standardized the logits (--logit_stand)."""
+    """A run's row label with '+ls' when it standardized the logits (--logit_stand), '+dot' when it
+    trained with --optimizer dot."""
     label = run.get('row', '')
-    return label + '+ls' if label and _options(run).get('logit_stand') else label
+    label = label + '+ls' if label and _options(run).get('logit_stand') else label
+    return label + '+dot' if label and _options(run).get('optimizer') == 'dot' else label
 
 
 def not_comparable(run, row):

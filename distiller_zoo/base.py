@@ -73,6 +73,7 @@ class Method(nn.Module):
     needs_teacher = False     # run the teacher and pass its features and logit
     needs_contrast = False    # train batches carry 'contrast_idx' (CRD's negatives)
     preact = False            # wants pre-activation features
+    teacher_preact = None     # the teacher's kind of features where it differs from preact
     has_init_stage = False
 
     def __init__(self, weights):
@@ -181,6 +182,9 @@ class Distiller(Method):
     def method_loss(self, s_feats, s_logit, t_feats, t_logit, batch):
         raise NotImplementedError
 
+    def bind_teacher(self, teacher):
+        """Called once with the teacher model, for a method that reads the teacher's modules."""
+
     def init_modules(self, student):
         """What the init stage optimises (only methods with has_init_stage)."""
         raise NotImplementedError(f'{self.name} has no init stage')
@@ -200,6 +204,11 @@ def match_size(f_s, f_t):
     elif s_h < t_h:
         f_t = F.adaptive_avg_pool2d(f_t, (s_h, s_h))
     return f_s, f_t
+
+
+def wants_teacher_preact(method):
+    """Whether the teacher's features are the pre-activation ones."""
+    return method.preact if method.teacher_preact is None else method.teacher_preact
 
 
 def stages(feats):

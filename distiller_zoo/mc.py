@@ -31,7 +31,7 @@ class WithMilestones(Method):
         super().__init__({**method.weights, 'mc': beta * mc_weight})
         self.method = method
         self.checker = checker
-        self.name, self.preact = method.name, method.preact
+        self.name, self.preact, self.teacher_preact = method.name, method.preact, method.teacher_preact
         self.needs_teacher, self.needs_contrast = True, method.needs_contrast
 
     @property

@@ -8,11 +8,12 @@ import torch
 import models
 from dataset import get_loaders
 from distiller_zoo import METHODS, build_distiller
-from distiller_zoo.base import Method, Vanilla, feature_shapes
+from distiller_zoo.base import Method, Vanilla, feature_shapes, wants_teacher_preact
 from distiller_zoo.mc import (MilestoneChecking, WithMilestones, check_mc_shapes, mc_stage_count, mc_weights,
                               stage_weight_flags)
 from helper import dist
 from helper.cpu_bf16 import cpu_bf16_native
+from helper.dot import DOT
 from helper.errors import UsageError, teacher_missing
 from models import pretrained
 
@@ -56,6 +57,9 @@ def make_autocast(device, dtype):
 
 
 def make_optimizer(params, opt, device):
+    if getattr(opt, 'optimizer', 'sgd') == 'dot':
+        return DOT(params, lr=opt.learning_rate, momentum=opt.momentum, delta=opt.dot_delta,
+                   weight_decay=opt.weight_decay)
     # one fused kernel instead of one per tensor, with --compile on CUDA
     fused = bool(opt.compile) and device.type == 'cuda'
     return torch.optim.SGD(params, lr=opt.learning_rate, momentum=opt.momentum,
@@ -102,10 +106,11 @@ def build_method(opt, kind, student, teacher, info):
     if kind == 'teacher':
         return Vanilla()
     size = info.get('image_size', 32)
-    preact = METHODS[opt.distill].preact
-    s_shapes = feature_shapes(student, preact, size)
-    t_shapes = feature_shapes(teacher, preact, size)
+    cls = METHODS[opt.distill]
+    s_shapes = feature_shapes(student, cls.preact, size)
+    t_shapes = feature_shapes(teacher, wants_teacher_preact(cls), size)
     method = build_distiller(opt.distill, opt, s_shapes, t_shapes, info['n_data'])
+    method.bind_teacher(teacher)
     if not opt.mc:
         return method
     n_stages = mc_stage_count(opt.model_s)

@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from distiller_zoo.base import wants_teacher_preact
 from helper import dist
 
 # The meters of a checkpoint that predates saving their names: these terms first, then the
@@ -51,6 +52,10 @@ class StudentWithLoss(nn.Module):
     @property
     def preact(self):
         return self.method.preact
+
+    @property
+    def teacher_preact(self):
+        return wants_teacher_preact(self.method)
 
     def forward(self, batch, t_feats=None, t_logit=None, epoch=1):
         x = batch['input']

@@ -39,12 +39,15 @@ RECIPES = {
     'dist': ['--distill', 'dist'],
     'kd+ls': ['--distill', 'kd', '--logit_stand'],
     'dkd+ls': ['--distill', 'dkd', '--logit_stand'],
+    'reviewkd': ['--distill', 'reviewkd'],
+    'ofd': ['--distill', 'ofd'],
+    'kd+dot': ['--distill', 'kd', '-r', '0.1', '-a', '0.9', '-b', '0', '--optimizer', 'dot', '--dot_delta', '0.075'],
 }
 
 
 
 # Methods whose authors set weights per pair: their lines in scripts/train.sh are the one record.
-PER_PAIR_RECIPES = {'dkd': 'dkd', 'kd+ls': 'kd_ls', 'dkd+ls': 'dkd_ls'}
+PER_PAIR_RECIPES = {'dkd': 'dkd', 'kd+ls': 'kd_ls', 'dkd+ls': 'dkd_ls', 'reviewkd': 'reviewkd'}
 TRAIN_SH = os.path.join(ROOT, 'scripts', 'train.sh')
 
 

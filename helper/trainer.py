@@ -10,6 +10,7 @@ import torch
 from dataset import loader_set_epoch
 from helper import compile_policy, cotrain, dist
 from helper.checkpoint import TensorBoardLog, WriteError
+from helper.dot import DOT, check_dot_speed_flags, dot_forward_backward
 from helper.errors import UsageError
 from helper.experiment import compile_modules, compile_teacher, make_autocast, make_optimizer
 from helper.loops import (EpochState, NonFiniteLoss, Preempted, StudentWithLoss, forward_backward, teacher_forward,
@@ -86,6 +87,9 @@ class Trainer:
         params = list(self.student.parameters()) + list(self.method.core.trainable.parameters())
         self.optimizer = make_optimizer(params, opt, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+        self.dot = isinstance(self.optimizer, DOT)
+        if self.dot:
+            check_dot_speed_flags(opt, self.scaler)
         self.history, self.best_acc, self.best_epoch, self.start_epoch = [], 0.0, 0, 1
         self.init_done, self.init_epochs_done, self.partial = False, 0, None
         self.teacher_acc, self.wall_before, self.started = None, 0.0, time.time()
@@ -103,8 +107,8 @@ class Trainer:
 
     def _compile(self):
         graphs = self.step_graph is None
-        try:
-            compile_modules(self.device, self.train_module, graphs=graphs)
+        try:  # DOT: no CUDA graphs for the step, which takes two backward passes per forward
+            compile_modules(self.device, self.train_module, graphs=graphs and not self.dot)
             compile_teacher(self.device, self.teacher, graphs=graphs)
             return True
         except Exception as e:  # platforms without a compiler toolchain
@@ -386,7 +390,7 @@ class Trainer:
         # the step gets the epoch as a tensor: a compiled step sees a new value, not a new constant
         epoch_t = torch.tensor(float(epoch), device=self.device)
         # batches on the device, the resume skip done, and the teacher's outputs (--teacher_batch)
-        for it, batch, teacher_out in teacher_stream(self, epoch, skip, self.module.preact):
+        for it, batch, teacher_out in teacher_stream(self, epoch, skip, self.module.teacher_preact):
             logit, terms = self.step(batch, teacher_out, epoch, state, it, epoch_t)
             state.update(terms, logit, batch['target'], it)
             state.step = it + 1
@@ -429,6 +433,9 @@ class Trainer:
         try:
             if self.step_graph is not None:  # --step_graph: the optimizer step is in the graph
                 return self.step_graph.step(batch, teacher_out, epoch_arg)
+            if self.dot:  # the plain module under DDP too: it averages the gradients itself
+                module = getattr(self.train_module, 'module', self.train_module)
+                return dot_forward_backward(module, batch, teacher_out, epoch_arg, self.autocast, self.optimizer)
             logit, terms = forward_backward(self.train_module, batch, teacher_out, epoch_arg, self.autocast,
                                             self.optimizer, self.scaler)
         except RuntimeError as err:

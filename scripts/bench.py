@@ -125,7 +125,7 @@ class Setup:
         if not self.queue:
             batches = [to_device(self.next_batch(), self.device, self.opt.channels_last)
                        for _ in range(self.teacher_batch)]
-            outs = batched_teacher_forward(self.teacher, [b['input'] for b in batches], self.step.preact,
+            outs = batched_teacher_forward(self.teacher, [b['input'] for b in batches], self.step.teacher_preact,
                                            self.autocast, self.opt.channels_last)
             self.queue = list(zip(batches, outs))
         return self.queue.pop(0)
@@ -133,7 +133,7 @@ class Setup:
     def train_step(self):
         batch, teacher_out = self.next_with_teacher()
         if teacher_out is None:
-            teacher_out = teacher_forward(self.teacher, batch['input'], self.step.preact, self.autocast)
+            teacher_out = teacher_forward(self.teacher, batch['input'], self.step.teacher_preact, self.autocast)
         logit, terms = forward_backward(self.step, batch, teacher_out, 1, self.autocast, self.optimizer,
                                         self.scaler)
         self.scaler.step(self.optimizer)

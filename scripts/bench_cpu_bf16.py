@@ -55,7 +55,7 @@ def side(pair, bf16, batch_size):
     def run(steps):
         start = time.perf_counter()
         for _ in range(steps):
-            teacher_out = teacher_forward(teacher, batch['input'], step.preact, autocast)
+            teacher_out = teacher_forward(teacher, batch['input'], step.teacher_preact, autocast)
             forward_backward(step, batch, teacher_out, 1, autocast, optimizer, _NoScale)
             optimizer.step()
         return steps * batch_size / (time.perf_counter() - start)

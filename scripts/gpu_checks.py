@@ -7,6 +7,7 @@
 - cotrain: three myresnet14 candidates (CRD + MC, 2 epochs, generated data) co-trained in one
   process against each trained alone, on CUDA: log.csv values and weights agree to rounding.
 - bench_cotrain: scripts/bench_cotrain.py's phase measurement and search arithmetic on CUDA.
+- mdistiller_fast (only with --only): KD+DOT, ReviewKD and OFD with MC, one epoch each with --fast.
 The whole 240-epoch run is timed by scripts/gpu_checks.sh as a train_student.py command.
 """
 import argparse
@@ -124,13 +125,43 @@ def check_bench_cotrain():
             return json.load(f)
 
 
-CHECKS = {'step_graph': check_step_graph, 'cotrain': check_cotrain, 'bench_cotrain': check_bench_cotrain}
+def check_mdistiller_fast(device='cuda', fast=True):
+    """KD+DOT, ReviewKD and OFD (with MC on a my* student), one epoch each with --fast: DOT's two
+    backward passes through the compiled step (no CUDA graphs), ReviewKD's ABF modules and OFD's
+    connectors under bf16 autocast; every logged value finite."""
+    import math
+    from helper.run import run
+    from helpers_data import student_args, write_tiny_cifar100
+    from helper.options import teacher_parser
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        data = write_tiny_cifar100(os.path.join(tmp, 'data'), train_per_class=4)
+        t_argv = ['--model', 'resnet20', '--data_folder', data, '--save_root', os.path.join(tmp, 't'),
+                  '--epochs', '1', '--batch_size', '64', '--num_workers', '0', '--seed', '0', '--device', device]
+        path_t = os.path.join(run(teacher_parser().parse_args(t_argv), 'teacher')['run_dir'], 'ckpt_epoch_1.pth')
+        for distill, extra in (('kd', ['--optimizer', 'dot']), ('reviewkd', []), ('ofd', []),
+                               ('reviewkd', ['--optimizer', 'dot'])):
+            argv = student_args(data, os.path.join(tmp, 's'), path_t, distill, 'myresnet20', '--block_depth', '2,3,2',
+                                '--mc', '1', '--batch_size', '64', '--device', device, *extra,
+                                *(['--fast'] if fast else []))
+            started = time.time()
+            summary = run(student_parser().parse_args(argv), 'student')
+            log = list(csv.DictReader(open(os.path.join(summary['run_dir'], 'log.csv'))))
+            rows.append({'distill': distill, 'flags': ' '.join(extra), 'status': summary['status'],
+                         'finite': all(math.isfinite(float(v)) for v in log[-1].values()),
+                         'seconds': round(time.time() - started, 1)})
+    return {'runs': rows, 'ok': all(r['status'] == 'finished' and r['finite'] for r in rows)}
+
+
+CHECKS = {'step_graph': check_step_graph, 'cotrain': check_cotrain, 'bench_cotrain': check_bench_cotrain,
+          'mdistiller_fast': check_mdistiller_fast}
+DEFAULT_CHECKS = ('step_graph', 'cotrain', 'bench_cotrain')   # mdistiller_fast: asked for by name
 
 
 def main():
     p = argparse.ArgumentParser()
     p.add_argument('--out', required=True)
-    p.add_argument('--only', default=','.join(CHECKS))
+    p.add_argument('--only', default=','.join(DEFAULT_CHECKS))
     args = p.parse_args()
     results = {'device': torch.cuda.get_device_name(0), 'torch': torch.__version__}
     for name in args.only.split(','):

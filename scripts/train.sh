@@ -40,7 +40,8 @@ PUBLISHED="kd kd_mc hint hint_mc attention attention_mc similarity similarity_mc
   vid vid_mc rkd rkd_mc pkt pkt_mc abound abound_mc factor factor_mc fsp fsp_mc nst nst_mc crd crd_mc"
 EXTRA="kd_repdistiller crd_kd kdsvd teacher imagenet_kd_r34_r18 imagenet_crd_r34_r18 imagenet_kd_r50_mv1
   imagenet_crd_r50_mv1 imagenet_dkd_r34_r18 imagenet_dkd_r50_mv1
-  dkd dist kd_ls dkd_ls dkd_mc dist_mc"
+  dkd dist kd_ls dkd_ls dkd_mc dist_mc reviewkd ofd kd_dot reviewkd_mc ofd_mc kd_dot_mc
+  imagenet_kd_dot_r34_r18 imagenet_kd_dot_r50_mv1"
 
 case "$RECIPE" in
 # ---- published: CRD-EMKD's scripts/train.sh, teacher resnet110 (`all` runs these) ----
@@ -207,6 +208,42 @@ dkd_mc)   # CE + DKD + MC on myresnet20 3,7,2 (the seed README's MC form)
 dist_mc)  # CE + DIST + MC on myresnet20 3,7,2
     run train_student.py --model_t resnet110 --path_t $T --distill dist --mc 1 --mc_weight 0.001 --model_s myresnet20 --block_depth 3,7,2 --trial 1 ;;
 # ---- end of the logit-method recipes ----
+# ---- ReviewKD, OFD and DOT (mdistiller): CE 1, lr 0.05 (0.01 for ShuffleV1/V2), batch 64 ----
+reviewkd) # ReviewKD: the loss weight (-b) per pair from its authors' CIFAR-100/script/reviewKD.sh
+          # (5 in mdistiller's reviewkd.yaml); warm-up 20 epochs
+    CK=./checkpoints/cifar100
+    run train_student.py --model_t resnet56 --path_t $CK/resnet56_vanilla/ckpt_epoch_240.pth --model_s resnet20 --distill reviewkd -b 0.6 --trial 1
+    run train_student.py --model_t resnet110 --path_t $CK/resnet110_vanilla/ckpt_epoch_240.pth --model_s resnet32 --distill reviewkd -b 1 --trial 1
+    run train_student.py --model_t resnet32x4 --path_t $CK/resnet32x4_vanilla/ckpt_epoch_240.pth --model_s resnet8x4 --distill reviewkd -b 5 --trial 1
+    run train_student.py --model_t wrn_40_2 --path_t $CK/wrn_40_2_vanilla/ckpt_epoch_240.pth --model_s wrn_16_2 --distill reviewkd -b 5 --trial 1
+    run train_student.py --model_t wrn_40_2 --path_t $CK/wrn_40_2_vanilla/ckpt_epoch_240.pth --model_s wrn_40_1 --distill reviewkd -b 5 --trial 1
+    run train_student.py --model_t wrn_40_2 --path_t $CK/wrn_40_2_vanilla/ckpt_epoch_240.pth --model_s ShuffleV1 --distill reviewkd -b 5 --trial 1
+    run train_student.py --model_t resnet32x4 --path_t $CK/resnet32x4_vanilla/ckpt_epoch_240.pth --model_s ShuffleV1 --distill reviewkd -b 5 --trial 1
+    run train_student.py --model_t resnet32x4 --path_t $CK/resnet32x4_vanilla/ckpt_epoch_240.pth --model_s ShuffleV2 --distill reviewkd -b 8 --trial 1 ;;
+ofd)      # OFD, mdistiller's ofd.yaml (its one CIFAR config): feature weight 0.001, 1x1 connectors
+    CK=./checkpoints/cifar100
+    run train_student.py --model_t resnet32x4 --path_t $CK/resnet32x4_vanilla/ckpt_epoch_240.pth --model_s resnet8x4 --distill ofd -b 0.001 --trial 1 ;;
+kd_dot)   # KD + DOT, mdistiller configs/cifar100/dot: KD (CE 0.1, KD 0.9, T 4), delta 0.075
+    CK=./checkpoints/cifar100
+    run train_student.py --model_t resnet32x4 --path_t $CK/resnet32x4_vanilla/ckpt_epoch_240.pth --model_s resnet8x4 --distill kd -r 0.1 -a 0.9 -b 0 --optimizer dot --dot_delta 0.075 --trial 1
+    run train_student.py --model_t vgg13 --path_t $CK/vgg13_vanilla/ckpt_epoch_240.pth --model_s vgg8 --distill kd -r 0.1 -a 0.9 -b 0 --optimizer dot --dot_delta 0.075 --trial 1
+    run train_student.py --model_t resnet32x4 --path_t $CK/resnet32x4_vanilla/ckpt_epoch_240.pth --model_s ShuffleV2 --distill kd -r 0.1 -a 0.9 -b 0 --optimizer dot --dot_delta 0.075 --trial 1 ;;
+imagenet_kd_dot_r34_r18)   # 71.72 (mdistiller README): its KD recipe (imagenet_kd_r34_r18) with DOT, delta 0.09
+    run -m torch.distributed.run --standalone --nproc_per_node $NGPU train_student.py --dataset imagenet --data_folder $DATA \
+        --epochs 100 --lr_decay_epochs 30,60,90 --weight_decay 1e-4 --momentum 0.9 --save_freq 10 --data_on_device \
+        --path_t torchvision:resnet34 --model_s resnet18_imagenet --distill kd -r 0.5 -a 0.5 -b 0 --kd_T 1 --batch_size 64 --learning_rate 0.025 --scale_lr --optimizer dot --dot_delta 0.09 --trial 1 ;;
+imagenet_kd_dot_r50_mv1)   # 73.09 (mdistiller README): its KD recipe (imagenet_kd_r50_mv1) with DOT, delta 0.09
+    run -m torch.distributed.run --standalone --nproc_per_node $NGPU train_student.py --dataset imagenet --data_folder $DATA \
+        --epochs 100 --lr_decay_epochs 30,60,90 --weight_decay 1e-4 --momentum 0.9 --save_freq 10 --data_on_device \
+        --path_t torchvision:resnet50 --model_s mobilenetv1_imagenet --distill kd -r 0.5 -a 0.5 -b 0 --kd_T 1 --batch_size 64 --learning_rate 0.025 --scale_lr --optimizer dot --dot_delta 0.09 --trial 1 ;;
+reviewkd_mc) # ReviewKD + milestone checking on the BCS composition 3,7,2 (the seed README's MC form)
+    run train_student.py --model_t resnet110 --path_t $T --distill reviewkd --mc 1 --mc_weight 0.001 --model_s myresnet20 --block_depth 3,7,2 --trial 1 ;;
+ofd_mc)   # OFD + milestone checking, same form
+    run train_student.py --model_t resnet110 --path_t $T --distill ofd --mc 1 --mc_weight 0.001 --model_s myresnet20 --block_depth 3,7,2 --trial 1 ;;
+kd_dot_mc) # KD + DOT + MC on myresnet20 3,7,2: MC joins the distillation momentum; -b 1 scales MC alone
+           # (KD has no method term)
+    run train_student.py --model_t resnet110 --path_t $T --distill kd -r 0.1 -a 0.9 -b 1 --optimizer dot --mc 1 --mc_weight 0.001 --model_s myresnet20 --block_depth 3,7,2 --trial 1 ;;
+# ---- end of the mdistiller recipes ----
 # ---- groups ----
 all)
     for name in $PUBLISHED; do bash "$0" "$name" "${EXTRA_ARGS[@]}"; done ;;

@@ -36,7 +36,9 @@ def assert_same_run(a_dir, b_dir):
             assert torch.equal(ck_a[part][k], ck_b[part][k]), (part, k)
     mom_a, mom_b = ck_a['optimizer']['state'], ck_b['optimizer']['state']
     for k in mom_a:
-        assert torch.equal(mom_a[k]['momentum_buffer'], mom_b[k]['momentum_buffer'])
+        assert mom_a[k].keys() == mom_b[k].keys()
+        for buf in mom_a[k]:   # SGD's momentum; DOT's task and distillation momenta
+            assert torch.equal(mom_a[k][buf], mom_b[k][buf])
 
 
 @pytest.fixture(scope='module')
@@ -70,6 +72,22 @@ def test_cotrained_candidates_equal_alone(setup, tmp_path, monkeypatch, teacher_
     shared = forwards[0]
     assert shared.served == 3 * shared.computed  # every teacher forward served all three
     assert {f'cotrain-{i}' for i in range(3)} <= set(one_thread_everywhere)  # each run's thread set one thread
+
+
+@pytest.mark.slow
+def test_cotrained_dot_candidates_equal_alone(setup, tmp_path):
+    data, path_t = setup
+    torch.use_deterministic_algorithms(True)
+    try:
+        alone = [run(cand(data, tmp_path / 'alone', path_t, c, '--optimizer', 'dot'), 'student') for c in COMPS[:2]]
+        together = cotrain.cotrain([cand(data, tmp_path / 'co', path_t, c, '--optimizer', 'dot') for c in COMPS[:2]])
+    finally:
+        torch.use_deterministic_algorithms(False)
+    for a, b in zip(alone, together):
+        assert a['status'] == b['status'] == 'finished'
+        assert_same_run(a['run_dir'], b['run_dir'])
+        state = load_weights_only(os.path.join(b['run_dir'], 'myresnet14_last.pth'))['optimizer']['state']
+        assert any('momentum_kd_buffer' in s for s in state.values())
 
 
 def test_incompatible_candidates_are_refused(setup, tmp_path):

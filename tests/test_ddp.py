@@ -113,6 +113,27 @@ def two_steps(distill, batch, bn_eval=True, dtype=torch.float32):
             'ignored': sorted(getattr(module, 'parameters_to_ignore', ()))}
 
 
+def two_dot_steps(batch):
+    """Two KD steps with --optimizer dot as helper/trainer.py takes them: on the module inside the
+    DDP wrapper, the gradients of each backward pass averaged over ranks by dot_forward_backward."""
+    from helper.dot import DOT, dot_forward_backward
+    student, teacher, method = build('kd', torch.float64)
+    batch = dict(batch, input=batch['input'].double())
+    wrapped = dist.wrap(StudentWithLoss(student, method), torch.device('cpu'))
+    module = getattr(wrapped, 'module', wrapped)
+    params = list(student.parameters()) + list(method.trainable.parameters())
+    optimizer = DOT(params, lr=0.1, momentum=0.9, delta=0.075, weight_decay=5e-4)
+    module.train()
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+    teacher_out = teacher_forward(teacher, batch['input'], False, contextlib.nullcontext)
+    losses = [dot_forward_backward(module, batch, teacher_out, 1, contextlib.nullcontext, optimizer)[1][0].detach()
+              for _ in range(2)]
+    return {'losses': torch.stack(losses), 'student': snapshot(student),
+            'kd_buffers': [optimizer.state[p]['momentum_kd_buffer'].clone() for p in student.parameters()]}
+
+
 class _Quiet:
     def update(self, *args, **kw):
         pass
@@ -184,6 +205,7 @@ def _worker(rank, store, out_dir):
         result = {'steps': {d: two_steps(d, part, dtype=torch.float64) for d in PER_SAMPLE},
                   'train_bn': {d: two_steps(d, part, bn_eval=False) for d in METHODS},
                   'init': {d: init_stage(d, part) for d in INIT_STAGE},
+                  'dot': two_dot_steps(part),
                   'data': metrics_and_orders(),
                   'teacher': teacher_runs(os.path.join(out_dir, 'save'))}
         torch.save(result, os.path.join(out_dir, f'rank{rank}.pt'))
@@ -239,6 +261,18 @@ def test_two_ranks_match_one_process(ranks, single, distill):
     torch.testing.assert_close(mean_loss, one['losses'], rtol=1e-5, atol=1e-6)
     assert_same(ranks[0]['steps'][distill]['student'], one['student'], rtol=1e-4, atol=1e-6)
     assert_same(ranks[0]['steps'][distill]['method'], one['method'], rtol=1e-4, atol=1e-6)
+
+
+def test_dot_two_ranks_match_one_process(ranks):
+    """DOT's two backward passes per step, each averaged over the ranks: 2 x 32 samples take the
+    same steps, with the same distillation momenta, as 1 process x 64."""
+    one = two_dot_steps(fixed_batch())
+    mean_loss = (ranks[0]['dot']['losses'] + ranks[1]['dot']['losses']) / WORLD
+    torch.testing.assert_close(mean_loss, one['losses'], rtol=1e-5, atol=1e-6)
+    for r in ranks:
+        assert_same(r['dot']['student'], one['student'], rtol=1e-4, atol=1e-6)
+        for a, b in zip(r['dot']['kd_buffers'], one['kd_buffers']):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_crd_memory_bank_matches_one_process(ranks, single):

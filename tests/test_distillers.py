@@ -17,6 +17,7 @@ from distiller_zoo import (METHODS, ABLoss, Correlation, DistillKL, MilestoneChe
                            WithMilestones, build_distiller, check_mc_shapes, feature_shapes, mc_stage_count,
                            mc_weights, published_option_values)
 from distiller_zoo.abound import Connector
+from distiller_zoo.base import wants_teacher_preact
 from distiller_zoo.factor import Paraphraser, Translator
 from distiller_zoo.hint import ConvReg
 from helper.errors import UsageError
@@ -33,12 +34,12 @@ PUBLISHED = {'kd': (0.1, 0.9, 0), 'hint': (1, 0, 100), 'attention': (1, 0, 1000)
              'similarity': (1, 0, 3000), 'correlation': (1, 0, 0.02), 'vid': (1, 0, 1),
              'rkd': (1, 0, 1), 'pkt': (1, 0, 30000), 'abound': (1, 0, 1), 'factor': (1, 0, 200),
              'fsp': (1, 0, 50), 'nst': (1, 0, 50), 'crd': (1, 0, 0.8), 'kdsvd': (1, 0, 1),
-             'dkd': (1, 0, 1), 'dist': (1, 0, 2)}
+             'dkd': (1, 0, 1), 'dist': (1, 0, 2), 'reviewkd': (1, 0, 5), 'ofd': (1, 0, 0.001)}
 
 
-def make_opt(model_s='resnet20', **kw):
+def make_opt(model_s='resnet20', model_t='resnet56', **kw):
     opt = published_option_values()   # every method's own options, a new method's too
-    opt.update(kd_T=4.0, hint_layer=2, feat_dim=32, nce_k=NCE_K, nce_t=0.07, nce_m=0.5,
+    opt.update(model_t=model_t, kd_T=4.0, hint_layer=2, feat_dim=32, nce_k=NCE_K, nce_t=0.07, nce_m=0.5,
                mode='exact', model_s=model_s, learning_rate=0.05, gamma=1.0, alpha=0.0, beta=1.0,
                dkd_alpha=1.0, dkd_beta=8.0, dkd_T=4.0, dkd_warmup=20.0, dist_beta=1.0, dist_gamma=1.0,
                dist_tau=4.0, logit_stand=False)
@@ -113,9 +114,11 @@ def descend(params, loss_fn, lr, steps):
 
 def build_for(name, t_name, s_name, zoo):
     teacher, student = zoo(t_name), zoo(s_name)
-    preact = METHODS[name].preact
-    s_shapes, t_shapes = feature_shapes(student, preact), feature_shapes(teacher, preact)
-    return build_distiller(name, make_opt(s_name), s_shapes, t_shapes, N_DATA)
+    cls = METHODS[name]
+    s_shapes, t_shapes = feature_shapes(student, cls.preact), feature_shapes(teacher, wants_teacher_preact(cls))
+    method = build_distiller(name, make_opt(s_name, t_name), s_shapes, t_shapes, N_DATA)
+    method.bind_teacher(teacher)
+    return method
 
 
 @pytest.mark.parametrize('pair', SAME_FAMILY + CROSS_FAMILY, ids='->'.join)
@@ -129,7 +132,7 @@ def test_method_unit(name, pair, zoo, teacher_out):
         return
     torch.manual_seed(2)
     method = build_for(name, t_name, s_name, zoo).train()
-    x, (t_feats, t_logit) = teacher_out(t_name, method.preact)
+    x, (t_feats, t_logit) = teacher_out(t_name, wants_teacher_preact(method))
     student.train()
     student.zero_grad(set_to_none=True)
     s_feats, s_logit = student(x, is_feat=True, preact=method.preact)
@@ -177,7 +180,9 @@ def test_method_unit(name, pair, zoo, teacher_out):
 def test_every_published_method_is_registered_first_in_published_order():
     assert set(list(METHODS)[:len(PUBLISHED)]) == set(PUBLISHED)
     assert [n for n, c in METHODS.items() if n in PUBLISHED and c.has_init_stage] == ['fsp', 'abound', 'factor']
-    assert [n for n, c in METHODS.items() if n in PUBLISHED and c.preact] == ['abound']
+    assert [n for n, c in METHODS.items() if n in PUBLISHED and c.preact] == ['abound', 'ofd']
+    assert [n for n, c in METHODS.items() if n in PUBLISHED and wants_teacher_preact(c)] == ['abound', 'reviewkd',
+                                                                                         'ofd']
 
 
 @pytest.mark.parametrize('name', list(METHODS))
@@ -638,3 +643,16 @@ def test_logit_standardization_makes_kd_blind_to_logit_shift_and_scale():
     kl = DistillKL(2, standardize=True)
     assert torch.allclose(kl(s, t), kl(3 * s + 7, t), atol=1e-5)
     assert not torch.allclose(DistillKL(2)(s, t), DistillKL(2)(3 * s + 7, t), atol=1e-3)
+
+
+def test_readme_methods_table_lists_every_method_with_its_paper():
+    import os
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'README.md')).read()
+    for name, cls in METHODS.items():
+        rows = [l for l in readme.splitlines() if l.startswith(f'| `{name}` |')]
+        assert len(rows) == 1, name
+        cells = [c.strip() for c in rows[0].split('|')]
+        authors_year = ', '.join(cls.paper.split(', ')[:2])
+        assert cells[2] == cls.label and cells[3].startswith(authors_year), (name, cells[2:4])
+    dot = [l for l in readme.splitlines() if l.startswith('| `--optimizer dot`')]
+    assert len(dot) == 1 and 'Zhao et al., 2023, DOT: A Distillation-Oriented Trainer' in dot[0]

@@ -218,3 +218,20 @@ def test_foreign_old_and_half_written_folders_never_stop_the_comparison(tmp_path
         text = f.read()
     assert 'not comparable: options not recorded' in text   # the older version's run
     assert 'summary.json unreadable' in text and 'checkpoints only' in text
+
+
+def test_mdistiller_rows_kd_dot_reviewkd_ofd(published):
+    import torch
+    fixture = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures', 'golden_dot.pt')
+    readme = torch.load(fixture, weights_only=True)['published_cifar']   # mdistiller README, DOT section
+    keyed = {(r['teacher'], r['student'], r['method']): r for r in published if r['table'] == 'dot'}
+    for key, (t, s) in {'resnet32x4_resnet8x4': ('resnet32x4', 'resnet8x4'), 'vgg13_vgg8': ('vgg13', 'vgg8'),
+                        'resnet32x4_shufflev2': ('resnet32x4', 'ShuffleV2')}.items():
+        assert keyed[(t, s, 'kd')]['top1'] == readme[key]['kd']
+        assert keyed[(t, s, 'kd+dot')]['top1'] == readme[key]['kd_dot']
+    assert all(r['protocol'] == 'best' and r['source_repo'] == 'megvii-research/mdistiller' for r in keyed.values())
+    feature = [r for r in published if r['method'] in ('reviewkd', 'ofd')]
+    assert {r['table'] for r in feature} == {'reviewkd_ofd_same', 'reviewkd_ofd_different'}
+    assert all(r['source_repo'].startswith('arXiv:') and r['protocol'] == 'best' for r in feature)
+    by = {(r['teacher'], r['student'], r['method']): r['top1'] for r in feature}
+    assert by[('resnet32x4', 'resnet8x4', 'reviewkd')] == 75.63 and by[('resnet32x4', 'ShuffleV2', 'ofd')] == 76.82

@@ -350,7 +350,8 @@ def test_flags_that_change_the_recipe_are_named(capsys, tmp_path):
 
 
 @pytest.mark.parametrize('table', ['repdistiller_same', 'repdistiller_different', 'dkd_same', 'dkd_different',
-                                   'dist', 'ls_same', 'ls_different'])
+                                   'dist', 'ls_same', 'ls_different', 'dot', 'reviewkd_ofd_same',
+                                   'reviewkd_ofd_different'])
 def test_every_planned_run_is_one_the_report_compares(table, tmp_path):
     """reproduce.sh's commands and report.py's recipes agree: each run a table plans, made as planned,
     gets a verdict (is comparable with its published row)."""
@@ -364,3 +365,26 @@ def test_every_planned_run_is_one_the_report_compares(table, tmp_path):
         run = {'options': job.options}
         assert report.not_comparable(run, job.row) is None, job.name
         assert report.not_comparable({'options': dict(job.options, epochs=1)}, job.row) == 'epochs 1 ≠ 240'
+
+
+def test_mdistiller_tables_plan_reviewkd_ofd_and_kd_dot(capsys, tmp_path):
+    from distiller_zoo.reviewkd import PAIR_WEIGHTS
+    from helper.reproduce import pair_recipe
+    lines = dry_run(['dot', 'resnet32x4:ShuffleV2', '--seeds', '1', '--save_root', str(tmp_path)], capsys)
+    commands = [l for l in lines if l.startswith(sys.executable + ' ') and ' train_student.py ' in l]
+    assert any('--distill kd -r 0.1 -a 0.9 -b 0 --optimizer dot --dot_delta 0.075' in c for c in commands)
+    assert any('--distill kd -r 0.1 -a 0.9 -b 0 ' in c and '--optimizer' not in c for c in commands)
+    lines = dry_run(['reviewkd_ofd_same', 'resnet56:resnet20', '--seeds', '1', '--save_root', str(tmp_path)], capsys)
+    assert any('--distill reviewkd -b 0.6' in l for l in lines) and any('--distill ofd' in l for l in lines)
+    # the train.sh lines carry the authors' per-pair weights, which are also the --distill defaults
+    for (t, s), weight in PAIR_WEIGHTS.items():
+        flags = pair_recipe('reviewkd', t, s)
+        assert float(flags[flags.index('-b') + 1]) == weight, (t, s)
+    assert pair_recipe('reviewkd', 'wrn_40_2', 'wrn_16_2')[-2:] == ['-b', '5']
+
+
+def test_dot_runs_compare_as_their_own_row():
+    import report
+    run = {'row': 'kd', 'options': {'optimizer': 'dot'}}
+    assert report.comparison_label(run) == 'kd+dot'
+    assert report.comparison_label({'row': 'kd', 'options': {'optimizer': 'sgd'}}) == 'kd'

@@ -76,7 +76,7 @@ def test_list_prints_groups_with_what_each_recipe_trains(name):
         published = re.search(r'^PUBLISHED="([^"]*)"', f.read(), re.M).group(1).split()
     assert set(published) <= set(recipes)
     if name == 'train.sh':
-        assert len(groups) == 4
+        assert len(groups) == 5
         # the published kd line has -a 0: it trains cross-entropy alone, and says so
         assert recipes['kd'].startswith('CE alone')
         assert 'MC' in recipes['crd_mc'] and 'MC' not in recipes['crd']

@@ -281,3 +281,22 @@ def test_search_needs_a_variable_depth_student(data, deep_teacher, tmp_path, cap
         err = capsys.readouterr().err
         assert err.count('\n') == 1 and 'add --gpus' in err
     assert not os.path.exists(os.path.join(str(tmp_path), 'search'))
+
+
+@pytest.mark.parametrize('distill, extra', [('reviewkd', ()), ('ofd', ()), ('kd', ('--optimizer', 'dot'))])
+def test_short_search_with_mdistiller_methods_and_dot(data, deep_teacher, tmp_path, distill, extra):
+    argv = search_argv(data, tmp_path, deep_teacher, '--mc', '1', *extra, distill=distill)
+    assert search.main(argv) == 0
+    with open(os.path.join(only_search_dir(tmp_path), 'search.json')) as f:
+        result = json.load(f)
+    cands = result['candidates']
+    assert len(cands) == 3 and result['status'] == 'finished'
+    for c in cands:
+        with open(os.path.join(c['run_dir'], 'summary.json')) as f:
+            summary = json.load(f)
+        assert summary['status'] == 'finished' and summary['distill'] == distill and summary['mc'] == 1
+        assert summary['options']['optimizer'] == ('dot' if extra else 'sgd')
+        with open(os.path.join(c['run_dir'], 'log.csv')) as f:
+            rows = list(csv.DictReader(f))
+        assert float(rows[0]['loss_mc']) > 0
+        assert float(rows[0]['loss_method' if distill != 'kd' else 'loss_kd']) > 0

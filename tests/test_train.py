@@ -33,7 +33,7 @@ PUBLISHED_WEIGHTS = {
     'kd': (0.1, 0.9, 0), 'hint': (1, 0, 100), 'attention': (1, 0, 1000), 'similarity': (1, 0, 3000),
     'correlation': (1, 0, 0.02), 'vid': (1, 0, 1), 'rkd': (1, 0, 1), 'pkt': (1, 0, 30000),
     'abound': (1, 0, 1), 'factor': (1, 0, 200), 'fsp': (1, 0, 50), 'nst': (1, 0, 50), 'crd': (1, 0, 0.8),
-    'kdsvd': (1, 0, 1), 'dkd': (1, 0, 1), 'dist': (1, 0, 2),
+    'kdsvd': (1, 0, 1), 'dkd': (1, 0, 1), 'dist': (1, 0, 2), 'reviewkd': (1, 0, 5), 'ofd': (1, 0, 0.001),
 }
 
 
@@ -217,6 +217,8 @@ def stop_in_epoch(monkeypatch, epoch_to_stop, mid_epoch, signum):
 @pytest.mark.parametrize('distill, mid_epoch, flags', [
     ('kd', False, ()), ('vid', True, ()),
     ('crd', True, ()), ('kd', False, ('--data_on_device',)), ('crd', True, ('--data_on_device',)),
+    ('reviewkd', True, ()), ('ofd', False, ()), ('kd', True, ('--optimizer', 'dot')),
+    ('reviewkd', False, ('--optimizer', 'dot', '--mc', '1')),
 ])
 def test_resume_ends_where_an_uninterrupted_run_ends(data, teacher, tmp_path, monkeypatch, capsys,
                                                        distill, mid_epoch, flags, one_thread_everywhere):
