@@ -372,80 +372,88 @@ def markdown(tables, searches, incomplete, metric, figures=None):
              f'Top-1 test accuracy (%) at the {which} checkpoint. Cells: mean ± sample standard '
              'deviation (n − 1 denominator) over trials, (number of trials).', '']
     for dataset in sorted(tables):
-        t = tables[dataset]
-        lines += [f'## {dataset}', '']
-        if t['columns']:
-            cols = t['columns']
-            rows = [['Teacher'] + [c[0] for c in cols], None,
-                    ['Student'] + [c[1] for c in cols],
-                    ['Teacher acc'] + [cell(t['teacher'].get(c, [])) +
-                                       (' †' if t['teacher_from_students'].get(c) else '')
-                                       for c in cols],
-                    ['Student (scratch)'] + [cell(t['scratch'].get(c, [])) for c in cols]]
-            labels = sorted({label for label, _ in t['cells']}, key=_sort_key)
-            rows += [[label] + [cell(t['cells'].get((label, c), [])) for c in cols]
-                     for label in labels]
-            lines += _md_table(rows)
-            lines += ['']
-            if any(t['teacher_from_students'].values()):
-                lines += ['† no teacher run found: the teacher accuracy the student runs '
-                          'measured (one value per distinct teacher checkpoint).', '']
-            for c in cols:
-                if (dataset, c) in figures:
-                    lines += [f'![{c[0]} -> {c[1]}]({figures[(dataset, c)]})', '']
-        if t['models']:
-            lines += ['Models trained from scratch (teacher runs and students without '
-                      'distillation):', '']
-            lines += _md_table([['Model', 'Accuracy'], None] +
-                               [[m, cell(v)] for m, v in sorted(t['models'].items())])
-            lines += ['']
+        lines += _dataset_section(dataset, tables[dataset], figures)
     lines += ['Row names are --distill methods: ' +
               ', '.join(f'{k} = {v}' for k, v in PAPER_NAMES.items() if k.upper() != v) +
               '. +kd: with the KD loss (-a > 0); +MC: milestone checking; [3,7,2]: a block '
               'composition other than the model\'s own; +BCS [..]: runs of the composition a finished block '
               'composition search picked for that pair and method (its result and any further '
               'trials); the other search candidates are not in the table.', '']
-
     if searches:
-        lines += ['## Block composition searches', '']
-        rows = [['Search', 'Teacher -> student', 'Method', 'Status', 'Visited', 'Winner', 'Params',
-                 f'Winner acc ({metric})', 'Device hours'], None]
-        for search in searches:
-            if 'error' in search:
-                rows.append([search['path'], '', '', search['error'], '', '', '', '', ''])
-                continue
-            winner = search.get('winner') or {}
-            record, acc = search_result(search, f'{metric}_acc')
-            hours = search.get('device_hours')
-            rows.append([search['path'], f"{search.get('model_t')} -> {search.get('model_s')}",
-                         method_label(search.get('distill'), search.get('mc'),
-                                      _options(search).get('alpha')),
-                         _search_status(search),
-                         str(len(search.get('candidates') or [])),
-                         _depth_text(winner['block_depth']) if winner.get('block_depth') else 'none yet',
-                         f"{winner['params']:,}" if isinstance(winner.get('params'), int) else '',
-                         (f'{acc:.2f}' if acc is not None else '') + _search_score(search, winner, metric),
-                         f'{hours:.2f}' if isinstance(hours, (int, float)) else ''])
-        lines += _md_table(rows) + ['']
-
-    lines += ['## Incomplete runs', '']
-    open_searches = [s for s in searches if 'error' in s or _search_status(s) != 'finished']
-    if incomplete or open_searches:
-        rows = [['Run', 'Status', 'Epochs', 'Last test acc', 'Note'], None]
-        for run in incomplete:
-            epochs = '' if run.get('epochs_done') is None else str(run['epochs_done'])
-            if epochs and run.get('epochs'):
-                epochs += f"/{run['epochs']}"
-            acc = run.get('last_acc')
-            rows.append([run['path'], run.get('status', ''), epochs,
-                         f'{acc:.2f}' if isinstance(acc, (int, float)) else '', run.get('note', '')])
-        for search in open_searches:
-            note = search.get('error') or f"search: {len(search.get('candidates') or [])} candidates so far"
-            rows.append([search['path'], _search_status(search), '', '', note])
-        lines += _md_table(rows)
-    else:
-        lines += ['None.']
+        lines += _searches_section(searches, metric)
+    lines += _incomplete_section(searches, incomplete)
     return '\n'.join(lines) + '\n'
+
+
+def _dataset_section(dataset, t, figures):
+    lines = [f'## {dataset}', '']
+    if t['columns']:
+        cols = t['columns']
+        rows = [['Teacher'] + [c[0] for c in cols], None,
+                ['Student'] + [c[1] for c in cols],
+                ['Teacher acc'] + [cell(t['teacher'].get(c, [])) +
+                                   (' †' if t['teacher_from_students'].get(c) else '')
+                                   for c in cols],
+                ['Student (scratch)'] + [cell(t['scratch'].get(c, [])) for c in cols]]
+        labels = sorted({label for label, _ in t['cells']}, key=_sort_key)
+        rows += [[label] + [cell(t['cells'].get((label, c), [])) for c in cols]
+                 for label in labels]
+        lines += _md_table(rows)
+        lines += ['']
+        if any(t['teacher_from_students'].values()):
+            lines += ['† no teacher run found: the teacher accuracy the student runs '
+                      'measured (one value per distinct teacher checkpoint).', '']
+        for c in cols:
+            if (dataset, c) in figures:
+                lines += [f'![{c[0]} -> {c[1]}]({figures[(dataset, c)]})', '']
+    if t['models']:
+        lines += ['Models trained from scratch (teacher runs and students without '
+                  'distillation):', '']
+        lines += _md_table([['Model', 'Accuracy'], None] +
+                           [[m, cell(v)] for m, v in sorted(t['models'].items())])
+        lines += ['']
+    return lines
+
+
+def _searches_section(searches, metric):
+    rows = [['Search', 'Teacher -> student', 'Method', 'Status', 'Visited', 'Winner', 'Params',
+             f'Winner acc ({metric})', 'Device hours'], None]
+    for search in searches:
+        if 'error' in search:
+            rows.append([search['path'], '', '', search['error'], '', '', '', '', ''])
+            continue
+        winner = search.get('winner') or {}
+        record, acc = search_result(search, f'{metric}_acc')
+        hours = search.get('device_hours')
+        rows.append([search['path'], f"{search.get('model_t')} -> {search.get('model_s')}",
+                     method_label(search.get('distill'), search.get('mc'),
+                                  _options(search).get('alpha')),
+                     _search_status(search),
+                     str(len(search.get('candidates') or [])),
+                     _depth_text(winner['block_depth']) if winner.get('block_depth') else 'none yet',
+                     f"{winner['params']:,}" if isinstance(winner.get('params'), int) else '',
+                     (f'{acc:.2f}' if acc is not None else '') + _search_score(search, winner, metric),
+                     f'{hours:.2f}' if isinstance(hours, (int, float)) else ''])
+    return ['## Block composition searches', ''] + _md_table(rows) + ['']
+
+
+def _incomplete_section(searches, incomplete):
+    lines = ['## Incomplete runs', '']
+    open_searches = [s for s in searches if 'error' in s or _search_status(s) != 'finished']
+    if not (incomplete or open_searches):
+        return lines + ['None.']
+    rows = [['Run', 'Status', 'Epochs', 'Last test acc', 'Note'], None]
+    for run in incomplete:
+        epochs = '' if run.get('epochs_done') is None else str(run['epochs_done'])
+        if epochs and run.get('epochs'):
+            epochs += f"/{run['epochs']}"
+        acc = run.get('last_acc')
+        rows.append([run['path'], run.get('status', ''), epochs,
+                     f'{acc:.2f}' if isinstance(acc, (int, float)) else '', run.get('note', '')])
+    for search in open_searches:
+        note = search.get('error') or f"search: {len(search.get('candidates') or [])} candidates so far"
+        rows.append([search['path'], _search_status(search), '', '', note])
+    return lines + _md_table(rows)
 
 
 def _search_score(search, winner, metric):

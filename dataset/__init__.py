@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from dataset import cifar, digits, imagenet, tiny_imagenet
 from dataset.common import CollateBatch, Indexed, worker_leaves_signals_to_main
 from dataset.contrast import ContrastSampler
-from dataset.device_loader import DeviceLoader, derive_seed
+from dataset.device_loader import DeviceLoader, derive_seed, loader_set_epoch
 from helper.errors import UsageError
 
 DATASETS = ('cifar100', 'cifar10', 'tiny_imagenet', 'imagenet', 'digits')
@@ -61,20 +61,6 @@ class ShardSampler(Sampler):
 
     def __len__(self):
         return len(self.indices)
-
-
-def loader_set_epoch(loader, epoch):
-    """Tell a loader which epoch starts. The epoch's order (and worker seeds) then depend only on
-    (seed, epoch), so a resumed run replays exactly the epochs an uninterrupted run would see."""
-    if hasattr(loader, 'set_epoch'):
-        loader.set_epoch(epoch)
-    elif isinstance(getattr(loader, 'sampler', None), DistributedSampler):
-        loader.sampler.set_epoch(epoch)
-    if getattr(loader, 'generator', None) is not None and hasattr(loader, 'epoch_seed'):
-        loader.generator.manual_seed(derive_seed(loader.epoch_seed, epoch))
-    contrast = getattr(loader, 'contrast', None) or getattr(getattr(loader, 'collate_fn', None), 'contrast', None)
-    if hasattr(contrast, 'set_epoch'):
-        contrast.set_epoch(epoch)
 
 
 def _distributed():

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import torch
+from torch.utils.data import DistributedSampler
 import torch.nn.functional as F
 
 
@@ -170,3 +171,17 @@ class DeviceLoader:
         stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
         for start in range(0, stop, self.batch_size):
             yield self._batch(order[start:start + self.batch_size])
+
+
+def loader_set_epoch(loader, epoch):
+    """Tell a loader which epoch starts. The epoch's order (and worker seeds) then depend only on
+    (seed, epoch), so a resumed run replays exactly the epochs an uninterrupted run would see."""
+    if hasattr(loader, 'set_epoch'):
+        loader.set_epoch(epoch)
+    elif isinstance(getattr(loader, 'sampler', None), DistributedSampler):
+        loader.sampler.set_epoch(epoch)
+    if getattr(loader, 'generator', None) is not None and hasattr(loader, 'epoch_seed'):
+        loader.generator.manual_seed(derive_seed(loader.epoch_seed, epoch))
+    contrast = getattr(loader, 'contrast', None) or getattr(getattr(loader, 'collate_fn', None), 'contrast', None)
+    if hasattr(contrast, 'set_epoch'):
+        contrast.set_epoch(epoch)

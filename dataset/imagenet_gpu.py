@@ -19,7 +19,7 @@ from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 from dataset import imagenet
 from dataset.common import CollateBatch
 from dataset.datafiles import unreadable_image
-from dataset.device_loader import derive_seed
+from dataset.device_loader import derive_seed, loader_set_epoch
 
 TRAIN_SIZE, RESIZE = 224, 256
 SCALE, RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
@@ -111,7 +111,6 @@ class JpegDeviceLoader:
         self.set_epoch(0)
 
     def set_epoch(self, epoch):
-        from dataset import loader_set_epoch
         loader_set_epoch(self.loader, epoch)
         self.crops.manual_seed(derive_seed(self.seed, self.rank, 5, epoch))
 

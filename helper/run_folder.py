@@ -173,3 +173,11 @@ def log_columns(term_names):
 
 def _cell(value):
     return f'{value:.6g}' if isinstance(value, float) else str(value)
+
+
+def finished(run_dir):
+    """The run in run_dir has finished (its summary.json says so)."""
+    try:
+        return read_json(os.path.join(run_dir, 'summary.json')).get('status') == 'finished'
+    except (OSError, ValueError):
+        return False

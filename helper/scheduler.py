@@ -2,13 +2,14 @@
 --runs_per_gpu), or SLURM jobs through submitit (--launcher slurm, helper/slurm.py)."""
 import argparse
 import os
-import re
 import subprocess
 import sys
 import time
 
 from helper.checkpoint import has_resumable
 from helper.errors import UsageError
+from helper.run_folder import finished
+from helper.slurm_flags import slurm_extra, slurm_minutes  # noqa: F401 (slurm_minutes: part of this API)
 
 
 def slots_for(gpus, runs_per_gpu=1, nproc_per_node=1):
@@ -87,35 +88,6 @@ LAUNCHER_FLAGS = {'--launcher', '--slurm_partition', '--slurm_time', '--slurm_gp
                   '--slurm_executor', '--slurm_poll'}
 
 
-def slurm_minutes(text):
-    """SLURM's --time forms (M, M:S, H:M:S, D-H, D-H:M, D-H:M:S) as whole minutes."""
-    m = re.fullmatch(r'(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?', str(text).strip())
-    if not m:
-        raise UsageError(f'--slurm_time must be minutes, H:MM:SS or D-HH:MM:SS, got {text!r}')
-    days, a, b, c = (int(x) if x else None for x in m.groups())
-    if days is not None:  # D-H, D-H:M, D-H:M:S
-        seconds = days * 86400 + a * 3600 + (b or 0) * 60 + (c or 0)
-    elif c is not None:
-        seconds = a * 3600 + b * 60 + c
-    elif b is not None:
-        seconds = a * 60 + b
-    else:
-        seconds = a * 60
-    if seconds <= 0:
-        raise UsageError(f'--slurm_time must be positive, got {text!r}')
-    return -(-seconds // 60)
-
-
-def slurm_extra(items):
-    out = {}
-    for item in items:
-        key, eq, value = item.partition('=')
-        if not eq or not key.strip():
-            raise UsageError(f'--slurm_extra takes KEY=VALUE (an sbatch option without its dashes), got {item!r}')
-        out[key.strip().lstrip('-')] = value
-    return out
-
-
 def check_launcher_args(opt):
     """Reject launcher flags that cannot work, before anything is submitted."""
     if opt.launcher == 'local':
@@ -179,12 +151,3 @@ def train_runs(runs, opt, state_path, slots=(None,), job_name='crd'):
     todo = [i for i, r in enumerate(runs) if not finished(r.run_dir)]
     failed = run_parallel(todo, list(slots), command)
     return {todo[j]: f'exit code {code}' for j, code in failed.items()}
-
-
-def finished(run_dir):
-    """The run in run_dir has finished (its summary.json says so)."""
-    from helper.checkpoint import read_json
-    try:
-        return read_json(os.path.join(run_dir, 'summary.json')).get('status') == 'finished'
-    except (OSError, ValueError):
-        return False

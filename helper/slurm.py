@@ -26,7 +26,8 @@ import submitit
 
 from helper.errors import UsageError
 from helper.checkpoint import has_resumable
-from helper.scheduler import finished, slurm_extra, slurm_minutes
+from helper.run_folder import finished
+from helper.slurm_flags import slurm_extra, slurm_minutes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIGNAL_DELAY_S = 120  # submitit's signal comes this long before the time limit...

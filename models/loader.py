@@ -8,7 +8,7 @@ import re
 import torch
 from torch.overrides import TorchFunctionMode
 
-import models
+from models import zoo
 from helper.errors import UsageError
 
 
@@ -74,12 +74,12 @@ class _SkipInit(TorchFunctionMode):
 @functools.lru_cache(maxsize=None)
 def _zoo_shapes(name, num_classes, block_depth):
     with torch.device('meta'), _SkipInit():  # no memory, no init
-        return _shapes(models.build_model(name, num_classes, block_depth).state_dict())
+        return _shapes(zoo.build_model(name, num_classes, block_depth).state_dict())
 
 
 def state_dict_shapes(name, num_classes=100, block_depth=None):
     """{key: shape} of a zoo model in state_dict order, built without memory or initialisation."""
-    depth = models.parse_block_depth(name, block_depth)
+    depth = zoo.parse_block_depth(name, block_depth)
     return dict(_zoo_shapes(name, num_classes, None if depth is None else tuple(depth)))
 
 
@@ -87,7 +87,7 @@ def guess_architecture(state_dict):
     """The fixed-depth zoo name whose keys and shapes are exactly those of state_dict, or None."""
     wanted = _shapes(state_dict)
     num_classes = _num_classes(state_dict)
-    return next((name for name in models.FIXED_DEPTH
+    return next((name for name in zoo.FIXED_DEPTH
                  if _zoo_shapes(name, num_classes, None) == wanted), None)
 
 
@@ -103,7 +103,7 @@ def name_from_path(path):
     if len(parts) > 1 and parts[1].split('-')[0] == 'imagenet':  # resnet34_imagenet_imagenet_lr_...
         name = '_'.join(parts[:2])
     name = re.sub(r'(-\d+)+$', '', name)
-    return name if name in models.model_dict else None
+    return name if name in zoo.model_dict else None
 
 
 def _mismatch(state_dict, model_sd):
@@ -126,7 +126,7 @@ def _mismatch(state_dict, model_sd):
 def _width_of(state_dict, name, num_classes):
     """ResNet50 and ResNet50_full share a folder name (ResNet50_vanilla holds RepDistiller's
     full-width teacher): take the width whose keys and shapes the weights have."""
-    other = models.other_width(name)
+    other = zoo.other_width(name)
     wanted = _shapes(state_dict)
     if other and _zoo_shapes(name, num_classes, None) != wanted and \
             _zoo_shapes(other, num_classes, None) == wanted:
@@ -154,10 +154,10 @@ def load_model(path, name=None, num_classes=100, block_depth=None):
             hint = f' (the weights match {guess})' if guess else ''
             raise UsageError(f'cannot tell the architecture of {path} from its folder name; '
                              f'give the model name{hint}')
-    if block_depth is None and models.is_variable_depth(name):
+    if block_depth is None and zoo.is_variable_depth(name):
         block_depth = saved_block_depth(meta)
     name = _width_of(state_dict, name, num_classes)
-    model = models.build_model(name, num_classes, block_depth)
+    model = zoo.build_model(name, num_classes, block_depth)
     problems = _mismatch(state_dict, model.state_dict())
     if problems:
         guess = guess_architecture(state_dict)

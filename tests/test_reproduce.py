@@ -168,6 +168,16 @@ def test_tiny_table_killed_then_resumed_ends_with_the_comparison(tmp_path, data,
         resumed = json.load(f)
     assert resumed['status'] == 'finished' and resumed['epochs_done'] == 4
 
+    assert_the_comparison(save, out)
+
+    third = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert third.returncode == 0 and '4 finished, 0 to resume, 0 to start' in third.stdout
+    assert 'start ' not in third.stdout
+
+
+def assert_the_comparison(save, out):
+    """The table's four runs finished; published values, our cells and verdicts under each
+    published protocol; the smoke run shown as not comparable."""
     summaries = []
     for path in glob.glob(os.path.join(save, '*', '*', 'summary.json')):
         with open(path) as f:
@@ -201,10 +211,6 @@ def test_tiny_table_killed_then_resumed_ends_with_the_comparison(tmp_path, data,
     with open(os.path.join(save, 'results.csv')) as f:
         verdicts = {r['verdict'] for r in csv.DictReader(f) if r['distill'] == 'kd'}
     assert 'not comparable: epochs 1 ≠ 4' in verdicts and len(verdicts) == 2
-
-    third = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert third.returncode == 0 and '4 finished, 0 to resume, 0 to start' in third.stdout
-    assert 'start ' not in third.stdout
 
 
 def report_cell_of_smoke(save):
