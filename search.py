@@ -3,9 +3,9 @@
 Takes every train_student.py flag, e.g.
     python search.py --path_t ./save/models/resnet110_vanilla/ckpt_epoch_240.pth --distill crd \
         --mc 1 --mc_weight 0.001 --model_s myresnet20 --block_depth 3,3,3 -a 0 -b 0.8 --trial 1
-The search rule is documented in helper/bcs.py and the README. Rerunning the same command skips
+The search rule is documented in helper/launch/bcs.py and the README. Rerunning the same command skips
 finished candidates and resumes an interrupted one. With --launcher slurm every candidate is a
-SLURM job (helper/slurm.py), and a rerun reattaches to the jobs still queued or running.
+SLURM job (helper/launch/slurm.py), and a rerun reattaches to the jobs still queued or running.
 """
 import os
 import sys
@@ -13,15 +13,15 @@ import sys
 import models
 from models import pretrained
 from models.loader import read_state_dict, saved_block_depth
-from helper import bcs, cotrain
-from helper.checkpoint import WriteError, append_line, read_json, write_json
+from helper.launch import bcs, cotrain
+from helper.runs.checkpoint import WriteError, append_line, read_json, write_json
 from helper.errors import UsageError, teacher_missing
-from helper.loops import NonFiniteLoss, Preempted
-from helper.options import (Parser, add_student_args, differing_option, finalize, options_argv, options_dict,
+from helper.engine.loops import NonFiniteLoss, Preempted
+from helper.engine.options import (Parser, add_student_args, differing_option, finalize, options_argv, options_dict,
                             run_name, student_parser)
-from helper.run import exit_code, run_folder_of
-from helper.runlock import RunLock, check_free
-from helper.scheduler import Run, add_launcher_args, check_launcher_args, run_parallel, slots_for, slurm_backend
+from helper.engine.run import exit_code, run_folder_of
+from helper.runs.runlock import RunLock, check_free
+from helper.launch.scheduler import Run, add_launcher_args, check_launcher_args, run_parallel, slots_for, slurm_backend
 from train_student import train_student
 
 TRAIN_STUDENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train_student.py')
@@ -196,7 +196,7 @@ class Search:
             root = os.path.dirname(os.path.abspath(__file__))
             env = dict(os.environ, CUDA_VISIBLE_DEVICES=slot,
                        PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get('PYTHONPATH')])))
-            return [sys.executable, '-m', 'helper.cotrain'] + argv, env
+            return [sys.executable, '-m', 'helper.launch.cotrain'] + argv, env
         failed = run_parallel(groups, slots, command)
         for g, group in enumerate(groups):
             if g in failed:

@@ -5,8 +5,8 @@ Example: python train_student.py --path_t ./save/models/resnet110_vanilla/ckpt_e
 """
 import sys
 
-from helper.options import student_parser
-from helper.run import main, run
+from helper.engine.options import student_parser
+from helper.engine.run import main, run
 
 
 def train_student(opt):

@@ -4,8 +4,8 @@ Example: python train_teacher.py --model resnet110 --trial 0
 """
 import sys
 
-from helper.options import teacher_parser
-from helper.run import main, run
+from helper.engine.options import teacher_parser
+from helper.engine.run import main, run
 
 
 def train_teacher(opt):

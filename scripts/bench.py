@@ -28,11 +28,11 @@ import models  # noqa: E402
 from dataset import get_loaders, loader_set_epoch  # noqa: E402
 from distiller_zoo import METHODS, build_distiller  # noqa: E402
 from distiller_zoo.base import feature_shapes  # noqa: E402
-from helper.loops import StudentWithLoss, forward_backward, teacher_forward, to_device  # noqa: E402
-from helper.options import finalize, student_parser  # noqa: E402
-from helper.experiment import compile_modules, compile_teacher, make_autocast, make_optimizer, resolve_speed_flags  # noqa: E402
-from helper.teacher_batch import batched_teacher_forward  # noqa: E402
-from helper.util import pick_device  # noqa: E402
+from helper.engine.loops import StudentWithLoss, forward_backward, teacher_forward, to_device  # noqa: E402
+from helper.engine.options import finalize, student_parser  # noqa: E402
+from helper.engine.experiment import compile_modules, compile_teacher, make_autocast, make_optimizer, resolve_speed_flags  # noqa: E402
+from helper.engine.teacher_batch import batched_teacher_forward  # noqa: E402
+from helper.engine.util import pick_device  # noqa: E402
 
 PAIRS = [('resnet56', 'resnet20', 'kd'), ('resnet110', 'resnet20', 'crd'), ('resnet32x4', 'resnet8x4', 'kd')]
 

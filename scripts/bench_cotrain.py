@@ -10,7 +10,7 @@ asked, to keep the run short), the teacher forward alone, and each candidate's s
   the same phase as separate runs costs N teacher forwards plus N student steps. The phase is
   also timed directly, both ways, in alternating rounds;
 - a search, in units of one run of the start composition alone: the published search trains
-  every candidate alone; the co-trained one trains the start with phase 1 (BCS, helper/bcs.py),
+  every candidate alone; the co-trained one trains the start with phase 1 (BCS, helper/launch/bcs.py),
   then phase 2, each as one group. Per-epoch validation and checkpoints are left out.
 """
 import argparse
@@ -29,10 +29,10 @@ import models  # noqa: E402
 from dataset import get_loaders, loader_set_epoch  # noqa: E402
 from distiller_zoo import build_distiller  # noqa: E402
 from distiller_zoo.base import feature_shapes  # noqa: E402
-from helper.loops import StudentWithLoss, forward_backward, teacher_forward, to_device  # noqa: E402
-from helper.options import finalize, student_parser  # noqa: E402
-from helper.experiment import compile_modules, compile_teacher, make_autocast, make_optimizer, resolve_speed_flags  # noqa: E402
-from helper.util import pick_device  # noqa: E402
+from helper.engine.loops import StudentWithLoss, forward_backward, teacher_forward, to_device  # noqa: E402
+from helper.engine.options import finalize, student_parser  # noqa: E402
+from helper.engine.experiment import compile_modules, compile_teacher, make_autocast, make_optimizer, resolve_speed_flags  # noqa: E402
+from helper.engine.util import pick_device  # noqa: E402
 from scripts.bench import make_cifar100, sync  # noqa: E402
 
 # resnet110 -> myresnet20: the start with phase 1, then phase 2 from (3,7,2) (the published order)

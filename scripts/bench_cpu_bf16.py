@@ -20,9 +20,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import models  # noqa: E402
 from distiller_zoo import build_distiller  # noqa: E402
 from distiller_zoo.base import feature_shapes  # noqa: E402
-from helper.cpu_bf16 import cpu_bf16_native  # noqa: E402
-from helper.loops import StudentWithLoss, forward_backward, teacher_forward  # noqa: E402
-from helper.options import finalize, student_parser  # noqa: E402
+from helper.engine.cpu_bf16 import cpu_bf16_native  # noqa: E402
+from helper.engine.loops import StudentWithLoss, forward_backward, teacher_forward  # noqa: E402
+from helper.engine.options import finalize, student_parser  # noqa: E402
 
 
 class _NoScale:

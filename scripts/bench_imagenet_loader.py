@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dataset import get_loaders, loader_set_epoch  # noqa: E402
 from helper.errors import UsageError  # noqa: E402
-from helper.util import pick_device  # noqa: E402
+from helper.engine.util import pick_device  # noqa: E402
 
 
 def write_jpegs(root, n_images, n_classes=10, seed=0):

@@ -4,7 +4,7 @@
 #   sh scripts/fetch_pretrained_teachers.sh [--save_root DIR] [--eval [--data_folder DIR]] [name ...]
 # --eval prints each teacher's CIFAR-100 test accuracy beside the published one (-h: all options).
 # Sources can be overridden with CRD_TEACHER_URL_PRIMARY ({name} template) and
-# CRD_TEACHER_URL_MIRROR; the logic lives in helper/fetch.py.
+# CRD_TEACHER_URL_MIRROR; the logic lives in helper/tools/fetch.py.
 set -e
 repo=$(CDPATH= cd -- "$(dirname -- "$0")/.." && pwd)
 if [ -x "$repo/.venv/bin/python" ]; then
@@ -13,4 +13,4 @@ else
     python=python3
 fi
 # Paths stay relative to where the user runs it (./save, as in the README); imports need the repo.
-PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" exec "$python" -m helper.fetch "$@"
+PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" exec "$python" -m helper.tools.fetch "$@"

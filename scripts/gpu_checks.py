@@ -28,8 +28,8 @@ sys.path.insert(0, os.path.join(ROOT, 'tests'))
 import models  # noqa: E402
 from distiller_zoo import build_distiller  # noqa: E402
 from distiller_zoo.base import feature_shapes  # noqa: E402
-from helper.loops import StudentWithLoss, forward_backward, teacher_forward  # noqa: E402
-from helper.options import finalize, student_parser  # noqa: E402
+from helper.engine.loops import StudentWithLoss, forward_backward, teacher_forward  # noqa: E402
+from helper.engine.options import finalize, student_parser  # noqa: E402
 
 
 class _NoScale:
@@ -39,7 +39,7 @@ class _NoScale:
 
 
 def check_step_graph(device='cuda', runner=None):
-    from helper.step_graph import CudaGraphRunner, StepGraph
+    from helper.engine.step_graph import CudaGraphRunner, StepGraph
     dev = torch.device(device)
     argv = ['--model_t', 'resnet110', '--path_t', 'unused.pth', '--model_s', 'resnet20', '--distill', 'crd',
             '--device', device]
@@ -84,10 +84,10 @@ def check_step_graph(device='cuda', runner=None):
 
 
 def check_cotrain(device='cuda'):
-    from helper import cotrain
-    from helper.run import run
+    from helper.launch import cotrain
+    from helper.engine.run import run
     from helpers_data import student_args, write_tiny_cifar100
-    from helper.options import teacher_parser
+    from helper.engine.options import teacher_parser
     with tempfile.TemporaryDirectory() as tmp:
         data = write_tiny_cifar100(os.path.join(tmp, 'data'), train_per_class=4)
         t_argv = ['--model', 'wrn_40_1', '--data_folder', data, '--save_root', os.path.join(tmp, 't'),
@@ -130,9 +130,9 @@ def check_mdistiller_fast(device='cuda', fast=True):
     backward passes through the compiled step (no CUDA graphs), ReviewKD's ABF modules and OFD's
     connectors under bf16 autocast; every logged value finite."""
     import math
-    from helper.run import run
+    from helper.engine.run import run
     from helpers_data import student_args, write_tiny_cifar100
-    from helper.options import teacher_parser
+    from helper.engine.options import teacher_parser
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         data = write_tiny_cifar100(os.path.join(tmp, 'data'), train_per_class=4)

@@ -11,8 +11,8 @@ import pickle
 import numpy as np
 import torch
 
-from helper.options import student_parser, teacher_parser
-from helper.run import run
+from helper.engine.options import student_parser, teacher_parser
+from helper.engine.run import run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N_CLASSES = 100

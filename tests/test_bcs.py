@@ -7,9 +7,9 @@ import pytest
 
 from conftest import FIXTURES
 
-from helper import bcs
+from helper.launch import bcs
 from helper.errors import UsageError
-from helper.scheduler import run_parallel, slots_for
+from helper.launch.scheduler import run_parallel, slots_for
 
 
 def run_with_scores(start, model_s, model_t, scores):

@@ -10,7 +10,7 @@ import shlex
 
 import pytest
 
-from helper.options import finalize, student_parser, teacher_parser
+from helper.engine.options import finalize, student_parser, teacher_parser
 from conftest import FIXTURES
 from helpers_data import ROOT
 from search import checked_options, search_parser
@@ -131,7 +131,7 @@ def test_finalized_options_are_read_only_and_leave_the_parsed_ones_alone():
 
 
 def test_candidate_command_line_is_built_from_the_options():
-    from helper.options import options_argv
+    from helper.engine.options import options_argv
     opt = finalize(student_parser().parse_args(['--path_t', 'x/resnet110_vanilla/c.pth', '--model_s', 'myresnet20',
                                                 '--lr_decay_epochs', '5', '-b', '0.8', '--seed', '3']), 'student')
     c = opt.replace(block_depth=[2, 6, 1], lr_decay_epochs=[], resume=True)

@@ -1,4 +1,4 @@
-"""--fast compiles only where compilation pays for itself within the run (helper.compile_policy)."""
+"""--fast compiles only where compilation pays for itself within the run (helper.engine.compile_policy)."""
 import json
 import os
 from types import SimpleNamespace
@@ -6,10 +6,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from helper import compile_policy as cp
-from helper.experiment import resolve_speed_flags
-from helper.options import RESULT_OPTIONS, finalize, teacher_parser
-from helper.run import run
+from helper.engine import compile_policy as cp
+from helper.engine.experiment import resolve_speed_flags
+from helper.engine.options import RESULT_OPTIONS, finalize, teacher_parser
+from helper.engine.run import run
 
 CPU = torch.device('cpu')
 

@@ -6,10 +6,10 @@ import threading
 import pytest
 import torch
 
-from helper import cotrain
+from helper.launch import cotrain
 from helper.errors import UsageError
-from helper.loops import Preempted
-from helper.run import run
+from helper.engine.loops import Preempted
+from helper.engine.run import run
 from helpers_data import load_weights_only, parse_student, student_args
 
 COMPS = ['2,2,2', '1,2,3', '3,1,1']
@@ -136,7 +136,7 @@ def test_failure_of_one_run_lets_the_others_finish(setup, tmp_path):
 def test_cotrained_runs_name_their_composition_in_their_lines(setup, tmp_path, capsys):
     """Co-trained runs print in turns: each epoch line and progress bar says which candidate it is."""
     from types import SimpleNamespace
-    from helper.trainer import Trainer, log
+    from helper.engine.trainer import Trainer, log
     data, path_t = setup
     descs = []
 
@@ -157,7 +157,7 @@ def test_stopped_cotraining_resumes(setup, tmp_path, monkeypatch, one_thread_eve
     """A stop mid-phase checkpoints every candidate; the rerun with --resume finishes them all
     with the weights of an uninterrupted co-training."""
     data, path_t = setup
-    import helper.loops as loops
+    import helper.engine.loops as loops
     real_update = loops.EpochState.update
     calls = {'n': 0}
 
@@ -187,8 +187,8 @@ def test_gpus_split_a_phase_into_cotrained_groups(setup, tmp_path, monkeypatch, 
     line parses to exactly the candidates search.py built."""
     import json
     import search
-    from helper.options import differing_option, finalize, options_dict, student_parser
-    from helper.run import run_dir_of
+    from helper.engine.options import differing_option, finalize, options_dict, student_parser
+    from helper.engine.run import run_dir_of
     data, path_t = setup
     argv = student_args(data, str(tmp_path), path_t, 'kd', 'myresnet14', '--block_depth', '2,2,2', '--gpus', '0,1')
     opt = finalize(search.search_parser().parse_args(argv), 'student')
@@ -198,7 +198,7 @@ def test_gpus_split_a_phase_into_cotrained_groups(setup, tmp_path, monkeypatch, 
 
     class Fake:
         def __init__(self, cmd, env):
-            assert cmd[1:3] == ['-m', 'helper.cotrain']
+            assert cmd[1:3] == ['-m', 'helper.launch.cotrain']
             groups = cotrain.split_groups(cmd[3:])
             for g in groups:
                 o = finalize(student_parser().parse_args(g), 'student')
@@ -215,7 +215,7 @@ def test_gpus_split_a_phase_into_cotrained_groups(setup, tmp_path, monkeypatch, 
         def poll(self):
             return 0
     import functools
-    from helper.scheduler import run_parallel
+    from helper.launch.scheduler import run_parallel
     monkeypatch.setattr(search, 'run_parallel', functools.partial(run_parallel, popen=Fake, poll_s=0))
     os.makedirs(s.dir, exist_ok=True)
     s._train_parallel(todo, 1)

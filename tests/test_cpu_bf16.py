@@ -4,9 +4,9 @@ import types
 import pytest
 import torch
 
-from helper import cpu_bf16, experiment
-from helper.loops import StudentWithLoss
-from helper.options import finalize, student_parser
+from helper.engine import cpu_bf16, experiment
+from helper.engine.loops import StudentWithLoss
+from helper.engine.options import finalize, student_parser
 
 
 def fast_opt(fast=True):

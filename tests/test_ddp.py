@@ -27,10 +27,10 @@ from dataset import get_loaders, loader_set_epoch
 from distiller_zoo import METHODS, build_distiller, feature_shapes, published_option_values
 from helper import dist
 from helper.errors import UsageError
-from helper.loops import StudentWithLoss, teacher_forward, validate
-from helper.options import teacher_parser
-from helper.run import run
-from helper.trainer import run_init_stage
+from helper.engine.loops import StudentWithLoss, teacher_forward, validate
+from helper.engine.options import teacher_parser
+from helper.engine.run import run
+from helper.engine.trainer import run_init_stage
 
 pytestmark = pytest.mark.slow  # trains epochs or starts processes
 
@@ -88,7 +88,7 @@ def snapshot(module):
 
 
 def two_steps(distill, batch, bn_eval=True, dtype=torch.float32):
-    """Two SGD steps through dist.wrap (DDP when a process group exists, as in helper/trainer.py).
+    """Two SGD steps through dist.wrap (DDP when a process group exists, as in helper/engine/trainer.py).
     bn_eval: BatchNorm in eval mode, so batch statistics do not depend on how the batch is split.
     dtype float64: the large published weights (hint 100, attention 1000) grow the weights to ~100
     in two steps, which in float32 turns the summation order of one CPU into differences of 1e-4."""
@@ -114,9 +114,9 @@ def two_steps(distill, batch, bn_eval=True, dtype=torch.float32):
 
 
 def two_dot_steps(batch):
-    """Two KD steps with --optimizer dot as helper/trainer.py takes them: on the module inside the
+    """Two KD steps with --optimizer dot as helper/engine/trainer.py takes them: on the module inside the
     DDP wrapper, the gradients of each backward pass averaged over ranks by dot_forward_backward."""
-    from helper.dot import DOT, dot_forward_backward
+    from helper.engine.dot import DOT, dot_forward_backward
     student, teacher, method = build('kd', torch.float64)
     batch = dict(batch, input=batch['input'].double())
     wrapped = dist.wrap(StudentWithLoss(student, method), torch.device('cpu'))
@@ -183,7 +183,7 @@ def metrics_and_orders():
 
 
 def teacher_runs(save_root):
-    """helper.run.run inside the process group: --sync_bn refused on the CPU, then a real 1-epoch
+    """helper.engine.run.run inside the process group: --sync_bn refused on the CPU, then a real 1-epoch
     run without --seed (each rank draws its own seed before the ranks meet)."""
     argv = ['--model', 'resnet8', '--dataset', 'digits', '--epochs', '1', '--batch_size', '128',
             '--num_workers', '0', '--save_root', save_root]

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distiller_zoo.base import DistillKL
-from helper.dot import DOT, split_losses
+from helper.engine.dot import DOT, split_losses
 from helper.errors import UsageError
 
 
@@ -110,14 +110,14 @@ def test_dot_delta_beyond_momentum_is_refused():
 # ---------------------------------------------------------------- in training runs
 
 def test_dot_without_a_distillation_term_is_a_one_line_error(data, teacher, tmp_path, capsys):
-    from helper.options import teacher_parser
-    from helper.run import main
+    from helper.engine.options import teacher_parser
+    from helper.engine.run import main
     from helpers_data import student_args, teacher_args, tree
     argv = teacher_args(data, str(tmp_path), 'resnet8', '--optimizer', 'dot')
     assert main('teacher', teacher_parser(), argv) == 2
     err = capsys.readouterr().err
     assert err.count('\n') == 1 and 'a teacher trains CE alone: there is no distillation term' in err
-    from helper.options import student_parser
+    from helper.engine.options import student_parser
     argv = student_args(data, str(tmp_path), teacher, 'kd', 'resnet8', '--optimizer', 'dot', '-a', '0', '-b', '0')
     assert main('student', student_parser(), argv) == 2
     assert '-a and -b are 0 for kd: there is no distillation term' in capsys.readouterr().err
@@ -155,8 +155,8 @@ def test_dot_run_keeps_both_momenta_and_differs_from_sgd(data, teacher, tmp_path
 def test_fast_path_runs_dot_reviewkd_and_ofd(data, teacher, tmp_path, capsys, distill, extra):
     """--fast (compile, device-side data, channels-last) trains them; DOT compiles without CUDA graphs
     (two backward passes per forward) and refuses --step_graph in one line."""
-    from helper.options import student_parser
-    from helper.run import main
+    from helper.engine.options import student_parser
+    from helper.engine.run import main
     from helpers_data import parse_student, student_args
     from train_student import train_student
     summary = train_student(parse_student(student_args(data, str(tmp_path), teacher, distill, 'resnet8', '--fast',
@@ -173,7 +173,7 @@ def test_fast_path_runs_dot_reviewkd_and_ofd(data, teacher, tmp_path, capsys, di
 def test_train_sh_dot_recipes_are_mdistillers():
     """KD + DOT as mdistiller's configs set it: delta 0.075 on CIFAR-100 (KD CE 0.1, KD 0.9, T 4),
     0.09 on ImageNet (its KD recipe: CE 0.5, KD 0.5, T 1)."""
-    from helper.options import finalize, student_parser
+    from helper.engine.options import finalize, student_parser
     from test_cli import commands_in
     with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'scripts', 'train.sh')) as f:
         found = [finalize(student_parser().parse_args(argv), 'student') for script, argv in commands_in(f.read())
@@ -192,7 +192,7 @@ def test_train_sh_dot_recipes_are_mdistillers():
 
 def test_dot_refuses_fp16_scaling_and_step_graph():
     import argparse
-    from helper.dot import check_dot_speed_flags
+    from helper.engine.dot import check_dot_speed_flags
     plain = argparse.Namespace(step_graph=False)
     check_dot_speed_flags(plain, torch.amp.GradScaler('cpu', enabled=False))
     with pytest.raises(UsageError, match=r'^--optimizer dot needs bf16 or fp32: .*drop --amp \(--fast turns it on\)$'):

@@ -6,9 +6,9 @@ import os
 import pytest
 
 import search
-from helper import runlock
-from helper.options import student_parser
-from helper.run import main, run
+from helper.runs import runlock
+from helper.engine.options import student_parser
+from helper.engine.run import main, run
 from helpers_data import parse_student, student_args, tree
 
 

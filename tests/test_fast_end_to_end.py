@@ -15,8 +15,8 @@ import torch
 import torch.multiprocessing as mp
 
 from distiller_zoo import METHODS
-from helper.options import student_parser, teacher_parser
-from helper.run import main
+from helper.engine.options import student_parser, teacher_parser
+from helper.engine.run import main
 from helpers_data import ROOT, load_weights_only, student_args, subprocess_env, teacher_args
 
 EPOCHS = 4

@@ -27,11 +27,11 @@ import dataset
 import search
 from dataset import cifar
 from dataset.datafiles import STAND_INS, DataFileError, md5_of, read_pickle
-from helper import checkpoint as checkpoint_module
-from helper import runlock
-from helper.checkpoint import WRITE_DELAY_ENV
-from helper.options import finalize, student_parser, teacher_parser
-from helper.run import WRITE_ERROR_EXIT, main, run_dir_of
+from helper.runs import checkpoint as checkpoint_module
+from helper.runs import runlock
+from helper.runs.checkpoint import WRITE_DELAY_ENV
+from helper.engine.options import finalize, student_parser, teacher_parser
+from helper.engine.run import WRITE_ERROR_EXIT, main, run_dir_of
 from helpers_data import (ROOT, descendants, disk_full_for, failing_save, load_weights_only, student_args,
                           subprocess_env, teacher_args, tree, write_tiny_cifar100)
 
@@ -72,7 +72,7 @@ def same_weights(a, b):
 # ---------------------------------------------------------------- one process per folder
 
 HOLDER = ('import sys, time\n'
-          'from helper.runlock import RunLock\n'
+          'from helper.runs.runlock import RunLock\n'
           'RunLock(sys.argv[1], sys.argv[2]).acquire()\n'
           'print("held", flush=True)\n'
           'time.sleep(120)\n')
@@ -219,7 +219,7 @@ def test_lock_of_another_host_with_a_heartbeat_in_the_future_is_judged_by_the_fi
 
 
 WORKER_HOLDER = ('import os, sys, time\n'
-                 'from helper.runlock import RunLock\n'
+                 'from helper.runs.runlock import RunLock\n'
                  'RunLock(sys.argv[1]).acquire()\n'
                  'if os.fork() == 0:\n'  # a loader worker: inherits the locked file
                  '    time.sleep(1.5)\n'
@@ -656,8 +656,8 @@ def test_disk_full_in_a_training_process_is_exit_4_with_one_line(tmp_path, data,
     args = teacher_args(data, save_root, 'resnet8')
     code = ('import sys, pytest\n'
             'from helpers_data import disk_full_for\n'
-            'from helper.run import main\n'
-            'from helper.options import teacher_parser\n'
+            'from helper.engine.run import main\n'
+            'from helper.engine.options import teacher_parser\n'
             'patch = pytest.MonkeyPatch()\n'
             f'disk_full_for(patch, "{writer}")\n'
             'sys.exit(main("teacher", teacher_parser(), sys.argv[1:]))\n')
@@ -862,7 +862,7 @@ def test_a_loader_worker_killed_by_the_stop_signal_is_a_stop_not_a_crash(tmp_pat
                                                                         capsys):
     """Workers that do not leave the signal to the main process (one forked before the handler was
     set, say) die of it; the run still stops like a preempted one."""
-    import helper.loops as loops
+    import helper.engine.loops as loops
     monkeypatch.setattr(dataset, 'worker_leaves_signals_to_main', lambda worker_id, main_pid=None: None)
     real_update, calls = loops.EpochState.update, {'n': 0}
 

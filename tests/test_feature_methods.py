@@ -170,8 +170,8 @@ def test_shufflev2_teacher_is_refused_in_one_line():
 
 
 def test_train_student_reports_an_unfusable_pair_in_one_line(data, teacher, tmp_path, capsys):
-    from helper.options import student_parser
-    from helper.run import main
+    from helper.engine.options import student_parser
+    from helper.engine.run import main
     from helpers_data import student_args, tree
     argv = student_args(data, str(tmp_path), teacher, 'reviewkd', 'vgg8')
     assert main('student', student_parser(), argv) == 2

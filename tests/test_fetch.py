@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import torch
 
-from helper import fetch
+from helper.tools import fetch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -7,8 +7,8 @@ import torch
 from torch._dynamo.utils import counters
 
 import models
-from helper.experiment import compile_modules, compile_teacher
-from helper.loops import teacher_forward
+from helper.engine.experiment import compile_modules, compile_teacher
+from helper.engine.loops import teacher_forward
 
 pytestmark = pytest.mark.slow  # compiles a network
 

@@ -19,10 +19,10 @@ import models
 from dataset import imagenet_gpu
 from distiller_zoo import (METHODS, MilestoneChecking, build_distiller, check_mc_shapes,
                            feature_shapes, mc_stage_count, mc_weights, published_option_values)
-from helper import bcs
+from helper.launch import bcs
 from dataset.datafiles import DataFileError
 from helper.errors import UsageError
-from helper.options import finalize, student_parser
+from helper.engine.options import finalize, student_parser
 from helpers_imagenet import WNIDS, colour_class, write_imagenet
 from models import pretrained
 
@@ -364,7 +364,7 @@ def test_crd_mc_student_and_a_bcs_phase_on_generated_imagenet(folder, tmp_path):
     """train_student with a torchvision-format teacher, the device-decode path, CRD + MC on a
     variable-depth student; then search.py through a phase that moves a block."""
     import search
-    from helper.run import run
+    from helper.engine.run import run
     torch.manual_seed(0)
     teacher_file = tmp_path / 'resnet34-b627a593.pth'
     torch.save(torchvision.models.resnet34(weights=None, num_classes=3).state_dict(), teacher_file)

@@ -16,7 +16,7 @@ from distiller_zoo.dist import inter_class_relation, intra_class_relation
 from distiller_zoo.dkd import warmup_factor
 from helper.errors import UsageError
 from distiller_zoo.base import DistillKL
-from helper.options import finalize, run_name, student_parser
+from helper.engine.options import finalize, run_name, student_parser
 from helpers_data import load_weights_only, parse_student, student_args
 import search
 from train_student import train_student

@@ -12,7 +12,7 @@ import pytest
 
 from distiller_zoo import METHODS, Option, method_options
 from helper.errors import UsageError
-from helper.options import RESULT_OPTIONS, differing_option, student_parser
+from helper.engine.options import RESULT_OPTIONS, differing_option, student_parser
 from helpers_data import ROOT
 
 METHOD_FILE = '''
@@ -45,10 +45,10 @@ DRIVER = '''
 import json, signal, sys
 sys.path.insert(1, 'tests')
 import distiller_zoo
-from helper import trainer
-from helper.loops import Preempted
-from helper.options import student_parser
-from helper.run import main, run
+from helper.engine import trainer
+from helper.engine.loops import Preempted
+from helper.engine.options import student_parser
+from helper.engine.run import main, run
 from helpers_data import student_args
 
 data, save, teacher, deep_teacher = sys.argv[1:5]

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT
-from helper import plots
+from helper.tools import plots
 from helper.errors import UsageError
 
 LOG_HEADER = ['epoch', 'train_acc', 'train_loss', 'test_acc', 'test_loss', 'test_acc_top5', 'lr',

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from helper.progress import Progress, format_metrics
+from helper.engine.progress import Progress, format_metrics
 
 
 class FakeTerminal(io.StringIO):

@@ -16,7 +16,7 @@ import models
 from distiller_zoo import METHODS
 from distiller_zoo.mc import mc_stage_count, mc_weights, stage_weight_flags
 from helper.errors import UsageError
-from helper.options import finalize, run_name, student_parser
+from helper.engine.options import finalize, run_name, student_parser
 from helpers_data import ROOT
 from test_cli import SEED_README, commands_in
 

@@ -6,7 +6,7 @@ import statistics
 
 import pytest
 
-import report
+from helper.tools import report
 from test_report import write_run
 
 SAME = [('wrn_40_2', 'wrn_16_2'), ('wrn_40_2', 'wrn_40_1'), ('resnet56', 'resnet20'), ('resnet110', 'resnet20'),
@@ -95,7 +95,7 @@ SCRATCH_CMD = '--model resnet8x4'
 
 def recorded_options(command, seed=0):
     """The options a run made with this command records in its summary.json."""
-    from helper.options import finalize, options_dict, student_parser, teacher_parser
+    from helper.engine.options import finalize, options_dict, student_parser, teacher_parser
     kind = 'teacher' if command.startswith('--model ') else 'student'
     parser = teacher_parser() if kind == 'teacher' else student_parser()
     argv = command.split() + ['--seed', str(seed)] + ([] if kind == 'teacher' else ['--path_t', 't.pth'])

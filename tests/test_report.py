@@ -6,7 +6,7 @@ import statistics
 import pytest
 from PIL import Image
 
-import report
+from helper.tools import report
 
 LOG_HEADER = ('epoch,train_acc,train_loss,test_acc,test_loss,test_acc_top5,lr,'
               'loss_ce,loss_kd,loss_method,loss_mc')
@@ -281,8 +281,8 @@ def test_a_killed_run_shows_as_stopped_with_its_stale_lock(tmp_path):
     import subprocess
     import sys
     import time
-    from helper import plots
-    from helper.runlock import RunLock
+    from helper.tools import plots
+    from helper.runs.runlock import RunLock
     root = str(tmp_path / 'save')
     killed = write_run(root, 'student_model', 'killed', status='running', epochs_done=1)
     dead = subprocess.Popen([sys.executable, '-c', 'pass'])

@@ -1,4 +1,4 @@
-"""scripts/reproduce.sh (helper/reproduce.py): planning, dry run, and a killed-then-resumed table."""
+"""scripts/reproduce.sh (helper/tools/reproduce.py): planning, dry run, and a killed-then-resumed table."""
 import csv
 import glob
 import json
@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import ROOT
-from helper import reproduce
+from helper.tools import reproduce
 from helpers_data import tree
 
 
@@ -64,7 +64,7 @@ def test_usage_errors(capsys):
 
 
 def test_runs_go_through_the_search_scheduler(monkeypatch, tmp_path, capsys):
-    """One scheduler: reproduce hands its runs to helper.scheduler.run_parallel over slots_for(--gpus)."""
+    """One scheduler: reproduce hands its runs to helper.launch.scheduler.run_parallel over slots_for(--gpus)."""
     seen = {}
 
     def fake_run_parallel(jobs, slots, command, poll_s=0.5, popen=None):
@@ -127,7 +127,7 @@ def test_tiny_table_killed_then_resumed_ends_with_the_comparison(tmp_path, data,
     command is neither one of the table's runs nor given a verdict."""
     published, teachers = tiny_table(tmp_path, teacher, recipe='--epochs 4 --batch_size 16')
     save = str(tmp_path / 'save')
-    argv = [sys.executable, '-m', 'helper.reproduce', 'tiny', '--seeds', '2', '--published', published,
+    argv = [sys.executable, '-m', 'helper.tools.reproduce', 'tiny', '--seeds', '2', '--published', published,
             '--teacher_dir', teachers, '--save_root', save, '--',
             '--dataset', 'cifar100', '--data_folder', data,
             '--num_workers', '0', '--device', 'cpu', '--print_freq', '1000']
@@ -201,7 +201,7 @@ def assert_the_comparison(save, out):
         ('kd', report_cell_of_smoke(save), '', 'not comparable: epochs 1 ≠ 4')]
     kd = [s['best_acc'] for s in summaries if s['kind'] == 'student']
     assert rows['kd'][3] == 'best' and rows['kd'][6] == '50.00'
-    import report
+    from helper.tools import report
     assert rows['kd'][8] == report.verdict(kd, 50.0)[4]
     scratch = [s['last_acc'] for s in summaries if s['kind'] == 'teacher']
     assert rows['scratch'][4] == report.cell(scratch) and rows['scratch'][8] == report.verdict(scratch, 2.0)[4]
@@ -214,7 +214,7 @@ def assert_the_comparison(save, out):
 
 
 def report_cell_of_smoke(save):
-    import report
+    from helper.tools import report
     for path in glob.glob(os.path.join(save, 'student_model', '*', 'summary.json')):
         with open(path) as f:
             summary = json.load(f)
@@ -227,7 +227,7 @@ def test_per_pair_recipes_follow_the_authors_settings():
     """DKD's beta and LS's temperature and weight differ per pair: reproduce takes each pair's
     train.sh line, whose values are the authors' (tests/fixtures/logit_methods.json)."""
     import json
-    from helper.reproduce import pair_recipe
+    from helper.tools.reproduce import pair_recipe
     fixtures = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures', 'logit_methods.json')
     checked = 0
     for pair in json.load(open(fixtures))['pairs']:
@@ -254,7 +254,7 @@ def test_tiny_table_on_slurm_driver_killed_then_reattached(tmp_path, data, teach
     from helpers_data import subprocess_env
     published, teachers = tiny_table(tmp_path, teacher, recipe='--epochs 3 --batch_size 16')
     save = tmp_path / 'save'
-    argv = [sys.executable, '-m', 'helper.reproduce', 'tiny', '--seeds', '2', '--published', published,
+    argv = [sys.executable, '-m', 'helper.tools.reproduce', 'tiny', '--seeds', '2', '--published', published,
             '--teacher_dir', teachers, '--save_root', str(save), '--launcher', 'slurm',
             '--slurm_executor', 'local', '--slurm_poll', '0.2', '--',
             '--dataset', 'cifar100', '--data_folder', data,
@@ -361,7 +361,7 @@ def test_flags_that_change_the_recipe_are_named(capsys, tmp_path):
 def test_every_planned_run_is_one_the_report_compares(table, tmp_path):
     """reproduce.sh's commands and report.py's recipes agree: each run a table plans, made as planned,
     gets a verdict (is comparable with its published row)."""
-    import report
+    from helper.tools import report
     args = reproduce.parse_args([table, '--seeds', '2', '--save_root', str(tmp_path)])
     jobs, _ = reproduce.plan(args)
     assert jobs
@@ -375,7 +375,7 @@ def test_every_planned_run_is_one_the_report_compares(table, tmp_path):
 
 def test_mdistiller_tables_plan_reviewkd_ofd_and_kd_dot(capsys, tmp_path):
     from distiller_zoo.reviewkd import PAIR_WEIGHTS
-    from helper.reproduce import pair_recipe
+    from helper.tools.reproduce import pair_recipe
     lines = dry_run(['dot', 'resnet32x4:ShuffleV2', '--seeds', '1', '--save_root', str(tmp_path)], capsys)
     commands = [l for l in lines if l.startswith(sys.executable + ' ') and ' train_student.py ' in l]
     assert any('--distill kd -r 0.1 -a 0.9 -b 0 --optimizer dot --dot_delta 0.075' in c for c in commands)
@@ -390,7 +390,7 @@ def test_mdistiller_tables_plan_reviewkd_ofd_and_kd_dot(capsys, tmp_path):
 
 
 def test_dot_runs_compare_as_their_own_row():
-    import report
+    from helper.tools import report
     run = {'row': 'kd', 'options': {'optimizer': 'dot'}}
     assert report.comparison_label(run) == 'kd+dot'
     assert report.comparison_label({'row': 'kd', 'options': {'optimizer': 'sgd'}}) == 'kd'

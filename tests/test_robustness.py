@@ -1,7 +1,7 @@
 """Runs survive kills, preemption, NaNs and bad input.
 
 Bad input: exit code 2, exactly one 'error:' line on stderr, no traceback, nothing written.
-Most cases run in-process through helper.run.main (the scripts' entry); one runs as a real script.
+Most cases run in-process through helper.engine.run.main (the scripts' entry); one runs as a real script.
 """
 import glob
 import json
@@ -18,10 +18,10 @@ import torch
 import dataset.cifar
 import models
 from distiller_zoo import METHODS
-from helper import checkpoint as checkpoint_module
-from helper.loops import NonFiniteLoss
-from helper.options import student_parser, teacher_parser
-from helper.run import main, run
+from helper.runs import checkpoint as checkpoint_module
+from helper.engine.loops import NonFiniteLoss
+from helper.engine.options import student_parser, teacher_parser
+from helper.engine.run import main, run
 from helpers_data import ROOT, failing_save, load_weights_only, student_args, subprocess_env, teacher_args, tree
 
 

@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from helper.options import finalize, options_dict, student_parser, teacher_parser
-from helper.run import run, run_dir_of
+from helper.engine.options import finalize, options_dict, student_parser, teacher_parser
+from helper.engine.run import run, run_dir_of
 from helpers_data import student_args, teacher_args, tree
 
 
@@ -121,7 +121,7 @@ def test_a_student_on_a_labelled_subset_trains_on_it(tmp_path, data, teacher):
 
 
 def test_a_student_on_other_inputs_than_its_teacher_is_warned(tmp_path):
-    from helper.experiment import warn_teacher_inputs
+    from helper.engine.experiment import warn_teacher_inputs
     folder = tmp_path / 'teacher'
     folder.mkdir()
     (folder / 'summary.json').write_text(json.dumps({'options': {'dataset': 'tiny_imagenet',
@@ -137,7 +137,7 @@ def test_a_student_on_other_inputs_than_its_teacher_is_warned(tmp_path):
 
 
 def test_runs_on_other_inputs_never_share_a_report_cell(tmp_path):
-    import report
+    from helper.tools import report
     from test_report import write_run
     root = str(tmp_path / 'save')
     for i, transform in enumerate(['emkd', 'crop']):

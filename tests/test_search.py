@@ -13,9 +13,9 @@ import pytest
 import models
 import search
 from helper.errors import UsageError
-from helper.options import differing_option, finalize, options_dict, student_parser
-from helper.run import run_dir_of
-from helper.scheduler import run_parallel
+from helper.engine.options import differing_option, finalize, options_dict, student_parser
+from helper.engine.run import run_dir_of
+from helper.launch.scheduler import run_parallel
 from helpers_data import student_args
 
 pytestmark = pytest.mark.slow  # trains epochs or starts processes

@@ -15,8 +15,8 @@ import pytest
 
 import search
 from helper.errors import UsageError
-from helper.run import run_dir_of
-from helper.scheduler import Run, slurm_minutes
+from helper.engine.run import run_dir_of
+from helper.launch.scheduler import Run, slurm_minutes
 from helpers_data import ROOT, descendants, student_args, subprocess_env
 
 try:
@@ -58,13 +58,13 @@ def fake_slurm(tmp_path, monkeypatch, sacct=''):
 
 
 def parse(argv, final=False):
-    from helper.options import finalize
+    from helper.engine.options import finalize
     opt = search.search_parser().parse_args(argv)
     return finalize(opt, 'student') if final else opt
 
 
 def backend_for(opt, jobs, saved):
-    from helper.slurm import SlurmBackend
+    from helper.launch.slurm import SlurmBackend
     return SlurmBackend(opt, jobs, lambda: saved.append(dict(jobs)), log=lambda msg: saved.append(msg))
 
 
@@ -134,7 +134,7 @@ def test_rerun_reattaches_to_running_jobs_and_resubmits_ended_ones(data, tmp_pat
         if msg.startswith('[slurm] submitted'):  # the runs end once everything is out
             for r in runs[:2]:
                 finish(r)
-    from helper.slurm import SlurmBackend
+    from helper.launch.slurm import SlurmBackend
     assert SlurmBackend(parse(argv), jobs, lambda: None, log=record).run(runs) == {}
     assert '[slurm] reattached to job 4242_0 (RUNNING): run0' in log
     assert not any('4242_2' in line for line in log)
@@ -151,7 +151,7 @@ class FakeBackend:
         self.jobs, self.save, self.scores, self.batches = jobs, save, scores, batches
 
     def run(self, runs, job_name):
-        from helper.options import finalize, student_parser
+        from helper.engine.options import finalize, student_parser
         batch = []
         for i, r in enumerate(runs):
             assert r.argv[0] == search.TRAIN_STUDENT and '--resume' not in r.argv  # the job decides that
@@ -189,9 +189,9 @@ def test_search_sends_each_phase_as_one_batch_and_the_final_run_as_a_job(data, t
 
 @needs_submitit
 def test_a_job_left_preempted_ends_the_wait_with_its_id(data, tmp_path, monkeypatch):
-    import helper.slurm
+    import helper.launch.slurm
     fake_slurm(tmp_path, monkeypatch, sacct='4242_0|PREEMPTED|n1\\n')
-    monkeypatch.setattr(helper.slurm, 'PREEMPTED_WAIT_S', 0.3)
+    monkeypatch.setattr(helper.launch.slurm, 'PREEMPTED_WAIT_S', 0.3)
     (run,) = runs_in(tmp_path, 1)
     jobs = {run.run_dir: {'job_id': '4242_0', 'executor': 'slurm', 'folder': str(tmp_path / 'slurm')}}
     argv = search_argv(data, tmp_path, 'teacher.pth', '--launcher', 'slurm', '--slurm_poll', '0.05')
@@ -203,9 +203,9 @@ def test_a_job_left_preempted_ends_the_wait_with_its_id(data, tmp_path, monkeypa
 
 
 def test_a_job_sacct_never_reports_ends_the_wait_with_one_line(data, tmp_path, monkeypatch):
-    import helper.slurm
+    import helper.launch.slurm
     fake_slurm(tmp_path, monkeypatch, sacct='')  # purged from the accounting, or on another cluster
-    monkeypatch.setattr(helper.slurm, 'UNKNOWN_WAIT_S', 0.3)
+    monkeypatch.setattr(helper.launch.slurm, 'UNKNOWN_WAIT_S', 0.3)
     (run,) = runs_in(tmp_path, 1)
     jobs = {run.run_dir: {'job_id': '4242_0', 'executor': 'slurm', 'folder': str(tmp_path / 'slurm')}}
     argv = search_argv(data, tmp_path, 'teacher.pth', '--launcher', 'slurm', '--slurm_poll', '0.05')
@@ -255,7 +255,7 @@ def test_slurm_launcher_without_submitit_says_how_to_install_it(data, teacher, t
 
 @pytest.mark.slow
 def test_submitit_is_imported_only_for_the_slurm_launcher():
-    code = ('import sys, search, train_student; from helper import scheduler; '
+    code = ('import sys, search, train_student; from helper.launch import scheduler; '
             'search.search_parser().parse_args(["--path_t", "x.pth", "--model_s", "myresnet14"]); '
             'assert "submitit" not in sys.modules')
     subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=subprocess_env(), check=True, timeout=120)
@@ -263,7 +263,7 @@ def test_submitit_is_imported_only_for_the_slurm_launcher():
 
 @needs_submitit
 def test_torch_distributed_variables_of_a_multi_node_task(monkeypatch):
-    from helper.slurm import torch_env
+    from helper.launch.slurm import torch_env
     monkeypatch.setenv('SUBMITIT_EXECUTOR', 'slurm')
     for key, value in {'SLURM_JOB_ID': '77', 'SLURM_NTASKS': '16', 'SLURM_JOB_NUM_NODES': '2',
                        'SLURM_NODEID': '1', 'SLURM_PROCID': '11', 'SLURM_LOCALID': '3',
@@ -423,8 +423,8 @@ def test_search_on_slurm_killed_driver_reattaches_and_preempted_job_resumes(data
 
 DRIVER = '''
 import json, sys
-from helper.options import Parser
-from helper.scheduler import Run, add_launcher_args, train_runs
+from helper.engine.options import Parser
+from helper.launch.scheduler import Run, add_launcher_args, train_runs
 p = Parser()
 add_launcher_args(p)
 p.add_argument('--save_root')
@@ -439,7 +439,7 @@ print('failed:', train_runs(runs, opt, sys.argv[2], job_name='table'), flush=Tru
 @pytest.mark.slow
 def test_generic_driver_runs_killed_and_rerun(data, teacher, tmp_path):
     """What a table-reproduction driver does: hand over runs, keep job ids in its state file."""
-    from helper.options import finalize, student_parser
+    from helper.engine.options import finalize, student_parser
     runs = []
     for trial in ('1', '2'):
         argv = student_args(data, str(tmp_path), teacher, 'kd', 'myresnet14', '--trial', trial)
@@ -478,7 +478,7 @@ def test_generic_driver_runs_killed_and_rerun(data, teacher, tmp_path):
 
 
 def test_train_runs_local_launcher_skips_finished_runs_and_reports_failures(tmp_path):
-    from helper.scheduler import train_runs
+    from helper.launch.scheduler import train_runs
     marker = tmp_path / 'ran'
     code = 'import sys; open(sys.argv[1], "a").write(sys.argv[2] + " ".join(sys.argv[3:]) + "\\n"); sys.exit(int(sys.argv[2]))'
     runs = [Run(f'r{i}', ['-c', code, str(marker), str(exit_code)], str(tmp_path / f'r{i}'), str(tmp_path / f'r{i}.pth'))

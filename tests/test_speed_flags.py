@@ -5,10 +5,10 @@ import torch
 from torch._dynamo.utils import counters
 
 from dataset.device_loader import DeviceLoader
-from helper.cpu_bf16 import cpu_bf16_native
-from helper.options import teacher_parser
-from helper.run import run
-from helper.trainer import Trainer
+from helper.engine.cpu_bf16 import cpu_bf16_native
+from helper.engine.options import teacher_parser
+from helper.engine.run import run
+from helper.engine.trainer import Trainer
 
 pytestmark = pytest.mark.slow  # trains epochs or starts processes
 

@@ -10,9 +10,9 @@ import torch
 import models
 from distiller_zoo import build_distiller
 from distiller_zoo.base import feature_shapes
-from helper.loops import StudentWithLoss, forward_backward, teacher_forward
-from helper.options import finalize, student_parser
-from helper.step_graph import StepGraph, make_step_graph
+from helper.engine.loops import StudentWithLoss, forward_backward, teacher_forward
+from helper.engine.options import finalize, student_parser
+from helper.engine.step_graph import StepGraph, make_step_graph
 
 
 def kd_setup():

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import models
-from helper.loops import teacher_forward
-from helper.run import run
-from helper.teacher_batch import SharedTeacher, batched_teacher_forward, teacher_stream
+from helper.engine.loops import teacher_forward
+from helper.engine.run import run
+from helper.engine.teacher_batch import SharedTeacher, batched_teacher_forward, teacher_stream
 from helpers_data import parse_student, student_args
 
 

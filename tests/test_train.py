@@ -1,6 +1,6 @@
 """train_teacher.py and train_student.py end to end on a tiny CIFAR-100-layout set.
 
-Every run is a real run through helper.run.run on the CPU: 1 epoch of 100 images, resnet8 models.
+Every run is a real run through helper.engine.run.run on the CPU: 1 epoch of 100 images, resnet8 models.
 """
 import csv
 import json
@@ -16,10 +16,10 @@ import torch.nn.functional as F
 
 import models
 from distiller_zoo import METHODS
-from helper import experiment as experiment_module
-from helper import trainer as trainer_module
-from helper.loops import NonFiniteLoss, Preempted
-from helper.options import finalize, student_parser, teacher_parser
+from helper.engine import experiment as experiment_module
+from helper.engine import trainer as trainer_module
+from helper.engine.loops import NonFiniteLoss, Preempted
+from helper.engine.options import finalize, student_parser, teacher_parser
 from helpers_data import load_weights_only, parse_student, student_args, tree, write_tiny_cifar100
 from train_student import train_student
 from train_teacher import train_teacher
@@ -352,7 +352,7 @@ def test_published_weights_when_omitted(distill):
 
 
 def test_run_folder_names_carry_the_experiment_without_colons():
-    from helper.options import run_name
+    from helper.engine.options import run_name
     opt = finalize(student_parser().parse_args(
         ['--model_t', 'resnet110', '--path_t', './checkpoints/cifar100/resnet110_vanilla/ckpt_epoch_240.pth',
          '--distill', 'crd', '--mc', '1', '--mc_weight', '0.001', '--model_s', 'myresnet20', '--block_depth',
@@ -415,7 +415,7 @@ def test_a_first_epoch_at_zero_accuracy_still_writes_best(data, teacher, tmp_pat
 
 def test_tensorboard_writes_each_iterations_own_scalars_every_tb_freq(data, teacher, tmp_path, monkeypatch):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    from helper.trainer import Trainer
+    from helper.engine.trainer import Trainer
     losses, lrs = [], []
     real_step = Trainer.step
 

@@ -9,11 +9,11 @@ import torch
 
 from distiller_zoo import METHODS, Vanilla
 from distiller_zoo.base import Distiller
-from helper.experiment import build_experiment, resolve_speed_flags
-from helper.loops import term_names
-from helper.options import finalize, student_parser
-from helper.run_folder import LOG_COLUMNS, RESUME_KEYS, RunFolder, log_columns
-from helper.trainer import Trainer
+from helper.engine.experiment import build_experiment, resolve_speed_flags
+from helper.engine.loops import term_names
+from helper.engine.options import finalize, student_parser
+from helper.runs.run_folder import LOG_COLUMNS, RESUME_KEYS, RunFolder, log_columns
+from helper.engine.trainer import Trainer
 from helpers_data import student_args
 
 STEPS = 2

@@ -4,7 +4,7 @@ import sys
 
 from tqdm import tqdm
 
-# as the epoch lines print them (helper/trainer.py): accuracy in % to 2 decimals, loss to 4
+# as the epoch lines print them (helper/engine/trainer.py): accuracy in % to 2 decimals, loss to 4
 FORMATS = {'acc': '.2f', 'loss': '.4f'}
 # the bar last: a narrow terminal cuts the bar and the times, never the count or the metrics
 BAR_FORMAT = '{desc}{percentage:3.0f}% {n_fmt}/{total_fmt}{postfix} [{elapsed}<{remaining}, {rate_fmt}] |{bar}|'

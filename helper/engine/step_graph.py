@@ -14,7 +14,7 @@ import contextlib
 
 import torch
 
-from helper.loops import forward_backward
+from helper.engine.loops import forward_backward
 
 
 class CudaGraphRunner:

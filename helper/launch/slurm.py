@@ -25,11 +25,11 @@ import time
 import submitit
 
 from helper.errors import UsageError
-from helper.checkpoint import has_resumable
-from helper.run_folder import finished
-from helper.slurm_flags import slurm_extra, slurm_minutes
+from helper.runs.checkpoint import has_resumable
+from helper.runs.run_folder import finished
+from helper.launch.slurm_flags import slurm_extra, slurm_minutes
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SIGNAL_DELAY_S = 120  # submitit's signal comes this long before the time limit...
 GRACE_S = 100  # ...and the run gets this long to write its checkpoint
 MAX_TIMEOUTS = 50
@@ -200,7 +200,7 @@ class SlurmBackend:
         return (job.state or 'UNKNOWN').split()[0].upper()
 
     def run(self, runs, job_name='crd'):
-        """Train runs (helper.scheduler.Run) as jobs; returns {run index: why it failed}."""
+        """Train runs (helper.launch.scheduler.Run) as jobs; returns {run index: why it failed}."""
         if not runs:
             return {}
         attached, todo = {}, []
@@ -233,8 +233,8 @@ class SlurmBackend:
         return jobs
 
     def _wait(self, runs, jobs):
-        from helper.loops import Preempted
-        from helper.trainer import StopFlag
+        from helper.engine.loops import Preempted
+        from helper.engine.trainer import StopFlag
         shown, shown_at, failed, stalled = None, 0.0, {}, {}
         with StopFlag() as stop:
             while True:

@@ -1,6 +1,6 @@
 """--dry_run: everything a run checks before it trains, with nothing written.
 
-helper.run checks the options and the run folder (its lock, a finished or resumable run) as the
+helper.engine.run checks the options and the run folder (its lock, a finished or resumable run) as the
 real run does; this module then finds the data, loads the teacher, builds the student and the
 method (MC's stage shapes), runs them once on a dummy batch and prints the plan. Whatever the
 real command would refuse ends here too, as the same UsageError (exit code 2).
@@ -12,11 +12,11 @@ import torch
 from dataset import get_loaders
 from dataset.cifar import DownloadNeeded
 from helper import dist
-from helper.experiment import build_models, make_autocast, needs_contrast, trained_model_name
-from helper.loops import StudentWithLoss, teacher_forward
-from helper.options import run_name
+from helper.engine.experiment import build_models, make_autocast, needs_contrast, trained_model_name
+from helper.engine.loops import StudentWithLoss, teacher_forward
+from helper.engine.options import run_name
 from helper.errors import UsageError
-from helper.util import learning_rate_at
+from helper.engine.util import learning_rate_at
 
 
 def no_trained_model(folder):

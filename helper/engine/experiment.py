@@ -12,8 +12,8 @@ from distiller_zoo.base import Method, Vanilla, feature_shapes, wants_teacher_pr
 from distiller_zoo.mc import (MilestoneChecking, WithMilestones, check_mc_shapes, mc_stage_count, mc_weights,
                               stage_weight_flags)
 from helper import dist
-from helper.cpu_bf16 import cpu_bf16_native
-from helper.dot import DOT
+from helper.engine.cpu_bf16 import cpu_bf16_native
+from helper.engine.dot import DOT
 from helper.errors import UsageError, teacher_missing
 from models import pretrained
 
@@ -146,7 +146,7 @@ def warn_teacher_inputs(opt, log=print):
     """Warn when the summary.json beside the teacher checkpoint says it was trained on other inputs
     (another dataset, or another normalisation): its outputs on this student's inputs are not the
     ones it learned."""
-    from helper.run_folder import summary_or_empty
+    from helper.runs.run_folder import summary_or_empty
     saved = summary_or_empty(os.path.dirname(os.path.abspath(opt.path_t))).get('options')
     if not isinstance(saved, dict):
         return

@@ -5,7 +5,7 @@
 
 TABLE is a `table` of scripts/published_results.csv (repdistiller_same, dkd_same, ...). Each pair
 gets its student trained from scratch and every method of the table (or those of --methods),
-seeds 0..N-1, with each row's published command (helper/recipe.py); the teachers are the fetched
+seeds 0..N-1, with each row's published command (helper/tools/recipe.py); the teachers are the fetched
 checkpoints (scripts/fetch_pretrained_teachers.sh), never trained. Runs go over the --gpus slots
 with the scheduler search.py uses. A run counts as the table's only when its identity (run folder)
 is the recipe's: a rerun skips those finished and resumes those interrupted; other runs under
@@ -21,12 +21,12 @@ import statistics
 import sys
 import time
 
-from helper.checkpoint import WriteError
+from helper.runs.checkpoint import WriteError
 from helper.errors import UsageError
-from helper.run_folder import summary_or_empty as read_summary
-from helper.scheduler import Run, add_launcher_args, check_launcher_args, run_parallel, slots_for, train_runs
+from helper.runs.run_folder import summary_or_empty as read_summary
+from helper.launch.scheduler import Run, add_launcher_args, check_launcher_args, run_parallel, slots_for, train_runs
 
-from helper.recipe import PER_PAIR_RECIPES, RECIPES, ROOT, TRAIN_SH, pair_recipe, recipe_command, row_flags  # noqa: F401
+from helper.tools.recipe import PER_PAIR_RECIPES, RECIPES, ROOT, TRAIN_SH, pair_recipe, recipe_command, row_flags  # noqa: F401
 
 PUBLISHED = os.path.join(ROOT, 'scripts', 'published_results.csv')
 
@@ -157,8 +157,8 @@ def plan(args):
 def inspect(job):
     """Set job.run_dir, .state ('done', 'resume', 'new'), .epochs, .init_epochs and .options from
     its options and folder."""
-    from helper.options import finalize, options_dict, student_parser, teacher_parser
-    from helper.run import run_folder_of
+    from helper.engine.options import finalize, options_dict, student_parser, teacher_parser
+    from helper.engine.run import run_folder_of
 
     parser = teacher_parser() if job.kind == 'teacher' else student_parser()
     schedule = argparse.ArgumentParser(add_help=False)
@@ -282,8 +282,8 @@ def reproduce(args, out=None, popen=None):
 
 def off_recipe(jobs):
     """The first way the planned runs differ from their rows' recipes (flags after --), or None."""
-    from helper.identity import first_difference
-    from helper.recipe import COMPARED, recipe_options
+    from helper.engine.identity import first_difference
+    from helper.tools.recipe import COMPARED, recipe_options
     for job in jobs:
         if job.options and getattr(job, 'row', None):
             try:
@@ -298,8 +298,8 @@ def off_recipe(jobs):
 def other_folders(args, jobs):
     """One line each for the runs under SAVE_ROOT that are not this table's (with their first
     difference), and for folders that are incomplete or not runs at all. Nothing is changed."""
-    from helper.identity import IDENTITY_OPTIONS, first_difference
-    from helper.run_folder import RunFolder
+    from helper.engine.identity import IDENTITY_OPTIONS, first_difference
+    from helper.runs.run_folder import RunFolder
 
     mine = {os.path.realpath(j.run_dir) for j in jobs if j.run_dir}
     teachers = {f'{j.teacher}_vanilla' for j in jobs if j.teacher}
@@ -416,14 +416,14 @@ def _duration(seconds):
 
 
 def report_at_end(args, out):
-    import report
+    from helper.tools import report
 
     print('', file=out, flush=True)
     return report.main([args.save_root, '--compare', args.published])
 
 
 def main(argv=None):
-    from helper.loops import Preempted
+    from helper.engine.loops import Preempted
     try:
         return reproduce(parse_args(sys.argv[1:] if argv is None else argv))
     except UsageError as e:

@@ -1,14 +1,14 @@
 """One run's folder: its file names, summary.json, log.csv, checkpoints and what state it is in.
 
-Training (helper/run.py), search.py and report.py all read run folders through this class.
+Training (helper/engine/run.py), search.py and report.py all read run folders through this class.
 """
 import csv
 import os
 
-from helper.checkpoint import (append_line, has_resumable, load_resumable, read_json, remove_stale_temporaries,
+from helper.runs.checkpoint import (append_line, has_resumable, load_resumable, read_json, remove_stale_temporaries,
                                resumable_paths, save_checkpoint, save_resumable, set_aside, write_json, write_text)
 from helper.errors import UsageError
-from helper.runlock import check_free, claim, folder_state
+from helper.runs.runlock import check_free, claim, folder_state
 
 SUMMARY, LOG, RESULTS = 'summary.json', 'log.csv', 'result.txt'
 RESUME_KEYS = ('epoch', 'model', 'optimizer', 'scaler', 'rng', 'opt', 'history')
@@ -29,7 +29,7 @@ class RunFolder:
         self.seen = None      # the watched files as validation saw them (claim compares)
         self.damaged = []     # unreadable newer checkpoints that a resume skipped
         self.lock = None
-        self.identity = None  # helper.identity's record of the run, where known
+        self.identity = None  # helper.engine.identity's record of the run, where known
 
     def file(self, name):
         return os.path.join(self.path, name)

@@ -78,7 +78,7 @@ class Baton:
         self.active = list(range(n))
         self.turn = 0
         self.rng = {}
-        from helper.teacher_batch import SharedTeacher
+        from helper.engine.teacher_batch import SharedTeacher
         self.shared = SharedTeacher()
 
     def wait_turn(self, i):
@@ -106,7 +106,7 @@ class Baton:
 
 def check_compatible(opts):
     """Raise UsageError unless the candidates see the same data stream and teacher."""
-    from helper.options import options_dict
+    from helper.engine.options import options_dict
     first = options_dict(opts[0])
     for o in opts[1:]:
         d = options_dict(o)
@@ -120,9 +120,9 @@ def cotrain(opts, kind='student', run_fn=None):
     """Train the runs described by opts together; returns their summaries in order.
 
     Every run goes to its end; then the first failure (Preempted, NonFiniteLoss, UsageError, ...)
-    is raised. run_fn defaults to helper.run.run.
+    is raised. run_fn defaults to helper.engine.run.run.
     """
-    from helper.run import run
+    from helper.engine.run import run
     run_fn = run_fn or run
     if len(opts) == 1:
         return [run_fn(opts[0], kind)]
@@ -191,10 +191,10 @@ def split_groups(argv):
 def main(argv=None):
     """Co-train train_student.py command lines separated by '--next' (one process per GPU slot);
     exit codes as train_student.py's."""
-    from helper.checkpoint import WriteError
-    from helper.loops import NonFiniteLoss, Preempted
-    from helper.options import student_parser
-    from helper.run import exit_code
+    from helper.runs.checkpoint import WriteError
+    from helper.engine.loops import NonFiniteLoss, Preempted
+    from helper.engine.options import student_parser
+    from helper.engine.run import exit_code
     groups = split_groups(sys.argv[1:] if argv is None else argv)
     try:
         cotrain([student_parser().parse_args(g) for g in groups])

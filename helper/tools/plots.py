@@ -11,11 +11,11 @@ matplotlib.use('Agg')  # headless: runs on clusters and in tests
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from helper.bcs import winner_scores  # noqa: E402
-from helper.checkpoint import write_bytes  # noqa: E402
+from helper.launch.bcs import winner_scores  # noqa: E402
+from helper.runs.checkpoint import write_bytes  # noqa: E402
 from helper.errors import UsageError  # noqa: E402
-from helper.run_folder import summary_or_empty  # noqa: E402
-from helper.runlock import shown_status  # noqa: E402
+from helper.runs.run_folder import summary_or_empty  # noqa: E402
+from helper.runs.runlock import shown_status  # noqa: E402
 
 
 def read_log(path):

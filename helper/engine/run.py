@@ -1,7 +1,7 @@
 """The one run function behind train_teacher.py, train_student.py and every search.py candidate.
 
-`run(opt, kind)` builds the experiment (helper.experiment), checks its run folder
-(helper.run_folder) and trains it (helper.trainer); it returns the run's summary, also written as
+`run(opt, kind)` builds the experiment (helper.engine.experiment), checks its run folder
+(helper.runs.run_folder) and trains it (helper.engine.trainer); it returns the run's summary, also written as
 summary.json. kind: 'teacher' or 'student'.
 """
 import contextlib
@@ -12,16 +12,18 @@ import sys
 import torch
 
 import models
-from helper import compile_policy, cotrain, dist, identity
-from helper.checkpoint import WriteError
-from helper.dry_run import dry_run, no_trained_model
+from helper.engine import compile_policy, identity
+from helper.launch import cotrain
+from helper import dist
+from helper.runs.checkpoint import WriteError
+from helper.engine.dry_run import dry_run, no_trained_model
 from helper.errors import UsageError
-from helper.experiment import build_experiment, make_autocast, resolve_speed_flags, trained_model_name
-from helper.loops import NonFiniteLoss, Preempted, validate
-from helper.options import differing_option, finalize, options_dict, run_name
-from helper.run_folder import RunFolder, summary_or_empty
-from helper.trainer import Trainer, log
-from helper.util import pick_device, set_seed
+from helper.engine.experiment import build_experiment, make_autocast, resolve_speed_flags, trained_model_name
+from helper.engine.loops import NonFiniteLoss, Preempted, validate
+from helper.engine.options import differing_option, finalize, options_dict, run_name
+from helper.runs.run_folder import RunFolder, summary_or_empty
+from helper.engine.trainer import Trainer, log
+from helper.engine.util import pick_device, set_seed
 
 WRITE_ERROR_EXIT = WriteError.exit_code  # a file of the run could not be written (disk full, quota, permissions)
 

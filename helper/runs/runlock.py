@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 
-from helper.checkpoint import WriteError
+from helper.runs.checkpoint import WriteError
 from helper.errors import UsageError
 
 try:

@@ -1,6 +1,6 @@
 """A run's identity: every option that changes its result, the teacher checkpoint by content.
 
-Run folders keep their readable name (helper.options.run_name) and end in `_id-<hash>` of the
+Run folders keep their readable name (helper.engine.options.run_name) and end in `_id-<hash>` of the
 identity, so two runs that differ in any such option never share a folder, a checkpoint or a
 "finished" status. A folder named before the hash existed is still used when its summary.json
 records the same options; otherwise it is left as it is.
@@ -9,7 +9,7 @@ import hashlib
 import json
 import os
 
-from helper.options import RESULT_OPTIONS, options_dict
+from helper.engine.options import RESULT_OPTIONS, options_dict
 
 # amp is resolved by device under --fast (the same command names it differently per machine);
 # the resume check still compares it.

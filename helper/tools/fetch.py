@@ -19,9 +19,9 @@ import urllib.error
 import urllib.request
 from http.client import HTTPException
 
-from helper.checkpoint import fsync_parent
+from helper.runs.checkpoint import fsync_parent
 from helper.errors import UsageError, close_names
-from helper.progress import Progress
+from helper.engine.progress import Progress
 
 TEACHERS = ('resnet56', 'resnet110', 'resnet32x4', 'wrn_40_2', 'vgg13', 'ResNet50')
 PRIMARY_URL = 'http://shape2prog.csail.mit.edu/repo/{name}_vanilla/ckpt_epoch_240.pth'
@@ -266,7 +266,7 @@ def fetch(names, save_root='save', link_root=os.path.join('checkpoints', 'cifar1
 
 def published_teacher_accuracy():
     """{teacher: published top-1} from scripts/published_results.csv (the 'teachers' table)."""
-    from report import load_published
+    from helper.tools.report import load_published
     return {r['teacher']: r['top1'] for r in load_published() if r['table'] == 'teachers'}
 
 
@@ -283,8 +283,8 @@ def evaluate(names, save_root, data_folder, device='auto'):
     from types import SimpleNamespace
     import models
     from dataset import get_loaders
-    from helper.loops import validate
-    from helper.util import pick_device
+    from helper.engine.loops import validate
+    from helper.engine.util import pick_device
 
     device = pick_device(device)
     # only the test loader is used: the plain host-side data path

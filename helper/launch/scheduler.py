@@ -1,15 +1,15 @@
 """Where a driver's runs train: parallel processes over this machine's GPU slots (--gpus,
---runs_per_gpu), or SLURM jobs through submitit (--launcher slurm, helper/slurm.py)."""
+--runs_per_gpu), or SLURM jobs through submitit (--launcher slurm, helper/launch/slurm.py)."""
 import argparse
 import os
 import subprocess
 import sys
 import time
 
-from helper.checkpoint import has_resumable
+from helper.runs.checkpoint import has_resumable
 from helper.errors import UsageError
-from helper.run_folder import finished
-from helper.slurm_flags import slurm_extra, slurm_minutes  # noqa: F401 (slurm_minutes: part of this API)
+from helper.runs.run_folder import finished
+from helper.launch.slurm_flags import slurm_extra, slurm_minutes  # noqa: F401 (slurm_minutes: part of this API)
 
 
 def slots_for(gpus, runs_per_gpu=1, nproc_per_node=1):
@@ -118,7 +118,7 @@ def slurm_backend(opt, jobs, save):
         import submitit  # noqa: F401
     except ImportError:
         raise UsageError('--launcher slurm needs submitit: pip install submitit') from None
-    from helper.slurm import SlurmBackend
+    from helper.launch.slurm import SlurmBackend
     return SlurmBackend(opt, jobs, save)
 
 
@@ -129,7 +129,7 @@ def train_runs(runs, opt, state_path, slots=(None,), job_name='crd'):
     process's GPUs), `--resume` added where the checkpoint exists. slurm: one job array; the job
     ids go under 'jobs' in the JSON file state_path, so a rerun driver reattaches to them."""
     if opt.launcher == 'slurm':
-        from helper.checkpoint import read_json, write_json
+        from helper.runs.checkpoint import read_json, write_json
 
         def load():
             try:

@@ -8,19 +8,21 @@ import time
 import torch
 
 from dataset import loader_set_epoch
-from helper import compile_policy, cotrain, dist
-from helper.checkpoint import TensorBoardLog, WriteError
-from helper.dot import DOT, check_dot_speed_flags, dot_forward_backward
+from helper.engine import compile_policy
+from helper.launch import cotrain
+from helper import dist
+from helper.runs.checkpoint import TensorBoardLog, WriteError
+from helper.engine.dot import DOT, check_dot_speed_flags, dot_forward_backward
 from helper.errors import UsageError
-from helper.experiment import compile_modules, compile_teacher, make_autocast, make_optimizer
-from helper.loops import (EpochState, NonFiniteLoss, Preempted, StudentWithLoss, forward_backward, teacher_forward,
+from helper.engine.experiment import compile_modules, compile_teacher, make_autocast, make_optimizer
+from helper.engine.loops import (EpochState, NonFiniteLoss, Preempted, StudentWithLoss, forward_backward, teacher_forward,
                           to_device, validate)
-from helper.options import options_dict
-from helper.progress import Progress
-from helper.run_folder import log_columns
-from helper.step_graph import make_step_graph
-from helper.teacher_batch import teacher_stream
-from helper.util import learning_rate_at, rng_state, set_learning_rate, set_rng_state, set_seed
+from helper.engine.options import options_dict
+from helper.engine.progress import Progress
+from helper.runs.run_folder import log_columns
+from helper.engine.step_graph import make_step_graph
+from helper.engine.teacher_batch import teacher_stream
+from helper.engine.util import learning_rate_at, rng_state, set_learning_rate, set_rng_state, set_seed
 
 
 class StopFlag:
@@ -73,7 +75,7 @@ def log(msg):
 
 
 class Trainer:
-    """Trains exp (helper.experiment) into folder (helper.run_folder.RunFolder); ckpt: the
+    """Trains exp (helper.engine.experiment) into folder (helper.runs.run_folder.RunFolder); ckpt: the
     checkpoint to resume from, or None."""
 
     def __init__(self, opt, kind, exp, folder, device, amp_dtype, ckpt=None):

@@ -9,9 +9,9 @@ import re
 import shlex
 
 from helper.errors import UsageError
-from helper.identity import IDENTITY_OPTIONS
+from helper.engine.identity import IDENTITY_OPTIONS
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The options a run must share with its row's recipe to be compared (the pair and method are
 # matched by the row itself; seeds differ by design).
 COMPARED = tuple(k for k in IDENTITY_OPTIONS if k not in ('seed', 'model', 'model_s', 'model_t', 'block_depth'))
@@ -92,7 +92,7 @@ _options = {}
 def recipe_options(row):
     """The options (a dict) that the row's published command resolves to; a UsageError when this
     build cannot make that run."""
-    from helper.options import finalize, options_dict, student_parser, teacher_parser
+    from helper.engine.options import finalize, options_dict, student_parser, teacher_parser
 
     method = row['method']
     flags = tuple(row_flags(row))

@@ -5,19 +5,19 @@ A frozen teacher in eval mode gives each sample the same output whatever else is
 (--teacher_batch K): fewer, larger launches where a GPU is launch-bound. The outputs equal the
 per-step ones up to rounding (kernels may pick other algorithms for the larger batch).
 
-A SharedTeacher lets the co-trained candidates of a BCS phase (helper/cotrain.py), which see the
+A SharedTeacher lets the co-trained candidates of a BCS phase (helper/launch/cotrain.py), which see the
 same batches, run the teacher once per batch for all of them.
 """
 import torch
 
-from helper import cotrain
-from helper.loops import teacher_forward, to_device
+from helper.launch import cotrain
+from helper.engine.loops import teacher_forward, to_device
 
 
 class SharedTeacher:
     """The latest teacher outputs, keyed by where in the data stream they were computed.
 
-    On CUDA each co-trained run has its own stream (helper/cotrain.py): a run reading outputs that
+    On CUDA each co-trained run has its own stream (helper/launch/cotrain.py): a run reading outputs that
     another computed waits for them, and the allocator is told which streams still read them."""
 
     def __init__(self):

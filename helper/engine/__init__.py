@@ -1,0 +1,1 @@
+"""The training engine: options, experiment building, the one training loop and its speed paths."""

@@ -1,0 +1,1 @@
+"""Launching runs: the local and SLURM schedulers, co-trained BCS phases, the search rule."""

@@ -1,0 +1,1 @@
+"""Run storage: checkpoints written atomically, the run lock, the run folder."""

@@ -1,0 +1,1 @@
+"""Tools over finished runs: the report, plots, reproduction of published tables, fetching teachers."""
