@@ -39,7 +39,7 @@ def search_parser():
     g.add_argument('--nproc_per_node', type=int, default=1, help='GPUs per candidate, through torchrun')
     g.add_argument('--no_cotrain', action='store_true',
                    help="train a phase's candidates as separate runs, not together in one process "
-                        "sharing the teacher (see README: BCS co-training)")
+                        "sharing the teacher (docs/search.md, co-training)")
     add_launcher_args(p)
     return p
 

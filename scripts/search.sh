@@ -5,7 +5,7 @@
 #   bash scripts/search.sh list         the names, by group, with what each searches
 # Fetch the teachers first: bash scripts/fetch_pretrained_teachers.sh
 # Runs in the project's .venv (created if needed, as demo.sh and test.sh do); PYTHON=... overrides it.
-# Each search trains 6 full runs, one after the other (see README: BCS).
+# Each search trains 6 full runs, one after the other (docs/search.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T=./checkpoints/cifar100/resnet110_vanilla/ckpt_epoch_240.pth

@@ -30,7 +30,7 @@ link_teacher() {
     fi
 }
 
-# ImageNet (README: ImageNet): mdistiller's settings on NGPU GPUs (default 8) through torchrun
+# ImageNet (docs/imagenet.md): mdistiller's settings on NGPU GPUs (default 8) through torchrun
 # (python -m torch.distributed.run). --batch_size is per GPU and --scale_lr multiplies the lr by the
 # GPU count: on 8 GPUs batch 512 with lr 0.2 (KD), batch 256 with lr 0.1 (CRD), as published.
 NGPU=${NGPU:-8}

@@ -66,7 +66,7 @@ def _add_common(p):
     g.add_argument('--dry_run', action='store_true',
                    help='check everything short of training (options, run folder, data, teacher, shapes by one '
                         'forward), print the plan, write nothing')
-    g = p.add_argument_group('speed (see README: Fast path)')
+    g = p.add_argument_group('speed (docs/fast-path.md)')
     g.add_argument('--data_on_device', action='store_true', help='keep the train set on the device, augment there (ImageNet: decode the JPEGs there)')
     g.add_argument('--amp', action='store_true', help='bf16 autocast where supported, else fp16 + GradScaler')
     g.add_argument('--channels_last', action='store_true')
