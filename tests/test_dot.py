@@ -153,14 +153,15 @@ def test_dot_run_keeps_both_momenta_and_differs_from_sgd(data, teacher, tmp_path
 @pytest.mark.slow
 @pytest.mark.parametrize('distill, extra', [('kd', ('--optimizer', 'dot')), ('reviewkd', ()), ('ofd', ())])
 def test_fast_path_runs_dot_reviewkd_and_ofd(data, teacher, tmp_path, capsys, distill, extra):
-    """--fast (compile, device-side data, channels-last) trains them; DOT compiles without CUDA graphs
-    (two backward passes per forward) and refuses --step_graph in one line."""
+    """--fast --compile (compiled, device-side data, channels-last; a run this short would not compile with
+    --fast alone) trains them; DOT compiles without CUDA graphs (two backward passes per forward) and
+    refuses --step_graph in one line."""
     from helper.engine.options import student_parser
     from helper.engine.run import main
     from helpers_data import parse_student, student_args
     from train_student import train_student
     summary = train_student(parse_student(student_args(data, str(tmp_path), teacher, distill, 'resnet8', '--fast',
-                                                       *extra)))
+                                                       '--compile', *extra)))
     assert summary['status'] == 'finished' and summary['options']['compile'] is True
     assert 0 <= summary['last_acc'] <= 100
     if extra:

@@ -899,7 +899,7 @@ def test_sigterm_to_the_process_group_of_a_cotrained_search_phase_stops_every_ca
                         '--print_freq', '1')
     argv[argv.index('--num_workers') + 1] = '2'
     proc, out, watchdog = start_session('search.py', argv, tmp_path / 'stdout.txt')
-    code, err = signal_group_mid_epoch(proc, out, watchdog, '[epoch 2/2] 2/')
+    code, err = signal_group_mid_epoch(proc, out, watchdog, '[2,2,2 epoch 2/2] 2/')
     assert code == 128 + signal.SIGTERM, err
     assert 'Traceback' not in err and 'failed' not in err
     assert 'co-training 2 candidates' in (tmp_path / 'stdout.txt').read_text()

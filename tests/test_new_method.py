@@ -140,7 +140,8 @@ def test_a_method_with_its_own_option_is_one_file(tmp_path, data, teacher, teach
 
     # its option is part of the run's identity: a changed value does not resume the run
     assert out['changed_exit'] == 2
-    assert '--resume: the checkpoint was made with --mymethod_p 0.25 but this command has 0.5' in proc.stderr
+    assert '--resume: no run with these options' in proc.stderr
+    assert 'was made with --mymethod_p 0.25 but this command has 0.5' in proc.stderr
     # and it belongs to its method, with its check
     assert out['other_exit'] == 2 and '--mymethod_p is a flag of --distill mymethod, not kd' in proc.stderr
     assert out['bad_exit'] == 2 and '--mymethod_p must be positive, got -1.0' in proc.stderr

@@ -97,8 +97,9 @@ def _run(opt, kind, held):
         folder.identity = dict(folder.identity, extended_to=opt.extend)
     if not opt.test:
         ckpt = checked_start(opt, folder)  # before anything is written
-        if ckpt is not None and ckpt['epoch'] >= opt.epochs and not ckpt.get('partial'):
+        if ckpt is not None and ckpt['epoch'] >= opt.epochs and not ckpt.get('partial') and says_finished(folder):
             return finished_summary(folder)  # nothing to do, and nothing in the folder is touched
+        # all epochs trained but the last records failed (a full disk): the trainer writes them
         if ckpt is not None and opt.seed_auto:  # a resume replays the run's own seed
             opt = opt.replace(seed=ckpt['opt']['seed'])
     set_seed(opt.seed)
@@ -133,6 +134,13 @@ def checked_start(opt, folder):
     if problem:
         raise UsageError(problem)
     return dist.broadcast_object(ckpt)
+
+
+def says_finished(folder):
+    try:
+        return (folder.read_summary() or {}).get('status') == 'finished'
+    except (OSError, ValueError):
+        return False
 
 
 def finished_summary(folder):
