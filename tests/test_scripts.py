@@ -38,7 +38,7 @@ def test_train_sh_runs_a_recipe_with_appended_arguments_from_a_bare_environment(
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     (run_dir,) = glob.glob(str(tmp_path / 'student_model' / '*'))
     # the recipe's flags, then the appended ones: --trial 2 replaced the recipe's --trial 1
-    assert os.path.basename(run_dir) == 'S-resnet20_T-resnet8_cifar100_crd_r-1_a-0_b-0.8_2'
+    assert re.fullmatch(r'S-resnet20_T-resnet8_cifar100_crd_r-1_a-0_b-0\.8_2_id-[0-9a-f]{8}', os.path.basename(run_dir))
     summary = read_json(os.path.join(run_dir, 'summary.json'))
     assert summary['status'] == 'finished' and summary['epochs'] == 1
 
