@@ -246,7 +246,7 @@ def test_resume_ends_where_an_uninterrupted_run_ends(data, teacher, tmp_path, mo
     assert resumed['status'] == 'finished' and resumed['epochs_done'] == 2
     with open(os.path.join(whole['run_dir'], 'log.csv')) as f1, open(os.path.join(run_dir, 'log.csv')) as f2:
         assert f1.read() == f2.read()
-    rows = read_log(run_dir, published_terms(distill))
+    rows = read_log(run_dir, published_terms(distill, '--mc' in flags))
     assert [row['lr'] for row in rows] == pytest.approx([0.05, 0.005])  # step schedule
     a = load_weights_only(os.path.join(whole['run_dir'], 'resnet8_last.pth'))
     b = load_weights_only(os.path.join(run_dir, 'resnet8_last.pth'))
