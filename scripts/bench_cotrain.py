@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -123,6 +124,7 @@ def measure(args, device, steps, compile_):
 
         for fn in [teacher_only] + [student_only(c) for c in cands.values()]:
             fn(0)  # warm-up (compilation happens here)
+        flops = {d: step_flops(student_only(c)) for d, c in cands.items()} if not compile_ else {}
         t_teacher, t_student, sep, tog = [], {d: [] for d in cands}, [], []
         for r in range(args.rounds):
             t_teacher.append(timed(teacher_only))
@@ -132,10 +134,17 @@ def measure(args, device, steps, compile_):
             tog.append(timed(phase(PHASES[0], shared=True)))
             print(f'round {r + 1}/{args.rounds}: phase 1 separate {sep[-1] * 1e3:.0f} ms/step, '
                   f'co-trained {tog[-1] * 1e3:.0f} ms/step', flush=True)
-    return t_teacher, t_student, sep, tog, amp_dtype
+    return t_teacher, t_student, sep, tog, amp_dtype, flops
 
 
-def summarise(args, device, compile_, t_teacher, t_student, sep, tog, amp_dtype):
+def step_flops(fn):
+    """Floating-point operations of one student step (as torch counts them; eager modules only)."""
+    with FlopCounterMode(display=False) as counter:
+        fn(0)
+    return counter.get_total_flops()
+
+
+def summarise(args, device, compile_, t_teacher, t_student, sep, tog, amp_dtype, flops):
     """The figures as one record, in milliseconds and units of one run of the start composition."""
     med = float(np.median(t_teacher))
     stu = {d: float(np.median(v)) for d, v in t_student.items()}
@@ -156,6 +165,13 @@ def summarise(args, device, compile_, t_teacher, t_student, sep, tog, amp_dtype)
         'phase1_from_step_times_ratio': groups[0] / sum(alone[d] for d in PHASES[0]),
         'search_full_published_units': published, 'search_full_cotrained_units': cotrained,
         'search_30_published_units': published * short + 1.0, 'search_30_cotrained_units': cotrained * short + 1.0,
+        # where the co-trained search's cost goes: one teacher forward per batch and phase, and
+        # every candidate's own student step (its floor, were the teacher free)
+        'search_full_teacher_units': len(PHASES) * med / base,
+        'search_full_students_units': sum(stu[d] for phase in PHASES for d in phase) / base,
+        'student_step_vs_blocks': {','.join(map(str, d)): [sum(d), s / stu[PHASES[0][0]],
+                                                           flops[d] / flops[PHASES[0][0]] if flops else None]
+                                   for d, s in stu.items()},
     }
 
 
@@ -172,6 +188,12 @@ def print_summary(row):
           f"{row['search_full_published_units']:.2f}, co-trained {row['search_full_cotrained_units']:.2f}; "
           f"--search_epochs 30 (+1 for the winner's full run): published {row['search_30_published_units']:.2f}, "
           f"co-trained {row['search_30_cotrained_units']:.2f}")
+    print(f"co-trained search {row['search_full_cotrained_units']:.2f} = teacher forwards "
+          f"{row['search_full_teacher_units']:.2f} + candidates' student steps {row['search_full_students_units']:.2f} "
+          f"(the floor were the teacher free)")
+    print('student step against (3,3,3): ' + ', '.join(
+        f'{k} ({n} blocks) time {r:.2f}x' + (f', FLOP {f:.2f}x' if f else '')
+        for k, (n, r, f) in row['student_step_vs_blocks'].items()))
 
 
 def main(argv=None):

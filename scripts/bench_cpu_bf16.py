@@ -31,7 +31,8 @@ class _NoScale:
         return x
 
 
-def side(pair, bf16, batch_size):
+def side_modules(pair, bf16, batch_size):
+    """(StudentWithLoss, teacher, batch, optimizer, autocast) of one side, in training mode."""
     teacher_name, student_name, method_name = pair
     argv = ['--model_t', teacher_name, '--path_t', 'unused.pth', '--model_s', student_name, '--distill',
             method_name, '--device', 'cpu']
@@ -51,6 +52,11 @@ def side(pair, bf16, batch_size):
     optimizer = torch.optim.SGD(params, lr=0.05, momentum=0.9)
     autocast = (lambda: torch.autocast('cpu', dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     step.train()
+    return step, teacher, batch, optimizer, autocast
+
+
+def side(pair, bf16, batch_size):
+    step, teacher, batch, optimizer, autocast = side_modules(pair, bf16, batch_size)
 
     def run(steps):
         start = time.perf_counter()

@@ -3,14 +3,15 @@
 # for: a teacher trained on all 1,437 training digits teaches a student that sees only 10 labelled
 # digits per class. The student is trained from scratch, with KD and with CRD+MC (3 seeds each, to
 # tell an effect from seed noise), then a short block composition search (BCS); it prints the
-# results table, whether distillation beat training from scratch, and draws the plots. About 10
+# results table, whether distillation beat training from scratch, and draws the plots. About 5
 # minutes on 2 CPU cores (docs/demo.md).
-# Creates or reuses .venv by itself. Results go to $DEMO_SAVE_ROOT (default ./save/demo), a folder
+# Creates or reuses .venv by itself (PYTHON=... overrides it); DEMO_LANES=N runs N at a time
+# (default: the CPU count). Results go to $DEMO_SAVE_ROOT (default ./save/demo), a folder
 # of the demo's own (marked by the file .made-by-demo): a rerun removes it first, since run folders
 # refuse to be overwritten. A folder the demo did not make is never removed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/venv.sh
+if [ -n "${PYTHON:-}" ]; then PY=$PYTHON; else source scripts/venv.sh; fi
 
 SAVE="${DEMO_SAVE_ROOT:-./save/demo}"
 TEACHER=wrn_40_1      # 6 blocks per stage: room for BCS to move myresnet14's blocks
@@ -36,6 +37,57 @@ step() {
     echo "=== [$(( SECONDS - started ))s] $* ==="
 }
 
+# Runs go LANES at a time, one thread each: on small batches two single-threaded runs finish
+# sooner than two runs one after the other on two threads, and one thread makes the results
+# the same on every machine. Each run's output goes to its own log under $SAVE/logs.
+LANES="${DEMO_LANES:-$(nproc 2>/dev/null || echo 2)}"
+case "$LANES" in
+    '' | *[!0-9]* | 0*) echo "error: DEMO_LANES must be a whole number from 1 up, not '$LANES'" >&2; exit 2 ;;
+esac
+PIDS=() NAMES=() LOGS=() LAUNCHED=0  # by launch number: PIDS loses a run's entry when it ends
+
+finish_one() {  # $1: index into PIDS; the run's outcome in one line, or its log's end and exit 1
+    local i=$1 rc=0
+    wait "${PIDS[$i]}" || rc=$?
+    if [ "$rc" -ne 0 ]; then
+        echo "[$(( SECONDS - started ))s] FAILED (exit $rc): ${NAMES[$i]}; the end of ${LOGS[$i]}:" >&2
+        tail -n 20 "${LOGS[$i]}" >&2
+        stop_all
+        exit "$rc"
+    fi
+    echo "[$(( SECONDS - started ))s] done: ${NAMES[$i]}: $(grep -E '^(\[BCS\] )?(best accuracy|winner)' "${LOGS[$i]}" | tail -n 1 | sed -E 's/; (summary: |\.?\/).*//')"
+    unset "PIDS[$i]"
+}
+
+wait_below() {  # wait until fewer than $1 runs are going
+    local i running
+    while :; do
+        running=0
+        for i in "${!PIDS[@]}"; do
+            if kill -0 "${PIDS[$i]}" 2>/dev/null; then running=$((running + 1)); else finish_one "$i"; fi
+        done
+        [ "$running" -lt "$1" ] && return
+        sleep 1
+    done
+}
+
+stop_all() {  # a stopped demo stops its runs too (each writes its checkpoint)
+    local pid
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap 'stop_all; exit 130' INT TERM
+
+launch() {  # $1: a name, $2: its log's name, then the command
+    local name=$1 log="$SAVE/logs/$2.log"
+    shift 2
+    wait_below "$LANES"
+    echo "[$(( SECONDS - started ))s] start: $name (log: $log)"
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 "$@" > "$log" 2>&1 &
+    PIDS[LAUNCHED]=$! NAMES[LAUNCHED]=$name LOGS[LAUNCHED]=$log
+    LAUNCHED=$((LAUNCHED + 1))
+}
+
 MARKER="$SAVE/.made-by-demo"
 if [ -e "$SAVE" ] && [ -n "$(ls -A "$SAVE" 2>/dev/null || echo not-a-folder)" ]; then
     if [ -L "$SAVE" ] || [ ! -f "$MARKER" ] || [ -L "$MARKER" ]; then
@@ -45,39 +97,35 @@ if [ -e "$SAVE" ] && [ -n "$(ls -A "$SAVE" 2>/dev/null || echo not-a-folder)" ];
     echo "note: removing the previous demo results in $SAVE"
     rm -rf "$SAVE"
 fi
-mkdir -p "$SAVE"
+mkdir -p "$SAVE/logs"
 : > "$MARKER"
 
-step "1/6 teacher: $TEACHER on all training digits, $TEACHER_EPOCHS epochs"
-"$PY" train_teacher.py --model "$TEACHER" --epochs "$TEACHER_EPOCHS" \
+step "1/3 teacher $TEACHER on all training digits ($TEACHER_EPOCHS epochs), and student $STUDENT from scratch on $PER_CLASS digits per class ($STUDENT_EPOCHS epochs), seeds ${SEEDS[*]}; $LANES runs at a time"
+launch "teacher $TEACHER" teacher "$PY" train_teacher.py --model "$TEACHER" --epochs "$TEACHER_EPOCHS" \
     --lr_decay_epochs $((TEACHER_EPOCHS - 1)) --trial demo "${COMMON[@]}"
+for seed in "${SEEDS[@]}"; do
+    launch "from scratch, seed $seed" "scratch-seed$seed" "$PY" train_teacher.py --model "$STUDENT" \
+        "${STUDENT_SCHEDULE[@]}" "${COMMON[@]}" --seed "$seed" --trial "demo-seed$seed"
+done
+wait_below 1
 PATH_T="$(ls "$SAVE"/models/"$TEACHER"_*/ckpt_epoch_"$TEACHER_EPOCHS".pth)"
 
-step "2/6 student from scratch: $STUDENT on $PER_CLASS digits per class, $STUDENT_EPOCHS epochs, seeds ${SEEDS[*]}"
-for seed in "${SEEDS[@]}"; do
-    "$PY" train_teacher.py --model "$STUDENT" "${STUDENT_SCHEDULE[@]}" "${COMMON[@]}" --seed "$seed" \
-        --trial "demo-seed$seed"
+step "2/3 block composition search over $STUDENT [2,2,2] with CRD+MC, and students distilled with KD and CRD+MC, seeds ${SEEDS[*]}"
+# The search is the longest job: first. Its first candidate (2,2,2) is the CRD+MC run of seed 0.
+launch "BCS over $STUDENT (CRD+MC, seed 0)" search "$PY" search.py --path_t "$PATH_T" "${DISTILL[@]}" \
+    "${STUDENT_SCHEDULE[@]}" "${COMMON[@]}"
+for seed in "${SEEDS[@]:1}"; do
+    launch "CRD+MC, seed $seed" "crd-seed$seed" "$PY" train_student.py --path_t "$PATH_T" "${DISTILL[@]}" \
+        "${STUDENT_SCHEDULE[@]}" "${COMMON[@]}" --seed "$seed" --trial "demo-seed$seed"
 done
-
-step "3/6 student distilled with KD: $TEACHER -> $STUDENT, seeds ${SEEDS[*]}"
 for seed in "${SEEDS[@]}"; do
-    "$PY" train_student.py --path_t "$PATH_T" "${KD[@]}" "${STUDENT_SCHEDULE[@]}" "${COMMON[@]}" \
-        --seed "$seed" --trial "demo-seed$seed"
+    launch "KD, seed $seed" "kd-seed$seed" "$PY" train_student.py --path_t "$PATH_T" "${KD[@]}" \
+        "${STUDENT_SCHEDULE[@]}" "${COMMON[@]}" --seed "$seed" --trial "demo-seed$seed"
 done
+wait_below 1
+trap - INT TERM
 
-step "4/6 student distilled with CRD+MC: $TEACHER -> $STUDENT [2,2,2], seeds ${SEEDS[*]}"
-for seed in "${SEEDS[@]}"; do
-    trial=(--trial "demo-seed$seed")
-    [ "$seed" = 0 ] && trial=()  # seed 0 keeps the search's flags: it is the search's first candidate
-    "$PY" train_student.py --path_t "$PATH_T" "${DISTILL[@]}" "${STUDENT_SCHEDULE[@]}" "${COMMON[@]}" \
-        --seed "$seed" "${trial[@]}"
-done
-
-# The same flags as step 4's seed 0: the search reuses that run as its first candidate, (2,2,2).
-step "5/6 block composition search over $STUDENT (CRD+MC)"
-"$PY" search.py --path_t "$PATH_T" "${DISTILL[@]}" "${STUDENT_SCHEDULE[@]}" "${COMMON[@]}"
-
-step "6/6 results and plots"
+step "3/3 results and plots"
 "$PY" report.py "$SAVE" --out "$SAVE/report" --metric best --plot > "$SAVE/report.log"
 "$PY" - "$SAVE" "$TEACHER" "$STUDENT" "$PER_CLASS" <<'EOF'
 import glob
