@@ -13,6 +13,7 @@ import sys
 import models
 from models import pretrained
 from models.loader import read_state_dict, saved_block_depth
+from helper.engine import identity
 from helper.launch import bcs, cotrain
 from helper.runs.checkpoint import WriteError, append_line, read_json, write_json
 from helper.errors import UsageError, teacher_missing
@@ -71,6 +72,22 @@ def previous_result(c):
     return None, None
 
 
+def search_dir(opt, readable):
+    """readable + '_id-<hash>' of the start run's identity: a search with other epochs, weights or
+    teacher keeps its own record. An older search's folder without the hash is still used when
+    its search.json records the same options."""
+    path = identity.folder_name(readable, identity.identity(opt, 'student'))
+    if os.path.exists(path) or not os.path.isdir(readable):
+        return path
+    try:
+        saved = read_json(os.path.join(readable, 'search.json')).get('options')
+    except (OSError, ValueError, AttributeError):
+        return path
+    keys = [k for k in identity.IDENTITY_OPTIONS if not (k == 'seed' and opt.seed_auto)]
+    same = isinstance(saved, dict) and identity.first_difference(saved, options_dict(opt), keys) is None
+    return readable if same else path
+
+
 def candidate_argv(c):
     """train_student.py arguments for a candidate, from its options."""
     return options_argv(c, student_parser())
@@ -81,8 +98,8 @@ class Search:
         self.opt = opt
         # a shortened search scores other runs: it keeps its own record
         short = f'_bcs{opt.search_epochs}' if opt.search_epochs is not None else ''
-        self.name = 'BCS_' + run_name(opt, 'student') + short
-        self.dir = os.path.join(opt.save_root, 'search', self.name)
+        self.dir = search_dir(opt, os.path.join(opt.save_root, 'search', 'BCS_' + run_name(opt, 'student') + short))
+        self.name = os.path.basename(self.dir)
         self.records = []
         # device time charged before, for candidates a rerun skips (co-trained ones had a share)
         self.charged = {}

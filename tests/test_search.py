@@ -131,7 +131,7 @@ def test_search_epochs_shortens_candidates_then_retrains_winner(data, teachers, 
     assert ("1 candidate, the start composition alone: no block can move (4 more in stage 2 would pass "
             "the teacher's 5 there; 4 more in stage 1 would pass the teacher's 5 there)") in out
     assert 'each scored on 2 epochs; then the winner is retrained on the full --epochs 3' in out
-    assert only_search_dir(tmp_path).endswith('_bcs2')  # its own record, apart from a full search
+    assert re.search(r'_bcs2_id-[0-9a-f]{8}$', only_search_dir(tmp_path))  # its own record, apart from a full search
     with open(os.path.join(only_search_dir(tmp_path), 'search.json')) as f:
         result = json.load(f)
     assert [c['block_depth'] for c in result['candidates']] == [[2, 2, 2]]
