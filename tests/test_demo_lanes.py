@@ -75,6 +75,7 @@ def most_at_once(evs):
     return peak
 
 
+@pytest.mark.slow  # starts ten processes
 @pytest.mark.parametrize('lanes', [1, 3])
 def test_runs_go_lanes_at_a_time_one_thread_each_distilled_after_the_teacher(tmp_path, lanes):
     proc = start_demo(tmp_path, DEMO_LANES=str(lanes))
@@ -92,6 +93,7 @@ def test_runs_go_lanes_at_a_time_one_thread_each_distilled_after_the_teacher(tmp
     assert 'summary: elsewhere' not in out and 'the results table' in out
 
 
+@pytest.mark.slow
 def test_a_failed_run_stops_the_demo_with_the_end_of_its_log(tmp_path):
     proc = start_demo(tmp_path, DEMO_LANES='2', FAKE_FAIL='--seed 1 --trial demo-seed1', FAKE_SECONDS='1')
     out, _ = proc.communicate(timeout=120)
@@ -104,6 +106,7 @@ def test_a_failed_run_stops_the_demo_with_the_end_of_its_log(tmp_path):
     assert [e[0] for e in evs].count('start') == len([e for e in evs if e[0] in ('end', 'failed', 'stopped')])
 
 
+@pytest.mark.slow
 def test_a_stop_signal_to_the_demo_reaches_every_run(tmp_path):
     proc = start_demo(tmp_path, DEMO_LANES='2', FAKE_SECONDS='30')
     deadline = time.time() + 60
