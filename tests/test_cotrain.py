@@ -1,5 +1,6 @@
 """Co-trained BCS candidates: same weights and log.csv as each candidate trained alone, one teacher
 forward per batch for all of them, resume after a stop, and search.py using it."""
+import math
 import os
 import signal
 import threading
@@ -13,7 +14,7 @@ from helper.launch import cotrain
 from helper.errors import UsageError
 from helper.engine.loops import Preempted
 from helper.engine.run import run
-from helpers_data import load_weights_only, parse_student, student_args
+from helpers_data import N_CLASSES, TRAIN_PER_CLASS, load_weights_only, parse_student, student_args
 
 COMPS = ['2,2,2', '1,2,3', '3,1,1']
 
@@ -91,6 +92,28 @@ def test_cotrained_dot_candidates_equal_alone(setup, tmp_path):
         assert_same_run(a['run_dir'], b['run_dir'])
         state = load_weights_only(os.path.join(b['run_dir'], 'myresnet14_last.pth'))['optimizer']['state']
         assert any('momentum_kd_buffer' in s for s in state.values())
+
+
+@pytest.mark.slow
+def test_cotrained_init_stage_candidates_equal_alone(setup, tmp_path, monkeypatch, one_thread_everywhere):
+    """A method with an init stage (AB): its init epochs take turns and share the teacher through
+    the same loop, and each candidate still ends as it does alone."""
+    data, path_t = setup
+    extra = ('--distill', 'abound', '--init_epochs', '2', '--mc', '0')
+    shared, real = [], cotrain.Baton.__init__
+    monkeypatch.setattr(cotrain.Baton, '__init__', lambda self, n: real(self, n) or shared.append(self.shared))
+    torch.use_deterministic_algorithms(True)
+    try:
+        alone = [run(cand(data, tmp_path / 'alone', path_t, c, *extra), 'student') for c in COMPS[:2]]
+        together = cotrain.cotrain([cand(data, tmp_path / 'co', path_t, c, *extra) for c in COMPS[:2]])
+    finally:
+        torch.use_deterministic_algorithms(False)
+    for a, b in zip(alone, together):
+        assert a['status'] == b['status'] == 'finished'
+        assert_same_run(a['run_dir'], b['run_dir'])
+    steps = math.ceil(N_CLASSES * TRAIN_PER_CLASS / 16)  # --batch_size 16
+    assert shared[0].computed == (2 + 2) * steps  # init epochs and main epochs alike, once for both runs
+    assert shared[0].served == 2 * shared[0].computed
 
 
 def test_incompatible_candidates_are_refused(setup, tmp_path):

@@ -473,7 +473,7 @@ class InitStage:
     name, shown, names = 'init', ('loss',), ('loss',)
 
     def __init__(self, ctx, method, student, saved=None):
-        opt = ctx.opt
+        self.opt = opt = ctx.opt
         self.method, self.student, self.autocast = method, student, ctx.autocast
         self.modules, self.preact, self.lr = method.init_modules(student), method.preact, method.init_lr(opt)
         self.params = [p for p in self.modules.parameters() if p.requires_grad]
@@ -483,10 +483,12 @@ class InitStage:
                                          weight_decay=opt.weight_decay)
         if saved:
             self.optimizer.load_state_dict(saved)
-        self.desc = lambda epoch: f'init {epoch}/{opt.init_epochs}'
 
     def begin(self, epoch):
         self.modules.train()
+
+    def desc(self, epoch):
+        return f'init {epoch}/{self.opt.init_epochs}'
 
     def where(self, epoch):
         return f'init epoch {epoch}'
