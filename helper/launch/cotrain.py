@@ -57,7 +57,7 @@ class Baton:
 
     def take_turn(self, i):
         """Run i lets the next run have a step, and waits for its own turn again."""
-        self.rng[i] = rng_state()
+        self.rng[i] = rng_state(plain=False)
         with self.cond:
             self._advance(i)
         self.wait_turn(i)
