@@ -463,7 +463,8 @@ class MainStage:
             t.tb_iteration(logit, terms, target, run_step)
 
 
-INIT_EPOCHS = 10 ** 6  # init epoch k draws the loader's epoch INIT_EPOCHS + k: orders apart from the main epochs'
+# init epoch k draws the loader's epoch INIT_LOADER_EPOCH + k: orders of its own, apart from the main epochs'
+INIT_LOADER_EPOCH = 10 ** 6
 
 
 class InitStage:
@@ -512,6 +513,6 @@ class InitStage:
 
 def init_epoch(ctx, stage, epoch, partial=None):
     """One epoch of the init stage (ctx: as train_epoch's): (whether it completed, its EpochState)."""
-    start_epoch_data(ctx, INIT_EPOCHS + epoch)
+    start_epoch_data(ctx, INIT_LOADER_EPOCH + epoch)
     state = EpochState(stage.names, ctx.device, partial)
     return train_epoch(ctx, stage, epoch, state), state
