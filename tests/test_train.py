@@ -312,6 +312,32 @@ def test_init_stage_resumes_where_it_stopped(data, teacher, tmp_path, monkeypatc
 
 
 @pytest.mark.slow
+def test_an_init_stage_checkpoint_of_an_older_version_still_resumes(data, teacher, tmp_path, monkeypatch, capsys):
+    """Older versions saved only the init epochs done (no init optimizer): the resume goes on from there."""
+    schedule = ('--init_epochs', '2', '--epochs', '1', '--batch_size', '32')
+    original = trainer_module.init_epoch
+
+    def init_epoch(ctx, stage, epoch, partial=None):
+        done = original(ctx, stage, epoch, partial)
+        if epoch == 1:
+            signal.raise_signal(signal.SIGTERM)
+        return done
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer_module, 'init_epoch', init_epoch)
+        with pytest.raises(Preempted):
+            student(data, tmp_path, teacher, 'fsp', 'resnet8', *schedule)
+    (name,) = os.listdir(os.path.join(str(tmp_path), 'student_model'))
+    path = os.path.join(str(tmp_path), 'student_model', name, 'resnet8_last.pth')
+    ckpt = load_weights_only(path)
+    del ckpt['init_optimizer']
+    torch.save(ckpt, path)
+    capsys.readouterr()
+    resumed = student(data, tmp_path, teacher, 'fsp', 'resnet8', *schedule, '--resume')
+    assert resumed['status'] == 'finished' and resumed['epochs_done'] == 1
+    assert [line.split(':')[0] for line in init_loss_lines(capsys.readouterr().out)] == ['init epoch 2']
+
+
+@pytest.mark.slow
 def test_a_run_stopped_before_the_log_followed_the_terms_resumes_with_its_columns(data, teacher, tmp_path,
                                                                                  monkeypatch, capsys):
     """A kd run stopped in epoch 2 by the code that logged loss_method and loss_mc always (0 for kd
