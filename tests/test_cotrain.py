@@ -1,16 +1,20 @@
 """Co-trained BCS candidates: same weights and log.csv as each candidate trained alone, one teacher
 forward per batch for all of them, resume after a stop, and search.py using it."""
+import math
 import os
+import signal
 import threading
 
 import pytest
 import torch
 
+from helper.engine.context import RunContext
+from helper.engine.trainer import Trainer
 from helper.launch import cotrain
 from helper.errors import UsageError
 from helper.engine.loops import Preempted
 from helper.engine.run import run
-from helpers_data import load_weights_only, parse_student, student_args
+from helpers_data import N_CLASSES, TRAIN_PER_CLASS, load_weights_only, parse_student, student_args
 
 COMPS = ['2,2,2', '1,2,3', '3,1,1']
 
@@ -90,12 +94,34 @@ def test_cotrained_dot_candidates_equal_alone(setup, tmp_path):
         assert any('momentum_kd_buffer' in s for s in state.values())
 
 
+@pytest.mark.slow
+def test_cotrained_init_stage_candidates_equal_alone(setup, tmp_path, monkeypatch, one_thread_everywhere):
+    """A method with an init stage (AB): its init epochs take turns and share the teacher through
+    the same loop, and each candidate still ends as it does alone."""
+    data, path_t = setup
+    extra = ('--distill', 'abound', '--init_epochs', '2', '--mc', '0')
+    shared, real = [], cotrain.Baton.__init__
+    monkeypatch.setattr(cotrain.Baton, '__init__', lambda self, n: real(self, n) or shared.append(self.shared))
+    torch.use_deterministic_algorithms(True)
+    try:
+        alone = [run(cand(data, tmp_path / 'alone', path_t, c, *extra), 'student') for c in COMPS[:2]]
+        together = cotrain.cotrain([cand(data, tmp_path / 'co', path_t, c, *extra) for c in COMPS[:2]])
+    finally:
+        torch.use_deterministic_algorithms(False)
+    for a, b in zip(alone, together):
+        assert a['status'] == b['status'] == 'finished'
+        assert_same_run(a['run_dir'], b['run_dir'])
+    steps = math.ceil(N_CLASSES * TRAIN_PER_CLASS / 16)  # --batch_size 16
+    assert shared[0].computed == (2 + 2) * steps  # init epochs and main epochs alike, once for both runs
+    assert shared[0].served == 2 * shared[0].computed
+
+
 def test_incompatible_candidates_are_refused(setup, tmp_path):
     data, path_t = setup
     a = cand(data, tmp_path, path_t, '2,2,2')
     b = cand(data, tmp_path, path_t, '1,2,3', '--seed', '1')
     with pytest.raises(UsageError, match='--seed'):
-        cotrain.cotrain([a, b], run_fn=lambda o, k: None)
+        cotrain.cotrain([a, b], run_fn=lambda o, k, c: None)
 
 
 def test_baton_takes_turns_in_order_and_skips_finished_runs():
@@ -103,11 +129,10 @@ def test_baton_takes_turns_in_order_and_skips_finished_runs():
     steps = {0: 3, 1: 1, 2: 2}
 
     def work(i):
-        cotrain._local.baton, cotrain._local.index = baton, i
         baton.wait_turn(i)
         for s in range(steps[i]):
             order.append((i, s))
-            cotrain.yield_turn()
+            baton.take_turn(i)
         baton.leave(i)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
@@ -122,10 +147,10 @@ def test_failure_of_one_run_lets_the_others_finish(setup, tmp_path):
     data, path_t = setup
     done = []
 
-    def fake_run(opt, kind):
+    def fake_run(opt, kind, context):
         if opt.block_depth == '1,2,3':
             raise Preempted(15)
-        cotrain.yield_turn()
+        context.take_turn()
         done.append(opt.block_depth)
         return {'ok': True}
     with pytest.raises(Preempted):
@@ -134,22 +159,71 @@ def test_failure_of_one_run_lets_the_others_finish(setup, tmp_path):
 
 
 def test_cotrained_runs_name_their_composition_in_their_lines(setup, tmp_path, capsys):
-    """Co-trained runs print in turns: each epoch line and progress bar says which candidate it is."""
+    """Co-trained runs print in turns: each epoch line and progress bar says which candidate it is,
+    from the context the run was given; the runs of a group share its teacher outputs and stop signal."""
     from types import SimpleNamespace
-    from helper.engine.trainer import Trainer, log
     data, path_t = setup
-    descs = []
+    descs, seen = [], {}
 
-    def fake_run(opt, kind):
-        log('epoch 1/2: train acc 1.00')
-        cotrain.yield_turn()
-        descs.append(Trainer.progress(SimpleNamespace(opt=opt), 7, 'epoch 1/2').desc)
+    def fake_run(opt, kind, context):
+        trainer = SimpleNamespace(opt=opt, context=context)
+        Trainer.log(trainer, 'epoch 1/2: train acc 1.00')
+        context.take_turn()
+        descs.append(Trainer.progress(trainer, 7, 'epoch 1/2').desc)
+        seen[opt.block_depth] = context
         return {}
     cotrain.cotrain([cand(data, tmp_path, path_t, c) for c in COMPS], run_fn=fake_run)
     assert sorted(capsys.readouterr().out.splitlines()) == sorted(f'[{c}] epoch 1/2: train acc 1.00' for c in COMPS)
     assert sorted(descs) == sorted(f'{c} epoch 1/2' for c in COMPS)
-    log('alone')  # a run outside co-training prints as it always did
+    assert {c: ctx.label for c, ctx in seen.items()} == {c: c for c in COMPS}
+    contexts = list(seen.values())
+    assert not any(ctx.alone for ctx in contexts)
+    assert contexts[0].shared_teacher is not None
+    assert all(ctx.shared_teacher is contexts[0].shared_teacher and ctx.stop is contexts[0].stop for ctx in contexts)
+    alone = SimpleNamespace(opt=None, context=RunContext())
+    Trainer.log(alone, 'alone')  # a run outside co-training prints as it always did
     assert capsys.readouterr().out == 'alone\n'
+    assert RunContext().shared_teacher is None and RunContext().alone
+
+
+def test_a_signal_to_the_cotraining_process_reaches_every_run(setup, tmp_path):
+    """SIGTERM to the process, caught once by co-training, is the stop signal every run checks
+    through its context; the handler that was there before comes back afterwards."""
+    data, path_t = setup
+    before = signal.getsignal(signal.SIGTERM)
+    stopped = {}
+
+    def fake_run(opt, kind, context):
+        for turn in range(100000):
+            if context.stop.requested():
+                stopped[context.label] = (turn, context.stop.signum)
+                return {}
+            if context.label == COMPS[0] and turn == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+            context.take_turn()
+        return {}
+    cotrain.cotrain([cand(data, tmp_path, path_t, c) for c in COMPS], run_fn=fake_run)
+    assert sorted(stopped) == sorted(COMPS)
+    assert all(signum == signal.SIGTERM and turn >= 3 for turn, signum in stopped.values())
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_run_alone_resets_the_compiler_and_a_group_resets_once(setup, tmp_path, monkeypatch):
+    """A run alone frees its compiled graphs when it ends; a co-trained run leaves that to its
+    group, which resets once after all its runs ended."""
+    data, path_t = setup
+    resets = []
+    monkeypatch.setattr(torch.compiler, 'reset', lambda: resets.append(1))
+    nothing = cand(data, tmp_path, path_t, '2,2,2', '--resume')  # nothing to resume: a usage error
+    with pytest.raises(UsageError):
+        run(nothing, 'student')
+    assert len(resets) == 1
+    with pytest.raises(UsageError):
+        run(nothing, 'student', RunContext(alone=False))
+    assert len(resets) == 1
+    with pytest.raises(UsageError):
+        cotrain.cotrain([cand(data, tmp_path, path_t, c, '--resume') for c in COMPS])
+    assert len(resets) == 2
 
 
 @pytest.mark.slow
@@ -165,7 +239,7 @@ def test_stopped_cotraining_resumes(setup, tmp_path, monkeypatch, one_thread_eve
         real_update(self, *a, **k)
         calls['n'] += 1
         if calls['n'] == 9:  # epoch 1, step 3 of the first candidate's turn
-            cotrain._stop['signum'] = 15
+            os.kill(os.getpid(), signal.SIGTERM)  # to the process: co-training catches it for every run
     monkeypatch.setattr(loops.EpochState, 'update', update_then_stop)
     torch.use_deterministic_algorithms(True)
     try:

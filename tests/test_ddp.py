@@ -30,7 +30,8 @@ from helper.errors import UsageError
 from helper.engine.loops import StudentWithLoss, teacher_forward, validate
 from helper.engine.options import teacher_parser
 from helper.engine.run import run
-from helper.engine.trainer import run_init_stage
+from helper.engine.context import RunContext
+from helper.engine.trainer import InitStage, init_epoch
 
 pytestmark = pytest.mark.slow  # trains epochs or starts processes
 
@@ -143,14 +144,14 @@ class _Quiet:
 
 
 def init_stage(distill, batch):
-    """One init epoch of one batch per rank, through the real run_init_stage."""
+    """One init epoch of one batch per rank, through the trainer's loop with the real InitStage."""
     student, teacher, method = build(distill)
-    opt = method_opt(distill)
+    opt = argparse.Namespace(**vars(method_opt(distill)), print_freq=1, seed=0)
     ctx = argparse.Namespace(opt=opt, teacher=teacher, device=torch.device('cpu'), channels_last=False,
                              autocast=contextlib.nullcontext, train_loader=[batch],
-                             progress=lambda total, desc: _Quiet(), log=lambda msg: None,
-                             stop_requested=lambda sync_point=True: False)
-    run_init_stage(ctx, method, student)
+                             progress=lambda total, desc: _Quiet(), context=RunContext())
+    done, state = init_epoch(ctx, InitStage(ctx, method, student), 1)
+    assert done and state.step == 1
     # Parameters only: the init stage trains BatchNorm on each rank's own batch (its running
     # statistics are re-sent from rank 0 by DDP once the main stage starts).
     return {name: {k: v.detach().clone() for k, v in m.named_parameters()}

@@ -11,10 +11,6 @@ from conftest import ROOT
 LOWER = ('models', 'crd', 'dataset', 'distiller_zoo')
 LEAVES = {'helper.errors', 'helper.dist'}
 LAYERS = {'helper.runs': 1, 'helper.engine': 2, 'helper.launch': 3, 'helper.tools': 4}
-# Co-training's turn-taking, shared teacher and stop signal reach the engine through thread-local
-# state of helper.launch.cotrain; an explicit run context passed down from the launcher removes them.
-KNOWN_UPWARD = {('helper.engine.run', 'helper.launch.cotrain'), ('helper.engine.trainer', 'helper.launch.cotrain'),
-                ('helper.engine.teacher_batch', 'helper.launch.cotrain')}
 
 
 def project_modules():
@@ -64,13 +60,12 @@ def layer(name):
 
 
 def test_every_import_points_down_or_sideways():
-    upward = sorted((a, b) for a, deps in graph().items() for b in deps
-                    if layer(b) > layer(a) and (a, b) not in KNOWN_UPWARD)
+    upward = sorted((a, b) for a, deps in graph().items() for b in deps if layer(b) > layer(a))
     assert not upward
 
 
 def test_no_import_circles():
-    edges = {a: {b for b in deps if (a, b) not in KNOWN_UPWARD} for a, deps in graph().items()}
+    edges = graph()
     seen, on_path, circles = set(), [], []
 
     def visit(node):

@@ -11,6 +11,7 @@ import torch
 import models
 from helper.engine.loops import teacher_forward
 from helper.engine.run import run
+from helper.engine.context import RunContext
 from helper.engine.teacher_batch import SharedTeacher, batched_teacher_forward, teacher_stream
 from helpers_data import parse_student, student_args
 
@@ -62,7 +63,8 @@ def fake_ctx(teacher, k, n_batches=7, shared=None):
     class Opt:
         teacher_batch = k
     return types.SimpleNamespace(opt=Opt, teacher=teacher, train_loader=loader, device=torch.device('cpu'),
-                                 channels_last=False, autocast=contextlib.nullcontext, shared_teacher=shared)
+                                 channels_last=False, autocast=contextlib.nullcontext,
+                                 context=RunContext(shared_teacher=shared))
 
 
 @pytest.mark.parametrize('k,skip', [(1, 0), (3, 0), (3, 2), (8, 0), (2, 5)])

@@ -259,6 +259,84 @@ def test_resume_ends_where_an_uninterrupted_run_ends(data, teacher, tmp_path, mo
         assert len(f.read().splitlines()) == 1
 
 
+def init_loss_lines(out):
+    return [line for line in out.splitlines() if line.startswith('init epoch ')]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('distill, mid_epoch', [('fsp', True), ('abound', False), ('factor', True)])
+def test_init_stage_resumes_where_it_stopped(data, teacher, tmp_path, monkeypatch, capsys, distill, mid_epoch,
+                                             one_thread_everywhere):
+    """A stop in (or after) the first of two init epochs checkpoints the init stage so far; the
+    resume goes on from there and ends with the weights and lines of an uninterrupted run."""
+    schedule = ('--init_epochs', '2', '--epochs', '1', '--batch_size', '32')
+    whole = student(data, tmp_path / 'a', teacher, distill, 'resnet8', *schedule)
+    whole_lines = init_loss_lines(capsys.readouterr().out)
+    assert len(whole_lines) == 2
+    original = trainer_module.init_epoch
+
+    def init_epoch(ctx, stage, epoch, partial=None):
+        if epoch == 1 and mid_epoch:
+            signal.raise_signal(signal.SIGTERM)  # the loop finishes one step, then stops
+        done = original(ctx, stage, epoch, partial)
+        if epoch == 1 and not mid_epoch:
+            signal.raise_signal(signal.SIGINT)
+        return done
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer_module, 'init_epoch', init_epoch)
+        with pytest.raises(Preempted):
+            student(data, tmp_path / 'b', teacher, distill, 'resnet8', *schedule)
+    out = capsys.readouterr().out
+    assert ('in init epoch 1 after iteration 1' if mid_epoch else 'after init epoch 1') in out
+    run_dir = os.path.join(str(tmp_path / 'b'), os.path.relpath(whole['run_dir'], str(tmp_path / 'a')))
+    stopped = load_weights_only(os.path.join(run_dir, 'resnet8_last.pth'))
+    assert (stopped['epoch'], stopped['init_done'], stopped['init_epochs_done']) == (0, False, 0 if mid_epoch else 1)
+    assert stopped['init_optimizer']['state']  # the init stage's momentum goes on where it was
+    if mid_epoch:
+        assert (stopped['partial']['stage'], stopped['partial']['epoch'], stopped['partial']['step']) == ('init', 1, 1)
+    else:
+        assert not stopped['partial'] and init_loss_lines(out) == whole_lines[:1]
+    with open(os.path.join(run_dir, 'summary.json')) as f:
+        assert json.load(f)['status'] == 'stopped'
+
+    resumed = student(data, tmp_path / 'b', teacher, distill, 'resnet8', *schedule, '--resume')
+    assert resumed['status'] == 'finished'
+    assert init_loss_lines(capsys.readouterr().out) == whole_lines[0 if mid_epoch else 1:]
+    with open(os.path.join(whole['run_dir'], 'log.csv')) as f1, open(os.path.join(run_dir, 'log.csv')) as f2:
+        assert f1.read() == f2.read()
+    a = load_weights_only(os.path.join(whole['run_dir'], 'resnet8_last.pth'))
+    b = load_weights_only(os.path.join(run_dir, 'resnet8_last.pth'))
+    for part in ('model', 'method'):
+        assert a[part].keys() == b[part].keys()
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+
+
+@pytest.mark.slow
+def test_an_init_stage_checkpoint_of_an_older_version_still_resumes(data, teacher, tmp_path, monkeypatch, capsys):
+    """Older versions saved only the init epochs done (no init optimizer): the resume goes on from there."""
+    schedule = ('--init_epochs', '2', '--epochs', '1', '--batch_size', '32')
+    original = trainer_module.init_epoch
+
+    def init_epoch(ctx, stage, epoch, partial=None):
+        done = original(ctx, stage, epoch, partial)
+        if epoch == 1:
+            signal.raise_signal(signal.SIGTERM)
+        return done
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer_module, 'init_epoch', init_epoch)
+        with pytest.raises(Preempted):
+            student(data, tmp_path, teacher, 'fsp', 'resnet8', *schedule)
+    (name,) = os.listdir(os.path.join(str(tmp_path), 'student_model'))
+    path = os.path.join(str(tmp_path), 'student_model', name, 'resnet8_last.pth')
+    ckpt = load_weights_only(path)
+    del ckpt['init_optimizer']
+    torch.save(ckpt, path)
+    capsys.readouterr()
+    resumed = student(data, tmp_path, teacher, 'fsp', 'resnet8', *schedule, '--resume')
+    assert resumed['status'] == 'finished' and resumed['epochs_done'] == 1
+    assert [line.split(':')[0] for line in init_loss_lines(capsys.readouterr().out)] == ['init epoch 2']
+
+
 @pytest.mark.slow
 def test_a_run_stopped_before_the_log_followed_the_terms_resumes_with_its_columns(data, teacher, tmp_path,
                                                                                  monkeypatch, capsys):

@@ -131,8 +131,8 @@ class EpochState:
         self.sums[-1] = sums[-1]   # correct predictions
 
     def update(self, terms, logit, target, step):
-        n = target.shape[0]
-        correct = (logit.detach().argmax(1) == target).sum()
+        n = target.shape[0]  # logit: None for a stage without predictions (the init stage)
+        correct = (logit.detach().argmax(1) == target).sum() if logit is not None else target.new_zeros(())
         self.sums += torch.cat([terms.detach().double() * n, correct.double().view(1)])
         self.count += n
         finite = torch.isfinite(terms.detach())
@@ -147,9 +147,11 @@ class EpochState:
             raise NonFiniteLoss(self.non_finite_message(epoch))
 
     def non_finite_message(self, epoch):
+        """epoch: its number, or the words that name it ('init epoch 2')."""
         it = int(self.first_bad.item())
         names = [t for t, bad in zip(self.names, self.bad_terms.tolist()) if bad]
-        return (f'loss went non-finite at epoch {epoch}, iteration {it + 1} '
+        where = epoch if isinstance(epoch, str) else f'epoch {epoch}'
+        return (f'loss went non-finite at {where}, iteration {it + 1} '
                 f'(term: {", ".join(names[1:] or names)}); the last good checkpoint is kept')
 
     def _totals(self):

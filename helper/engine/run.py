@@ -1,8 +1,9 @@
 """The one run function behind train_teacher.py, train_student.py and every search.py candidate.
 
-`run(opt, kind)` builds the experiment (helper.engine.experiment), checks its run folder
+`run(opt, kind, context)` builds the experiment (helper.engine.experiment), checks its run folder
 (helper.runs.run_folder) and trains it (helper.engine.trainer); it returns the run's summary, also written as
-summary.json. kind: 'teacher' or 'student'.
+summary.json. kind: 'teacher' or 'student'; context: what a co-trained run shares with its group
+(helper.engine.context.RunContext), a run alone by default.
 """
 import contextlib
 import os
@@ -13,16 +14,16 @@ import torch
 
 import models
 from helper.engine import compile_policy, identity
-from helper.launch import cotrain
 from helper import dist
 from helper.runs.checkpoint import WriteError
 from helper.engine.dry_run import dry_run, no_trained_model
+from helper.engine.context import RunContext
 from helper.errors import UsageError
 from helper.engine.experiment import build_experiment, make_autocast, resolve_speed_flags, trained_model_name
 from helper.engine.loops import NonFiniteLoss, Preempted, validate
 from helper.engine.options import differing_option, finalize, options_dict, run_name
 from helper.runs.run_folder import RunFolder, summary_or_empty
-from helper.engine.trainer import Trainer, log
+from helper.engine.trainer import Trainer
 from helper.engine.util import pick_device, set_seed
 
 WRITE_ERROR_EXIT = WriteError.exit_code  # a file of the run could not be written (disk full, quota, permissions)
@@ -66,19 +67,20 @@ def run_folder_of(opt, kind):
     return folder
 
 
-def run(opt, kind):
+def run(opt, kind, context=None):
     """Train (or evaluate) one teacher or student run as the options say; returns its summary."""
+    context = context or RunContext()
     try:
         with contextlib.ExitStack() as held:  # the run folder's lock, released however the run ends
-            return _run(opt, kind, held)
+            return _run(opt, kind, held, context)
     finally:
         # The next run in this process (a search candidate) then starts as a fresh process
         # would: compiled graphs and their CUDA-graph memory pools are freed, not kept behind.
-        if not cotrain.in_cotrain():  # co-trained runs: reset once all of them have ended
+        if context.alone:  # co-trained runs: their group resets once all of them have ended
             torch.compiler.reset()
 
 
-def _run(opt, kind, held):
+def _run(opt, kind, held, context):
     opt = finalize(opt, kind)
     device = pick_device(opt.device)
     opt, amp_dtype = resolve_speed_flags(opt, device)
@@ -96,9 +98,9 @@ def _run(opt, kind, held):
         opt = opt.replace(epochs=opt.extend, resume=True)
         folder.identity = dict(folder.identity, extended_to=opt.extend)
     if not opt.test:
-        ckpt = checked_start(opt, folder)  # before anything is written
+        ckpt = checked_start(opt, folder, context.log)  # before anything is written
         if ckpt is not None and ckpt['epoch'] >= opt.epochs and not ckpt.get('partial') and says_finished(folder):
-            return finished_summary(folder)  # nothing to do, and nothing in the folder is touched
+            return finished_summary(folder, context.log)  # nothing to do, and nothing in the folder is touched
         # all epochs trained but the last records failed (a full disk): the trainer writes them
         if ckpt is not None and opt.seed_auto:  # a resume replays the run's own seed
             opt = opt.replace(seed=ckpt['opt']['seed'])
@@ -107,12 +109,12 @@ def _run(opt, kind, held):
         return dry_run(opt, kind, folder, device, amp_dtype, ckpt)
     exp = build_experiment(opt, kind, device)
     if opt.test:
-        return evaluate_only(opt, folder, exp, device, make_autocast(device, amp_dtype))
+        return evaluate_only(opt, folder, exp, device, make_autocast(device, amp_dtype), context.log)
     opt = compile_policy.choose(opt, exp, device, ckpt)  # --fast compiles only where it pays
-    return Trainer(opt, kind, exp, folder, device, amp_dtype, ckpt).fit(exp.test_loader)
+    return Trainer(opt, kind, exp, folder, device, amp_dtype, ckpt, context).fit(exp.test_loader)
 
 
-def checked_start(opt, folder):
+def checked_start(opt, folder, log):
     """The checkpoint to resume (None for a fresh run), or a UsageError when a live process holds
     the folder, the folder holds a run that this command would overwrite, or --resume has nothing
     to continue."""
@@ -121,7 +123,7 @@ def checked_start(opt, folder):
         try:
             folder.check_free()  # a live run holds the folder: refuse, --resume or not
             if opt.resume:
-                ckpt = resume_checkpoint(opt, folder)
+                ckpt = resume_checkpoint(opt, folder, log)
             else:
                 verdict, existing = folder.verdict()
                 how = ('--extend EPOCHS continues it to more epochs' if verdict == 'finished'
@@ -143,7 +145,7 @@ def says_finished(folder):
         return False
 
 
-def finished_summary(folder):
+def finished_summary(folder, log):
     """A --resume of a run that has trained all its epochs: say so, write nothing; its summary."""
     log(f'{folder.path} is already finished; nothing to resume (--extend EPOCHS continues it to more epochs)')
     try:
@@ -153,7 +155,7 @@ def finished_summary(folder):
     return summary or {'status': 'finished', 'run_dir': folder.path}
 
 
-def resume_checkpoint(opt, folder):
+def resume_checkpoint(opt, folder, log):
     if not folder.has_resumable():
         near_miss(opt, folder)
     ckpt = folder.load_resume(log)
@@ -183,7 +185,7 @@ def near_miss(opt, folder):
                              f'or start without --resume')
 
 
-def evaluate_only(opt, folder, exp, device, autocast):
+def evaluate_only(opt, folder, exp, device, autocast, log):
     if not os.path.exists(folder.best_path):
         raise no_trained_model(folder)
     state, meta = models.read_state_dict(folder.best_path)

@@ -10,7 +10,6 @@ same batches, run the teacher once per batch for all of them.
 """
 import torch
 
-from helper.launch import cotrain
 from helper.engine.loops import teacher_forward, to_device
 
 
@@ -69,13 +68,14 @@ def batched_teacher_forward(teacher, inputs, preact, autocast, channels_last=Fal
 
 def teacher_stream(ctx, epoch, skip, preact):
     """Yield (iteration, batch on the device, (t_feats, t_logit) or None) for one epoch,
-    skipping the first `skip` iterations (a resumed epoch)."""
+    skipping the first `skip` iterations (a resumed epoch). epoch: the epoch's key, which the
+    outputs a group shares are found by (ctx.context: helper.engine.context.RunContext)."""
     k = max(1, int(getattr(ctx.opt, 'teacher_batch', 1) or 1))
-    shared = getattr(ctx, 'shared_teacher', None)
+    shared = ctx.context.shared_teacher
     pending = []
 
     def flush():
-        cotrain.yield_turn()  # co-trained runs take turns here, a chunk of steps each
+        ctx.context.take_turn()  # co-trained runs take turns here, a chunk of steps each
         if ctx.teacher is None:
             outs = [None] * len(pending)
         else:

@@ -9,14 +9,13 @@ import torch
 
 from dataset import loader_set_epoch
 from helper.engine import compile_policy
-from helper.launch import cotrain
 from helper import dist
 from helper.runs.checkpoint import TensorBoardLog, WriteError
+from helper.engine.context import RunContext
 from helper.engine.dot import DOT, check_dot_speed_flags, dot_forward_backward
 from helper.errors import UsageError
 from helper.engine.experiment import compile_modules, compile_teacher, make_autocast, make_optimizer
-from helper.engine.loops import (EpochState, NonFiniteLoss, Preempted, StudentWithLoss, forward_backward, teacher_forward,
-                          to_device, validate)
+from helper.engine.loops import EpochState, NonFiniteLoss, Preempted, StudentWithLoss, forward_backward, validate
 from helper.engine.options import options_dict
 from helper.engine.progress import Progress
 from helper.runs.run_folder import log_columns
@@ -25,61 +24,14 @@ from helper.engine.teacher_batch import teacher_stream
 from helper.engine.util import learning_rate_at, rng_state, set_learning_rate, set_rng_state, set_seed
 
 
-class StopFlag:
-    """SIGTERM/SIGINT set a flag; the loop finishes its step, checkpoints and stops."""
-
-    def __init__(self):
-        self.signum = None
-        self._previous = {}
-
-    def __enter__(self):
-        if hasattr(signal, 'SIGTERM') and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C stops at once
-        self.signum = signum
-
-    def requested(self, sync_point=True):
-        if self.signum is None and cotrain.stop_signal() is not None:  # caught by the co-training process
-            self.signum = cotrain.stop_signal()
-        if dist.active():  # ranks agree on where to stop, at --print_freq boundaries only
-            if not sync_point:
-                return False
-            flag = dist.all_reduce_sum(torch.tensor([1.0 if self.signum else 0.0]).to(_dist_device()))
-            stop = flag.item() > 0
-            if stop and self.signum is None:
-                self.signum = signal.SIGTERM
-            # the reduced flag decides, not signum read again: a signal that lands during the
-            # all-reduce would stop this rank alone; the next sync point counts it on every rank
-            return stop
-        return self.signum is not None
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-def _dist_device():
-    return torch.device('cuda', torch.cuda.current_device()) if torch.cuda.is_available() and \
-        torch.distributed.get_backend() == 'nccl' else torch.device('cpu')
-
-
-def log(msg):
-    if dist.is_main():
-        label = cotrain.run_label()
-        print(f'[{label.strip()}] {msg}' if label else msg, flush=True)
-
-
 class Trainer:
     """Trains exp (helper.engine.experiment) into folder (helper.runs.run_folder.RunFolder); ckpt: the
-    checkpoint to resume from, or None."""
+    checkpoint to resume from, or None; context: what the run shares with a co-training group
+    (helper.engine.context.RunContext; default: a run alone)."""
 
-    def __init__(self, opt, kind, exp, folder, device, amp_dtype, ckpt=None):
+    def __init__(self, opt, kind, exp, folder, device, amp_dtype, ckpt=None, context=None):
         self.opt, self.kind, self.exp, self.folder, self.device = opt, kind, exp, folder, device
+        self.context = context or RunContext()
         self.student, self.teacher, self.method = exp.student, exp.teacher, exp.method
         self.train_loader, self.channels_last = exp.train_loader, opt.channels_last
         self.autocast = make_autocast(device, amp_dtype)
@@ -93,19 +45,18 @@ class Trainer:
         if self.dot:
             check_dot_speed_flags(opt, self.scaler)
         self.history, self.best_acc, self.best_epoch, self.start_epoch = [], 0.0, 0, 1
-        self.init_done, self.init_epochs_done, self.partial = False, 0, None
+        self.init_done, self.init_epochs_done, self.init_optimizer, self.partial = False, 0, None, None
         self.teacher_acc, self.wall_before, self.started = None, 0.0, time.time()
         if ckpt is not None:
             self._restore(ckpt)
         self.train_module = dist.wrap(self.module, device, opt.sync_bn)
         self.step_graph = make_step_graph(opt, device, self.train_module, self.optimizer, amp_dtype,
-                                          self.module.preact, log)
-        self.shared_teacher = cotrain.shared_teacher()  # co-trained runs: one teacher forward per batch
+                                          self.module.preact, self.log)
         self.compiled = bool(opt.compile) and self._compile()
         self.n_params = sum(p.numel() for p in self.student.parameters())
-        self.tb, self.tb_iter, self.stop_requested = None, None, lambda sync_point=True: False
+        self.tb, self.tb_iter = None, None
         self.epochs_saved = self.start_epoch - 1  # the epochs the resumable checkpoint holds
-        self.stop_flag = None
+        self.main_stage = MainStage(self)
 
     def _compile(self):
         graphs = self.step_graph is None
@@ -114,7 +65,7 @@ class Trainer:
             compile_teacher(self.device, self.teacher, graphs=graphs)
             return True
         except Exception as e:  # platforms without a compiler toolchain
-            log(f'--compile unavailable here ({type(e).__name__}: {e}); running eager')
+            self.log(f'--compile unavailable here ({type(e).__name__}: {e}); running eager')
             return False
 
     def _prepare_teacher(self):
@@ -138,15 +89,16 @@ class Trainer:
         self.columns += tuple(k for row in self.history[:1] for k in row
                               if k.startswith('loss_') and k not in self.columns)
         self.start_epoch, self.init_done, self.partial = ckpt['epoch'] + 1, ckpt['init_done'], ckpt.get('partial')
-        self.init_epochs_done = ckpt.get('init_epochs_done', 0)
+        self.init_epochs_done, self.init_optimizer = ckpt.get('init_epochs_done', 0), ckpt.get('init_optimizer')
         self.teacher_acc, self.wall_before = ckpt.get('teacher_acc'), ckpt.get('wall_time_s', 0.0)
         set_rng_state(ckpt['rng'])
 
     def progress(self, total, desc):
-        return Progress(total, desc=cotrain.run_label() + desc, print_freq=self.opt.print_freq, enable=dist.is_main())
+        return Progress(total, desc=self.context.describe(desc), print_freq=self.opt.print_freq,
+                        enable=dist.is_main())
 
     def log(self, msg):
-        log(msg)
+        self.context.log(msg)
 
     # ------------------------------------------------------------ records
 
@@ -220,7 +172,7 @@ class Trainer:
                 self.tb = TensorBoardLog(self.folder.file('tb'), purge_step=self.start_epoch)
                 self.save('running', self.start_epoch - 1)
             if self.start_epoch > opt.epochs and not self.partial:
-                log(f'{self.folder.path} is already finished; nothing to resume')
+                self.log(f'{self.folder.path} is already finished; nothing to resume')
                 done = dict(self.summary('finished', opt.epochs), wall_time_s=round(self.wall_before, 2))
                 if dist.is_main():
                     self.folder.write_summary(done)
@@ -228,20 +180,19 @@ class Trainer:
                         self.folder.append_result(opt.save_root, self.result_line(done))
                 return done
             self.where = 'in the init stage'
-            with StopFlag() as stop:
-                self.stop_flag, self.stop_requested = stop, stop.requested
+            with self.context.catching_signals():
                 self.run_init_stage()
                 marks.append(time.time())
                 for epoch in range(self.start_epoch, opt.epochs + 1):
-                    self.run_epoch(epoch, test_loader, stop)
+                    self.run_epoch(epoch, test_loader)
                     marks.append(time.time())
             if fresh:
                 self.record_costs(marks)
             self.close_tb()
             return self.finish()
         except Preempted:
-            log(f'stopped by signal {self.where} (checkpoint written). To continue, rerun '
-                f'the same command with --resume')
+            self.log(f'stopped by signal {self.where} (checkpoint written). To continue, rerun '
+                     f'the same command with --resume')
             raise
         except RuntimeError as err:
             self.stop_if_a_worker_died_of_the_signal(err)
@@ -256,13 +207,13 @@ class Trainer:
     def stop_if_a_worker_died_of_the_signal(self, err):
         """Preempted, at the last checkpoint, when err is a loader worker's death while a stop
         signal is being handled (the worker got it too); otherwise nothing."""
-        signum = self.stop_flag and (self.stop_flag.signum or cotrain.stop_signal())
+        signum = self.context.stop.signum
         if not signum or dist.active() or 'DataLoader worker' not in str(err):
             return
         if threading.current_thread() is threading.main_thread():  # the other workers' deaths: no more errors
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        log(f'stopped by signal (a loader worker ended with it; the checkpoint of epoch {self.epochs_saved} '
-            f'is kept). To continue, rerun the same command with --resume')
+        self.log(f'stopped by signal (a loader worker ended with it; the checkpoint of epoch {self.epochs_saved} '
+                 f'is kept). To continue, rerun the same command with --resume')
         if dist.is_main():
             self.folder.write_summary(self.summary('stopped', self.epochs_saved))
         raise Preempted(signum) from None
@@ -291,7 +242,7 @@ class Trainer:
     def record_costs(self, marks):
         """Start-up and epoch times of a whole fresh run, for --fast's later compile decisions."""
         core = self.method.core
-        if (dist.is_main() and not cotrain.in_cotrain()
+        if (dist.is_main() and self.context.alone  # a group's runs share their time
                 and not (getattr(core, 'has_init_stage', False) and self.opt.init_epochs > 0)):
             startup, *epochs = [b - a for a, b in zip(marks, marks[1:])]
             compile_policy.record(self.opt, self.device, epochs, len(self.train_loader), self.compiled, startup)
@@ -302,7 +253,7 @@ class Trainer:
         problem = None
         if dist.is_main():
             try:
-                self.folder.prepare(log)
+                self.folder.prepare(self.log)
             except (UsageError, WriteError) as e:
                 problem = e
         problem = dist.broadcast_object(problem)
@@ -311,23 +262,23 @@ class Trainer:
 
     def announce(self, test_loader):
         opt = self.opt
-        log(f'run folder: {self.folder.path}')
+        self.log(f'run folder: {self.folder.path}')
         depth = f' ({",".join(map(str, opt.block_depth))})' if opt.block_depth else ''
-        log(f'{self.kind} {self.folder.model}{depth}: {self.n_params:,} parameters; device {self.device}'
+        self.log(f'{self.kind} {self.folder.model}{depth}: {self.n_params:,} parameters; device {self.device}'
             f'{"; world size " + str(dist.world_size()) if dist.active() else ""}')
         if self.teacher is not None:
             if self.teacher_acc is None:
                 self.teacher_acc = validate(self.teacher, test_loader, self.device, self.autocast,
                                             self.channels_last)['acc']
-            log(f'teacher {opt.model_t} accuracy: {self.teacher_acc:.2f}')
+            self.log(f'teacher {opt.model_t} accuracy: {self.teacher_acc:.2f}')
 
     def finish(self):
         opt, result = self.opt, self.summary('finished', self.opt.epochs)
         if dist.is_main():
             self.folder.write_summary(result)
             self.folder.append_result(opt.save_root, self.result_line(result))
-            log(f'best accuracy {self.best_acc:.2f} (epoch {self.best_epoch}), last {result["last_acc"]:.2f}; '
-                f'summary: {self.folder.summary_path}')
+            self.log(f'best accuracy {self.best_acc:.2f} (epoch {self.best_epoch}), last {result["last_acc"]:.2f}; '
+                     f'summary: {self.folder.summary_path}')
         return result
 
     def result_line(self, result):
@@ -335,26 +286,41 @@ class Trainer:
         return f'{os.path.basename(self.folder.path)}\tbest {self.best_acc:.2f}\tlast {result["last_acc"]:.2f}'
 
     def run_init_stage(self):
-        core = self.method.core
-        if getattr(core, 'has_init_stage', False) and not self.init_done and self.opt.init_epochs > 0:
+        """The published init stage of AB, FT and FSP, epoch by epoch through the same loop; a stop
+        checkpoints the init epochs done (and the part of one), which --resume continues."""
+        core, opt = self.method.core, self.opt
+        if getattr(core, 'has_init_stage', False) and not self.init_done and opt.init_epochs > 0:
             core.to(self.device)
-            run_init_stage(self, core, self.student, self.init_epochs_done, self.save_init_progress)
+            stage = InitStage(self, core, self.student, self.init_optimizer)
+            self.log(f'init stage of {opt.distill}: {opt.init_epochs} epochs at lr {stage.lr:g}, '
+                     f'{sum(p.numel() for p in stage.params)} parameters')
+            for epoch in range(self.init_epochs_done + 1, opt.init_epochs + 1):
+                done, state = init_epoch(self, stage, epoch, self.take_partial(epoch, 'init'))
+                if done:
+                    self.log(f'init epoch {epoch}: loss {state.averages()["loss"]:.4f}')
+                if not done or self.context.stop.requested():
+                    partial = None if done else dict(state.saved(), epoch=epoch, stage='init')
+                    self.save('stopped', 0, dict(self.checkpoint(0, partial), init_epochs_done=epoch - (not done),
+                                                 init_optimizer=stage.optimizer.state_dict()))
+                    self.where = f'after init epoch {epoch}' if done else \
+                        f'in init epoch {epoch} after iteration {state.step}'
+                    raise Preempted(self.context.stop.signum)
         self.init_done = True
 
-    def save_init_progress(self, init_epochs_done):
-        if dist.is_main():
-            self.folder.save_last(dict(self.checkpoint(0), init_epochs_done=init_epochs_done))
+    def take_partial(self, epoch, stage):
+        """What a mid-epoch checkpoint saved of this epoch of this stage ('main' or 'init'), once."""
+        partial, self.partial = self.partial, None
+        if partial and partial.get('epoch') == epoch and partial.get('stage', 'main') == stage:
+            return partial
+        return None
 
-    def run_epoch(self, epoch, test_loader, stop):
+    def run_epoch(self, epoch, test_loader):
         """One epoch, its validation and its records; Preempted when a stop was requested."""
-        opt = self.opt
+        opt, stop = self.opt, self.context.stop
         lr = learning_rate_at(epoch, opt)
         set_learning_rate(self.optimizer, lr)
-        set_seed(opt.seed * 1000 + epoch)  # the epoch's order and sampling replay on resume
-        loader_set_epoch(self.train_loader, epoch)
-        resumed = self.partial if self.partial and self.partial.get('epoch') == epoch else None
-        self.partial = None
-        state = EpochState(self.module.names, self.device, resumed)
+        start_epoch_data(self, epoch)
+        state = EpochState(self.module.names, self.device, self.take_partial(epoch, 'main'))
         started = time.time()
         if not self.train_epoch(epoch, state):
             saved = dict(state.saved(), epoch=epoch)  # every rank: sums over ranks
@@ -370,9 +336,9 @@ class Trainer:
         new_best = row['test_acc'] > self.best_acc or self.best_epoch == 0  # 0% is a best too
         if new_best:  # on every rank (the test metrics are all-reduced): one summary everywhere
             self.best_acc, self.best_epoch = row['test_acc'], epoch
-        log(f'epoch {epoch}/{opt.epochs}: train acc {train["acc"]:.2f} loss {train["loss"]:.4f} | '
-            f'test acc {test["acc"]:.2f} top5 {test["acc_top5"]:.2f} loss {test["loss"]:.4f} | lr {lr:g} | '
-            f'{time.time() - started:.1f} s')
+        self.log(f'epoch {epoch}/{opt.epochs}: train acc {train["acc"]:.2f} loss {train["loss"]:.4f} | '
+                 f'test acc {test["acc"]:.2f} top5 {test["acc_top5"]:.2f} loss {test["loss"]:.4f} | lr {lr:g} | '
+                 f'{time.time() - started:.1f} s')
         if dist.is_main():
             self.epoch_outputs(epoch, row, new_best)
         self.save('running', epoch, self.checkpoint(epoch))
@@ -381,38 +347,10 @@ class Trainer:
             self.where = f'after epoch {epoch}'
             raise Preempted(stop.signum)
 
-    def train_epoch(self, epoch, state):
-        """Train until the loader ends or a stop is requested. True if the epoch completed."""
-        opt = self.opt
-        self.train_module.train()
-        if self.teacher is not None:
-            self.teacher.eval()
-        n_steps, skip = len(self.train_loader), state.step
-        progress = self.progress(n_steps - skip, f'epoch {epoch}/{opt.epochs}')
-        # the step gets the epoch as a tensor: a compiled step sees a new value, not a new constant
-        epoch_t = torch.tensor(float(epoch), device=self.device)
-        # batches on the device, the resume skip done, and the teacher's outputs (--teacher_batch)
-        for it, batch, teacher_out in teacher_stream(self, epoch, skip, self.module.teacher_preact):
-            logit, terms = self.step(batch, teacher_out, epoch, state, it, epoch_t)
-            state.update(terms, logit, batch['target'], it)
-            state.step = it + 1
-            boundary = (it + 1) % opt.print_freq == 0 or it + 1 == n_steps
-            if boundary:
-                state.check_finite(epoch)
-                avg = state.averages()
-                progress.update(1, loss=avg['loss'], acc=avg['acc'])
-            else:
-                progress.update(1)
-            run_step = (epoch - 1) * n_steps + it + 1  # iterations since the run began
-            if self.tb is not None and run_step % opt.tb_freq == 0:
-                self.tb_iteration(logit, terms, batch['target'], run_step)
-            if self.stop_requested(sync_point=boundary):
-                state.check_finite(epoch)
-                progress.close()
-                return False
-        progress.close()
-        state.check_finite(epoch)
-        return True
+    def train_epoch(self, epoch, state, stage=None):
+        """Train one epoch of a stage (the main one by default) until the loader ends or a stop is
+        requested. True if the epoch completed."""
+        return train_epoch(self, stage or self.main_stage, epoch, state)
 
     def tb_iteration(self, logit, terms, target, step):
         """This iteration's own loss terms, batch accuracy and lr, at a step counted over the run."""
@@ -460,48 +398,121 @@ class Trainer:
                                 f'is kept') from err
 
 
-def run_init_stage(ctx, method, student, epochs_done=0, save_progress=None):
-    """Published init stage of AB, FT and FSP: train only the method's init modules on its loss.
+def start_epoch_data(ctx, loader_epoch):
+    """Seed the epoch: its order and sampling replay on resume."""
+    set_seed(ctx.opt.seed * 1000 + loader_epoch)
+    loader_set_epoch(ctx.train_loader, loader_epoch)
 
-    ctx provides opt, teacher, device, channels_last, autocast, train_loader, progress, log and
-    stop_requested (a Trainer does). A stop request ends it after the current init epoch;
-    save_progress(n) records n epochs done.
-    """
-    opt = ctx.opt
-    modules = method.init_modules(student)
-    params = [p for p in modules.parameters() if p.requires_grad]
-    student_ids = {id(p) for p in student.parameters()}
-    needs_student = any(id(p) in student_ids for p in params)
-    optimizer = torch.optim.SGD(params, lr=method.init_lr(opt), momentum=opt.momentum,
-                                weight_decay=opt.weight_decay)
-    ctx.log(f'init stage of {opt.distill}: {opt.init_epochs} epochs at lr {method.init_lr(opt):g}, '
-            f'{sum(p.numel() for p in params)} parameters')
-    for epoch in range(epochs_done + 1, opt.init_epochs + 1):
-        modules.train()
+
+def train_epoch(ctx, stage, epoch, state):
+    """The loop of every stage: one epoch until the loader ends or a stop is requested; True if it
+    completed. ctx: a Trainer, or what of one the loop reads (opt, train_loader, teacher, device,
+    channels_last, autocast, context, progress)."""
+    opt, n_steps, skip, where = ctx.opt, len(ctx.train_loader), state.step, stage.where(epoch)
+    stage.begin(epoch)
+    if ctx.teacher is not None:
         ctx.teacher.eval()
-        total = torch.zeros((), dtype=torch.float64, device=ctx.device)
-        progress = ctx.progress(len(ctx.train_loader), f'init {epoch}/{opt.init_epochs}')
-        for batch in ctx.train_loader:
-            batch = to_device(batch, ctx.device, ctx.channels_last)
-            t_feats, _ = teacher_forward(ctx.teacher, batch['input'], method.preact, ctx.autocast)
-            s_feats = None
-            if needs_student:
-                with ctx.autocast():
-                    s_feats, _ = student(batch['input'], is_feat=True, preact=method.preact)
-                s_feats = [f.float() for f in s_feats]
-            loss = method.init_loss(s_feats, t_feats)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            dist.average_gradients(params)
-            optimizer.step()
-            total += loss.detach().double()
+    progress = ctx.progress(n_steps - skip, stage.desc(epoch))
+    # batches on the device, the resume skip done, and the teacher's outputs (--teacher_batch)
+    for it, batch, teacher_out in teacher_stream(ctx, (stage.name, epoch), skip, stage.preact):
+        logit, terms = stage.step(batch, teacher_out, epoch, state, it)
+        state.update(terms, logit, batch['target'], it)
+        state.step = it + 1
+        boundary = (it + 1) % opt.print_freq == 0 or it + 1 == n_steps
+        if boundary:
+            state.check_finite(where)
+            avg = state.averages()
+            progress.update(1, **{k: avg[k] for k in stage.shown})
+        else:
             progress.update(1)
-        progress.close()
-        avg = dist.all_reduce_sum(total).item() / (len(ctx.train_loader) * dist.world_size())
-        if avg != avg or avg in (float('inf'), float('-inf')):
-            raise NonFiniteLoss(f'init stage loss went non-finite at init epoch {epoch}')
-        ctx.log(f'init epoch {epoch}: loss {avg:.4f}')
-        if ctx.stop_requested():
-            if save_progress is not None:
-                save_progress(epoch)
-            raise Preempted(signal.SIGTERM)
+        stage.after_step(logit, terms, batch['target'], (epoch - 1) * n_steps + it + 1)
+        if ctx.context.stop.requested(sync_point=boundary):
+            state.check_finite(where)
+            progress.close()
+            return False
+    progress.close()
+    state.check_finite(where)
+    return True
+
+
+class MainStage:
+    """The main stage: the student and the method's modules on the method's terms (Trainer.step)."""
+    name, shown = 'main', ('loss', 'acc')
+
+    def __init__(self, trainer):
+        self.trainer, self.preact = trainer, trainer.module.teacher_preact
+
+    def begin(self, epoch):
+        self.trainer.train_module.train()
+        # the step gets the epoch as a tensor: a compiled step sees a new value, not a new constant
+        self.epoch_t = torch.tensor(float(epoch), device=self.trainer.device)
+
+    def desc(self, epoch):
+        return f'epoch {epoch}/{self.trainer.opt.epochs}'
+
+    def where(self, epoch):
+        return epoch
+
+    def step(self, batch, teacher_out, epoch, state, it):
+        return self.trainer.step(batch, teacher_out, epoch, state, it, self.epoch_t)
+
+    def after_step(self, logit, terms, target, run_step):
+        """run_step: iterations since the run began."""
+        t = self.trainer
+        if t.tb is not None and run_step % t.opt.tb_freq == 0:
+            t.tb_iteration(logit, terms, target, run_step)
+
+
+# init epoch k draws the loader's epoch INIT_LOADER_EPOCH + k: orders of its own, apart from the main epochs'
+INIT_LOADER_EPOCH = 10 ** 6
+
+
+class InitStage:
+    """Published init stage of AB, FT and FSP: only the method's init modules train, on its init
+    loss, with SGD at method.init_lr(opt) (momentum and weight decay as the main stage's).
+    ctx: as train_epoch's; saved: the init optimizer's state from a checkpoint, or None."""
+    name, shown, names = 'init', ('loss',), ('loss',)
+
+    def __init__(self, ctx, method, student, saved=None):
+        self.opt = opt = ctx.opt
+        self.method, self.student, self.autocast = method, student, ctx.autocast
+        self.modules, self.preact, self.lr = method.init_modules(student), method.preact, method.init_lr(opt)
+        self.params = [p for p in self.modules.parameters() if p.requires_grad]
+        student_ids = {id(p) for p in student.parameters()}
+        self.needs_student = any(id(p) in student_ids for p in self.params)
+        self.optimizer = torch.optim.SGD(self.params, lr=self.lr, momentum=opt.momentum,
+                                         weight_decay=opt.weight_decay)
+        if saved:
+            self.optimizer.load_state_dict(saved)
+
+    def begin(self, epoch):
+        self.modules.train()
+
+    def desc(self, epoch):
+        return f'init {epoch}/{self.opt.init_epochs}'
+
+    def where(self, epoch):
+        return f'init epoch {epoch}'
+
+    def step(self, batch, teacher_out, epoch, state, it):
+        s_feats = None
+        if self.needs_student:
+            with self.autocast():
+                s_feats, _ = self.student(batch['input'], is_feat=True, preact=self.preact)
+            s_feats = [f.float() for f in s_feats]
+        loss = self.method.init_loss(s_feats, teacher_out[0])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        dist.average_gradients(self.params)
+        self.optimizer.step()
+        return None, loss.detach().float().view(1)
+
+    def after_step(self, logit, terms, target, run_step):
+        pass
+
+
+def init_epoch(ctx, stage, epoch, partial=None):
+    """One epoch of the init stage (ctx: as train_epoch's): (whether it completed, its EpochState)."""
+    start_epoch_data(ctx, INIT_LOADER_EPOCH + epoch)
+    state = EpochState(stage.names, ctx.device, partial)
+    return train_epoch(ctx, stage, epoch, state), state

@@ -32,12 +32,14 @@ def set_seed(seed):
     torch.manual_seed(seed)
 
 
-def rng_state():
+def rng_state(plain=True):
+    """The global RNG states; plain: as lists and tensors, which a weights_only checkpoint holds
+    (co-training's turns keep them as they are: cheaper)."""
     state = {'python': random.getstate(), 'numpy': np.random.get_state(),
              'torch': torch.get_rng_state()}
     if torch.cuda.is_available():
         state['cuda'] = torch.cuda.get_rng_state_all()
-    return _plain(state)
+    return _plain(state) if plain else state
 
 
 def set_rng_state(state):

@@ -234,9 +234,9 @@ class SlurmBackend:
 
     def _wait(self, runs, jobs):
         from helper.engine.loops import Preempted
-        from helper.engine.trainer import StopFlag
+        from helper.engine.context import StopSignal
         shown, shown_at, failed, stalled = None, 0.0, {}, {}
-        with StopFlag() as stop:
+        with StopSignal() as stop:
             while True:
                 states, notes = {}, {}
                 for i, job in jobs.items():

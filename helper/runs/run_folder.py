@@ -16,7 +16,7 @@ _NUMBER = (int, float)
 RESUME_TYPES = {'epoch': (int,), 'model': (dict,), 'method': (dict,), 'optimizer': (dict,), 'scaler': (dict,),
                 'rng': (dict,), 'opt': (dict,), 'history': (list,), 'best_acc': _NUMBER, 'best_epoch': (int,),
                 'init_done': (bool,), 'partial': (dict, type(None)), 'init_epochs_done': (int,),
-                'teacher_acc': _NUMBER + (type(None),), 'wall_time_s': _NUMBER}
+                'init_optimizer': (dict,), 'teacher_acc': _NUMBER + (type(None),), 'wall_time_s': _NUMBER}
 LOG_COLUMNS = ('epoch', 'train_acc', 'train_loss', 'test_acc', 'test_loss', 'test_acc_top5', 'lr')
 
 
