@@ -348,3 +348,32 @@ def test_cotrained_fast_path_equals_alone(data, teacher, tmp_path, one_thread_ev
     for a, b in zip(alone, together):
         assert run_files(a['run_dir'])[0] == run_files(b['run_dir'])[0]
     assert {'cotrain-0', 'cotrain-1'} <= set(one_thread_everywhere)
+
+
+@pytest.mark.slow
+def test_a_group_sets_its_teacher_up_once(setup, tmp_path, monkeypatch):
+    """The candidates share the teacher checkpoint: the group's first run prepares, compiles and
+    measures it; the others train against that same module."""
+    from helper.engine import trainer as trainer_module
+    data, path_t = setup
+    compiled, measured, used = [], [], []
+    monkeypatch.setattr(trainer_module, 'compile_modules', lambda *a, **k: None)
+    monkeypatch.setattr(trainer_module, 'compile_teacher', lambda device, teacher, graphs=True: compiled.append(teacher))
+    real_validate, real_init = trainer_module.validate, Trainer.__init__
+
+    def validate(model, *a, **k):
+        result = real_validate(model, *a, **k)
+        if any(model is t for t in used):
+            measured.append(model)
+        return result
+
+    def init(self, *a, **k):
+        real_init(self, *a, **k)
+        used.append(self.teacher)
+    monkeypatch.setattr(trainer_module, 'validate', validate)
+    monkeypatch.setattr(Trainer, '__init__', init)
+    summaries = cotrain.cotrain([cand(data, tmp_path, path_t, c, '--epochs', '1', '--compile') for c in COMPS])
+    assert len(used) == 3 and all(t is used[0] for t in used)  # one module for the whole group
+    assert compiled == [used[0]] and measured == [used[0]]  # compiled once, its accuracy measured once
+    assert len({s['teacher_acc'] for s in summaries}) == 1 and summaries[0]['teacher_acc'] is not None
+    assert all(s['status'] == 'finished' for s in summaries)

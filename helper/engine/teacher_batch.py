@@ -25,6 +25,17 @@ class SharedTeacher:
         self.ready = None  # (stream, event) on CUDA
         self.computed = 0
         self.served = 0
+        # The group's one teacher module, prepared (and compiled) by its first run, and its test
+        # accuracy: the candidates share the teacher checkpoint, so it is set up and measured once.
+        self.module = None
+        self.module_compiled = False
+        self.accuracy = None
+
+    def adopt(self, teacher):
+        """The teacher a run of the group uses: the first run's, prepared, for every later run."""
+        if self.module is None:
+            self.module = teacher
+        return self.module
 
     def get(self, key, compute):
         if key != self.key:

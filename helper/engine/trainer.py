@@ -59,24 +59,33 @@ class Trainer:
         self.main_stage = MainStage(self)
 
     def _compile(self):
-        graphs = self.step_graph is None
+        graphs, shared = self.step_graph is None, self.context.shared_teacher
         try:  # DOT: no CUDA graphs for the step, which takes two backward passes per forward
             compile_modules(self.device, self.train_module, graphs=graphs and not self.dot)
-            compile_teacher(self.device, self.teacher, graphs=graphs)
+            if shared is None or not shared.module_compiled:  # a group's teacher compiles once
+                compile_teacher(self.device, self.teacher, graphs=graphs)
+                if shared is not None:
+                    shared.module_compiled = True
             return True
         except Exception as e:  # platforms without a compiler toolchain
             self.log(f'--compile unavailable here ({type(e).__name__}: {e}); running eager')
             return False
 
     def _prepare_teacher(self):
+        if self.channels_last:
+            self.module.to(memory_format=torch.channels_last)
+        shared = self.context.shared_teacher
+        if self.teacher is not None and shared is not None and shared.module is not None:
+            self.teacher = shared.module  # prepared by the group's first run
+            return
         if self.teacher is not None:
             self.teacher.to(self.device).eval()
             for p in self.teacher.parameters():
                 p.requires_grad_(False)
-        if self.channels_last:
-            self.module.to(memory_format=torch.channels_last)
-            if self.teacher is not None:
+            if self.channels_last:
                 self.teacher.to(memory_format=torch.channels_last)
+            if shared is not None:
+                shared.adopt(self.teacher)
 
     def _restore(self, ckpt):
         self.student.load_state_dict(ckpt['model'])
@@ -267,9 +276,14 @@ class Trainer:
         self.log(f'{self.kind} {self.folder.model}{depth}: {self.n_params:,} parameters; device {self.device}'
             f'{"; world size " + str(dist.world_size()) if dist.active() else ""}')
         if self.teacher is not None:
+            shared = self.context.shared_teacher
+            if self.teacher_acc is None and shared is not None:
+                self.teacher_acc = shared.accuracy  # the group's teacher, measured once
             if self.teacher_acc is None:
                 self.teacher_acc = validate(self.teacher, test_loader, self.device, self.autocast,
                                             self.channels_last)['acc']
+            if shared is not None and shared.accuracy is None:
+                shared.accuracy = self.teacher_acc
             self.log(f'teacher {opt.model_t} accuracy: {self.teacher_acc:.2f}')
 
     def finish(self):
