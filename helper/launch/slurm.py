@@ -12,7 +12,6 @@ holds a checkpoint, so a requeued job, or a job resubmitted by a rerun driver, c
 - A driver records job ids (the caller persists them); rerun, it waits on the jobs still queued or
   running instead of submitting them again.
 """
-import json
 import os
 import shlex
 import shutil
@@ -26,7 +25,7 @@ import submitit
 
 from helper.errors import UsageError
 from helper.runs.checkpoint import has_resumable
-from helper.runs.run_folder import finished
+from helper.runs.run_folder import finished, summary_or_empty
 from helper.launch.slurm_flags import slurm_extra, slurm_minutes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -145,14 +144,6 @@ def _local_alive(job_id):
         return False
 
 
-def _summary(run_dir):
-    try:
-        with open(os.path.join(run_dir, 'summary.json')) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
-
-
 class SlurmBackend:
     """Submit, reattach to and wait on the jobs of a driver's runs.
 
@@ -240,7 +231,7 @@ class SlurmBackend:
             while True:
                 states, notes = {}, {}
                 for i, job in jobs.items():
-                    s = _summary(runs[i].run_dir)
+                    s = summary_or_empty(runs[i].run_dir)
                     if s.get('status') == 'finished':
                         states[i] = 'DONE'
                     else:
