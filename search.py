@@ -83,9 +83,7 @@ def search_dir(opt, readable):
         saved = read_json(os.path.join(readable, 'search.json')).get('options')
     except (OSError, ValueError, AttributeError):
         return path
-    keys = [k for k in identity.IDENTITY_OPTIONS if not (k == 'seed' and opt.seed_auto)]
-    same = isinstance(saved, dict) and identity.first_difference(saved, options_dict(opt), keys) is None
-    return readable if same else path
+    return readable if identity.records_this_run(saved, opt) else path
 
 
 def candidate_argv(c):

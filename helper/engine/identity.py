@@ -52,6 +52,13 @@ def identity(opt, kind):
     return out
 
 
+def records_this_run(saved, opt):
+    """Whether saved, the options an older folder without the hash recorded, are those of the
+    run opt describes (a drawn seed aside)."""
+    keys = [k for k in IDENTITY_OPTIONS if not (k == 'seed' and getattr(opt, 'seed_auto', False))]
+    return isinstance(saved, dict) and first_difference(saved, options_dict(opt), keys) is None
+
+
 def identity_hash(ident):
     text = json.dumps(ident, sort_keys=True, separators=(',', ':'))
     return hashlib.sha1(text.encode()).hexdigest()[:HASH_CHARS]

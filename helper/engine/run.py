@@ -53,8 +53,7 @@ def _older_folder_is(path, opt):
     saved = summary.get('options') if isinstance(summary, dict) else None
     if not isinstance(saved, dict):
         return bool(opt.resume) and has_resumable_file(path)  # the resume compares its options
-    keys = [k for k in identity.IDENTITY_OPTIONS if not (k == 'seed' and opt.seed_auto)]
-    return identity.first_difference(saved, options_dict(opt), keys) is None
+    return identity.records_this_run(saved, opt)
 
 
 def has_resumable_file(path):
