@@ -31,12 +31,6 @@ class SharedTeacher:
         self.module_compiled = False
         self.accuracy = None
 
-    def adopt(self, teacher):
-        """The teacher a run of the group uses: the first run's, prepared, for every later run."""
-        if self.module is None:
-            self.module = teacher
-        return self.module
-
     def get(self, key, compute):
         if key != self.key:
             self.key, self.value, self.ready = None, None, None  # free the old outputs first

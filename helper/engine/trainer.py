@@ -84,8 +84,8 @@ class Trainer:
                 p.requires_grad_(False)
             if self.channels_last:
                 self.teacher.to(memory_format=torch.channels_last)
-            if shared is not None:
-                shared.adopt(self.teacher)
+            if shared is not None:  # the group's first run: its teacher serves every later run
+                shared.module = self.teacher
 
     def _restore(self, ckpt):
         self.student.load_state_dict(ckpt['model'])
